@@ -1,0 +1,56 @@
+"""What a CapyDB credential looks like, checked before any request is sent.
+
+A credential is an organization or project API key (``capy_live_…``) or a
+session token (a JWT). Neither is ever echoed: errors give only its length.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+
+from pydantic import SecretStr
+
+from pulumi_capy.api.errors import ConfigError
+
+__all__ = ["API_KEY_PREFIX", "check_credential", "credential_kind"]
+
+API_KEY_PREFIX = "capy_live_"
+_API_KEY = re.compile(r"capy_live_[A-Za-z0-9_\-]{16,}")
+_JWT_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
+
+
+def _is_jwt(token: str) -> bool:
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_JWT_SEGMENT.fullmatch(part) for part in parts):
+        return False
+    header = parts[0] + "=" * (-len(parts[0]) % 4)
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header))
+    except (binascii.Error, ValueError):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
+def credential_kind(token: str) -> str | None:
+    """``"api_key"``, ``"session"`` (a JWT) or ``None`` when it is neither."""
+    if _API_KEY.fullmatch(token):
+        return "api_key"
+    if _is_jwt(token):
+        return "session"
+    return None
+
+
+def check_credential(value: str | SecretStr, *, source: str) -> SecretStr:
+    """Return the credential as a ``SecretStr``, or raise ``ConfigError`` naming ``source``."""
+    token = value.get_secret_value() if isinstance(value, SecretStr) else value
+    token = token.strip()
+    if credential_kind(token) is None:
+        raise ConfigError(
+            f"{source} is malformed: expected an API key starting with {API_KEY_PREFIX} "
+            f"or a session token (JWT); got {len(token)} characters that are neither. "
+            "Copy the key again from `capy keys create` or CapyDB's console."
+        )
+    return SecretStr(token)

@@ -1,0 +1,590 @@
+"""The CapyDB restore surface as pydantic models (see ``shared/capydb-api.md``).
+
+Two families:
+
+- **Objects** (``Job``, ``RestorePoint``, …) are what the API answers. They are
+  lenient: unknown fields are ignored and an enum value this version does not
+  know (CapyDB adds them over time, e.g. restore point kind ``snapshot``) is
+  kept as a plain string.
+- **Requests** (``CreateRestorePoint``, ``RestoreRequest``, …) are what callers
+  send. They are strict: unknown fields, wrong types and every rule the
+  contract states fail validation, and each message names the field.
+  ``parse_request`` turns a ``ValidationError`` into ``InvalidInput``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Self, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from pulumi_capy.api.errors import FieldError, InvalidInput
+
+__all__ = [
+    "SCOPES",
+    "ApiKey",
+    "Backup",
+    "BackupState",
+    "CreateApiKey",
+    "CreateBackup",
+    "CreatePreview",
+    "CreateProject",
+    "CreateRestorePoint",
+    "CreatedApiKey",
+    "Environment",
+    "Identity",
+    "Job",
+    "JobState",
+    "JobType",
+    "Organization",
+    "PreviewCreated",
+    "PreviewDatabase",
+    "PreviewMode",
+    "PreviewState",
+    "Principal",
+    "Project",
+    "ProjectCreated",
+    "PutScheduledBackup",
+    "RestorePoint",
+    "RestorePointKind",
+    "RestorePointState",
+    "RestoreRequest",
+    "RetryClassification",
+    "ScheduledBackup",
+    "ServerInfo",
+    "TargetKind",
+    "VerificationState",
+    "format_timestamp",
+    "parse_request",
+]
+
+LABEL_MAX = 200
+TTL_HOURS_MAX = 168
+
+# The ten scopes of the contract, and no others.
+SCOPES: tuple[str, ...] = (
+    "projects:read",
+    "projects:write",
+    "credentials:read",
+    "backups:read",
+    "backups:write",
+    "jobs:read",
+    "organizations:read",
+    "organizations:write",
+    "api_keys:read",
+    "api_keys:write",
+)
+
+
+# ---------------------------------------------------------------- enums
+
+
+class JobState(StrEnum):
+    pending = "pending"  # waiting for a worker (or for its lock)
+    running = "running"  # claimed by a worker that holds its lease
+    completed = "completed"  # terminal: done, ``result`` filled
+    failed = "failed"  # terminal: ``error`` says why
+
+
+TERMINAL_JOB_STATES = frozenset({JobState.completed, JobState.failed})
+
+
+class JobType(StrEnum):
+    project_backup = "project.backup"  # take a backup of a project database
+    project_restore = "project.restore"  # restore into a preview or the project
+    backup_verify = "backup.verify"  # restore a backup into a throwaway target and check it
+    preview_create = "preview.create"  # create a preview database
+    preview_delete = "preview.delete"  # drop a preview database
+    backup_expire = "backup.expire"  # remove a backup past its retention
+
+
+class RetryClassification(StrEnum):
+    transient = "transient"  # retried while attempts < max_attempts
+    permanent = "permanent"  # failed at once: retrying cannot help
+
+
+class RestorePointKind(StrEnum):
+    backup = "backup"  # pinned to a backup key
+    pitr = "pitr"  # pinned to a point in time
+
+
+class RestorePointState(StrEnum):
+    active = "active"  # can be restored from
+    expired = "expired"  # its backup expired or its time left the PITR window
+
+
+class BackupState(StrEnum):
+    completed = "completed"  # the blob exists
+    expired = "expired"  # removed by retention
+
+
+class VerificationState(StrEnum):
+    pending = "pending"  # not yet restored into a throwaway target
+    verified = "verified"  # restored and checked
+    failed = "failed"  # did not restore: not usable
+
+
+class TargetKind(StrEnum):
+    new_preview = "new_preview"  # a fresh preview database; nothing existing is touched
+    preview = "preview"  # overwrite the existing preview ``preview_id``
+    project = "project"  # overwrite the project database (needs confirmation)
+
+
+class PreviewMode(StrEnum):
+    empty = "empty"  # an empty database
+    clone = "clone"  # a copy of the project database now
+    restore = "restore"  # [ours] made by a restore
+
+
+class PreviewState(StrEnum):
+    creating = "creating"  # [ours] its job has not finished
+    ready = "ready"  # [ours] usable
+    deleting = "deleting"  # [ours] a delete job is running
+    deleted = "deleted"  # [ours] gone
+    failed = "failed"  # [ours] its creation failed; ``last_error`` says why
+
+
+class Environment(StrEnum):
+    production = "production"
+    non_production = "non_production"
+
+
+OpenJobState = Annotated[JobState | str, Field(union_mode="left_to_right")]
+OpenJobType = Annotated[JobType | str, Field(union_mode="left_to_right")]
+OpenRetry = Annotated[RetryClassification | str, Field(union_mode="left_to_right")]
+OpenKind = Annotated[RestorePointKind | str, Field(union_mode="left_to_right")]
+OpenRestorePointState = Annotated[RestorePointState | str, Field(union_mode="left_to_right")]
+OpenBackupState = Annotated[BackupState | str, Field(union_mode="left_to_right")]
+OpenVerification = Annotated[VerificationState | str, Field(union_mode="left_to_right")]
+OpenPreviewMode = Annotated[PreviewMode | str, Field(union_mode="left_to_right")]
+OpenPreviewState = Annotated[PreviewState | str, Field(union_mode="left_to_right")]
+OpenEnvironment = Annotated[Environment | str, Field(union_mode="left_to_right")]
+
+
+# ---------------------------------------------------------------- timestamps
+
+
+def format_timestamp(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``: ``2026-11-26T05:00:00Z`` (microseconds kept if any)."""
+    text = value.astimezone(UTC).isoformat()
+    return text.replace("+00:00", "Z")
+
+
+def _aware_utc(value: datetime, *, strict: bool) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        if strict:
+            raise ValueError(
+                "the timestamp has no UTC offset; write it in RFC 3339, e.g. 2026-11-26T05:00:00Z"
+            )
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------- objects
+
+
+class ApiObject(BaseModel):
+    """An object the API answers: lenient, timestamps in UTC."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return _aware_utc(value, strict=False)
+        return value
+
+    @field_serializer("*", when_used="json-unless-none")
+    def _serialize(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return format_timestamp(value)
+        return value
+
+
+class Job(ApiObject):
+    id: str
+    type: OpenJobType
+    state: OpenJobState
+    attempts: int = 0
+    max_attempts: int = 3
+    claimed_at: datetime | None = None
+    claimed_by: str | None = None
+    cluster_id: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    error: str | None = None
+    last_exit_code: int | None = None
+    last_stdout: str | None = None
+    last_stderr: str | None = None
+    locked_resource: str | None = None
+    retry_classification: OpenRetry | None = None
+    organization_id: str | None = None
+    project_id: str | None = None
+    preview_database_id: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_JOB_STATES
+
+
+class RestorePoint(ApiObject):
+    id: str
+    project_id: str
+    organization_id: str | None = None
+    label: str
+    note: str | None = None
+    kind: OpenKind
+    backup_id: str | None = None
+    backup_key: str | None = None
+    pitr_time: datetime | None = None
+    state: OpenRestorePointState = RestorePointState.active
+    created_by_actor_id: str | None = None
+    created_by_actor_kind: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Backup(ApiObject):
+    id: str
+    project_id: str
+    backup_key: str
+    label: str | None = None
+    database_name: str | None = None
+    size_bytes: int | None = None
+    state: OpenBackupState = BackupState.completed
+    verification_state: OpenVerification = VerificationState.pending
+    verification_error: str | None = None
+    verified_at: datetime | None = None
+    created_at: datetime | None = None
+
+
+class ScheduledBackup(ApiObject):
+    id: str
+    project_id: str
+    organization_id: str | None = None
+    cron_hour: int
+    cron_minute: int
+    is_active: bool
+    label: str | None = None
+    retention_days: int | None = None
+    last_job_id: str | None = None
+    last_run_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class PreviewDatabase(ApiObject):
+    id: str
+    project_id: str
+    name: str
+    mode: OpenPreviewMode | None = None
+    state: OpenPreviewState | None = None
+    database_name: str | None = None
+    role_name: str | None = None
+    public_host: str | None = None
+    direct_port: int | None = None
+    pooled_port: int | None = None
+    ssl_mode: str | None = None
+    source_kind: str | None = None
+    source_database: str | None = None
+    source_backup_key: str | None = None
+    source_restore_time: datetime | None = None
+    ttl_expires_at: datetime | None = None
+    last_error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class Project(ApiObject):
+    id: str
+    name: str
+    organization_id: str | None = None
+    environment: OpenEnvironment | None = None
+    state: str | None = None
+    # [ours] what the engine protects, without credentials: ``sqlite`` or ``postgresql``
+    database_kind: str | None = None
+    database_name: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ApiKey(ApiObject):
+    id: str
+    name: str
+    organization_id: str | None = None
+    project_id: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    prefix: str | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class CreatedApiKey(ApiObject):
+    """The answer to a key creation: the only time the plaintext key is shown."""
+
+    api_key: ApiKey
+    plaintext_api_key: SecretStr
+
+    @field_serializer("plaintext_api_key", when_used="json")
+    def _reveal(self, value: SecretStr) -> str:
+        return value.get_secret_value()
+
+
+class Organization(ApiObject):
+    id: str
+    name: str | None = None
+
+
+class Principal(ApiObject):
+    auth_source: str
+    organization_id: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    project_id: str | None = None
+    api_key_id: str | None = None
+    actor_id: str | None = None
+
+
+class ServerInfo(ApiObject):
+    """[ours] how a self-hosted ``capy serve`` names itself in ``GET /v1/me``."""
+
+    name: str
+    version: str | None = None
+
+
+class Identity(ApiObject):
+    """The answer of ``GET /v1/me``."""
+
+    organization: Organization | None = None
+    principal: Principal
+    server: ServerInfo | None = None
+
+    @property
+    def is_pulumi_capy_server(self) -> bool:
+        return self.server is not None and self.server.name == "pulumi-capy"
+
+
+class PreviewCreated(ApiObject):
+    job: Job
+    preview: PreviewDatabase
+
+
+class ProjectCreated(ApiObject):
+    project: Project
+    job: Job | None = None
+
+
+# ---------------------------------------------------------------- requests
+
+Label = Annotated[str, Field(min_length=1, max_length=LABEL_MAX)]
+TtlHours = Annotated[int, Field(ge=1, le=TTL_HOURS_MAX)]
+
+
+class ApiRequest(BaseModel):
+    """A request body: strict; serialized with ``to_wire``."""
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, validate_default=True, frozen=True
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        if isinstance(value, datetime):
+            return _aware_utc(value, strict=True)
+        return value
+
+    @field_serializer("*", when_used="json-unless-none")
+    def _serialize(self, value: Any, info: SerializationInfo) -> Any:
+        if isinstance(value, datetime):
+            return format_timestamp(value)
+        if isinstance(value, SecretStr):
+            context = info.context or {}
+            return value.get_secret_value() if context.get("reveal_secrets") else str(value)
+        return value
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body to send: secrets revealed, unset optional fields left out."""
+        return self.model_dump(mode="json", exclude_none=True, context={"reveal_secrets": True})
+
+
+class RuleError(ValueError):
+    """A rule over several fields broke; ``fields`` are the ones to blame."""
+
+    def __init__(self, fields: tuple[str, ...] | str, message: str) -> None:
+        self.fields = (fields,) if isinstance(fields, str) else fields
+        self.message = message
+        super().__init__(f"{', '.join(self.fields)}: {message}")
+
+
+def _exactly_one(model: BaseModel, fields: tuple[str, ...], what: str) -> None:
+    given = tuple(name for name in fields if getattr(model, name) is not None)
+    if len(given) != 1:
+        names = ", ".join(fields)
+        if given:
+            raise RuleError(given, f"give exactly one {what} ({names}); got {len(given)}")
+        raise RuleError(fields, f"give exactly one {what} ({names}); got none")
+
+
+class CreateRestorePoint(ApiRequest):
+    label: Label
+    kind: RestorePointKind = RestorePointKind.backup
+    backup_key: Annotated[str, Field(min_length=1)] | None = None
+    pitr_time: datetime | None = None
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Self:
+        if self.kind is RestorePointKind.backup:
+            if self.backup_key is None:
+                raise RuleError("backup_key", "required when kind is 'backup'")
+            if self.pitr_time is not None:
+                raise RuleError("pitr_time", "only allowed when kind is 'pitr'")
+        elif self.backup_key is not None:
+            raise RuleError("backup_key", "only allowed when kind is 'backup'")
+        return self
+
+
+class RestoreRequest(ApiRequest):
+    backup_key: Annotated[str, Field(min_length=1)] | None = None
+    restore_time: datetime | None = None
+    restore_point_id: Annotated[str, Field(min_length=1)] | None = None
+    target_kind: TargetKind = TargetKind.new_preview
+    preview_id: Annotated[str, Field(min_length=1)] | None = None
+    preview_name: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    ttl_hours: TtlHours | None = None
+    recreate: bool = False
+    allow_unverified_backup: bool = False
+    confirm_project_overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
+        _exactly_one(self, ("backup_key", "restore_time", "restore_point_id"), "restore source")
+        if self.target_kind is TargetKind.preview:
+            if self.preview_id is None:
+                raise RuleError("preview_id", "required when target_kind is 'preview'")
+        elif self.preview_id is not None:
+            raise RuleError(
+                "preview_id",
+                f"only allowed when target_kind is 'preview' (target_kind is '{self.target_kind}')",
+            )
+        if self.target_kind is not TargetKind.new_preview:
+            for name in ("preview_name", "ttl_hours"):
+                if getattr(self, name) is not None:
+                    raise RuleError(
+                        name,
+                        f"only allowed when target_kind is 'new_preview' "
+                        f"(target_kind is '{self.target_kind}')",
+                    )
+        return self
+
+    @property
+    def source_kind(self) -> str:
+        if self.backup_key is not None:
+            return "backup"
+        if self.restore_point_id is not None:
+            return "restore_point"
+        return "restore_time"
+
+    def to_wire(self) -> dict[str, Any]:
+        body = super().to_wire()
+        body["target_kind"] = self.target_kind.value  # CapyDB rejects a restore without it
+        return body
+
+
+class CreateBackup(ApiRequest):
+    label: Label | None = None
+
+
+class PutScheduledBackup(ApiRequest):
+    cron_hour: Annotated[int, Field(ge=0, le=23)]
+    cron_minute: Annotated[int, Field(ge=0, le=59)]
+    is_active: bool
+    label: Label | None = None
+    retention_days: Annotated[int, Field(ge=1, le=365)] | None = None
+
+
+class CreatePreview(ApiRequest):
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    mode: PreviewMode = PreviewMode.clone
+    ttl_hours: TtlHours = 24
+
+
+class CreateProject(ApiRequest):
+    name: Annotated[str, Field(min_length=1, max_length=LABEL_MAX)]
+    environment: Environment = Environment.non_production
+    # [ours] only on the self-hosted server and the embedded engine; a secret
+    database_url: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class CreateApiKey(ApiRequest):
+    name: Annotated[str, Field(min_length=1, max_length=LABEL_MAX)]
+    scopes: Annotated[list[str], Field(min_length=1)]
+    project_id: Annotated[str, Field(min_length=1)] | None = None
+    expires_at: datetime | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, value: list[str]) -> list[str]:
+        unknown = [scope for scope in value if scope not in SCOPES]
+        if unknown:
+            raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {' '.join(SCOPES)}")
+        return list(dict.fromkeys(value))
+
+
+# ---------------------------------------------------------------- validation errors
+
+RequestT = TypeVar("RequestT", bound=ApiRequest)
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    """One ``FieldError`` per pydantic error, named by its field.
+
+    A rule over several fields (``RuleError``) gives one entry per field it blames.
+    """
+    result: list[FieldError] = []
+    for item in error.errors(include_url=False):
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, RuleError):
+            result.extend(FieldError(name, cause.message) for name in cause.fields)
+            continue
+        location = ".".join(str(part) for part in item["loc"]) or "request"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        result.append(FieldError(location, message))
+    return result
+
+
+def parse_request(model: type[RequestT], data: Any, *, what: str | None = None) -> RequestT:
+    """Validate ``data`` as ``model``, raising ``InvalidInput`` that names each bad field."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(field_errors(exc), what=what) from None

@@ -1,0 +1,1 @@
+"""The ``capy`` command line."""

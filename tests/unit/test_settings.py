@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pulumi_capy.api.client import DEFAULT_API_URL
+from pulumi_capy.api.errors import ConfigError
+from pulumi_capy.settings import Mode, resolve
+
+KEY_ARG = "capy_live_" + "a" * 40
+KEY_CONFIG = "capy_live_" + "c" * 40
+KEY_ENV = "capy_live_" + "e" * 40
+# header {"alg":"RS256","typ":"JWT"}, any payload, any signature
+JWT = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+def test_defaults_without_anything_are_embedded_beside_the_project(tmp_path: Path) -> None:
+    settings = resolve(environ={}, cwd=tmp_path)
+    assert settings.mode is Mode.embedded
+    assert settings.api_url == DEFAULT_API_URL
+    assert settings.api_key is None
+    assert settings.engine_dir == tmp_path / ".capy"
+    assert "no API key" in settings.describe()
+
+
+def test_a_key_selects_api_mode_and_says_why() -> None:
+    settings = resolve(environ={"CAPYDB_API_KEY": KEY_ENV})
+    assert settings.mode is Mode.api
+    assert settings.reason == "an API key is set in CAPYDB_API_KEY"
+    assert "mode api" in settings.describe()
+
+
+@pytest.mark.parametrize(
+    ("explicit", "config", "environ", "expected"),
+    [
+        (KEY_ARG, {"capy:apiKey": KEY_CONFIG}, {"CAPYDB_API_KEY": KEY_ENV}, KEY_ARG),
+        (None, {"capy:apiKey": KEY_CONFIG}, {"CAPYDB_API_KEY": KEY_ENV}, KEY_CONFIG),
+        (None, {"apiKey": KEY_CONFIG}, {"CAPYDB_API_KEY": KEY_ENV}, KEY_CONFIG),
+        (None, {}, {"CAPYDB_API_KEY": KEY_ENV}, KEY_ENV),
+    ],
+)
+def test_key_precedence(
+    explicit: str | None, config: dict[str, str], environ: dict[str, str], expected: str
+) -> None:
+    settings = resolve(api_key=explicit, config=config, environ=environ)
+    assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == expected
+
+
+def test_url_mode_and_dir_precedence(tmp_path: Path) -> None:
+    environ = {
+        "CAPYDB_API_URL": "https://env.example/api",
+        "CAPY_MODE": "api",
+        "CAPYDB_API_KEY": KEY_ENV,
+        "CAPY_ENGINE_DIR": "/env/dir",
+    }
+    config = {"capy:apiUrl": "https://config.example/api/", "capy:engineDir": "state"}
+    from_config = resolve(config=config, environ=environ, cwd=tmp_path)
+    assert from_config.api_url == "https://config.example/api"
+    assert from_config.engine_dir == tmp_path / "state"
+    from_env = resolve(environ=environ, cwd=tmp_path)
+    assert from_env.api_url == "https://env.example/api"
+    assert from_env.engine_dir == Path("/env/dir")
+    explicit = resolve(
+        api_url="http://127.0.0.1:8080",
+        engine_dir=tmp_path / "x",
+        mode="embedded",
+        config=config,
+        environ=environ,
+    )
+    assert explicit.api_url == "http://127.0.0.1:8080"
+    assert explicit.engine_dir == tmp_path / "x"
+    assert explicit.mode is Mode.embedded
+    assert explicit.reason == "mode says so"
+
+
+def test_config_mode_beats_environment() -> None:
+    settings = resolve(
+        config={"capy:mode": "embedded"}, environ={"CAPY_MODE": "api", "CAPYDB_API_KEY": KEY_ENV}
+    )
+    assert settings.mode is Mode.embedded
+    assert settings.reason == "capy:mode says so"
+
+
+def test_session_tokens_are_accepted() -> None:
+    settings = resolve(api_key=JWT)
+    assert settings.mode is Mode.api
+
+
+@pytest.mark.parametrize("bad", ["sk_live_1234567890abcdef1234", "capy_live_short", "a.b.c"])
+def test_malformed_key_is_refused_without_echo(bad: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve(environ={"CAPYDB_API_KEY": bad})
+    message = str(caught.value)
+    assert "CAPYDB_API_KEY is malformed" in message
+    assert bad not in message
+
+
+def test_malformed_config_key_names_the_config_key() -> None:
+    with pytest.raises(ConfigError, match=r"capy:apiKey is malformed"):
+        resolve(config={"capy:apiKey": "nope"}, environ={})
+
+
+def test_api_mode_without_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"CAPY_MODE selects mode 'api' but no API key"):
+        resolve(environ={"CAPY_MODE": "api"})
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"capy:mode must be 'api' or 'embedded'; got 'cloud'"):
+        resolve(config={"capy:mode": "cloud"}, environ={})
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "capydb.dev", "https://"])
+def test_bad_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"CAPYDB_API_URL must be an http\(s\) URL"):
+        resolve(environ={"CAPYDB_API_URL": url})
+
+
+def test_repr_hides_the_key() -> None:
+    settings = resolve(api_key=KEY_ARG)
+    assert KEY_ARG not in repr(settings)
+    assert KEY_ARG not in str(settings)
+    assert KEY_ARG not in settings.describe()
+
+
+def test_environment_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPYDB_API_KEY", KEY_ENV)
+    assert resolve().mode is Mode.api
