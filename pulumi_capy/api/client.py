@@ -28,6 +28,7 @@ from pulumi_capy.api.credentials import check_credential
 from pulumi_capy.api.errors import (
     ApiError,
     CapyError,
+    ConfigError,
     JobFailed,
     JobTimeout,
     NotSupported,
@@ -79,8 +80,9 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 def _segment(value: str) -> str:
     """One path segment, quoted so that an id cannot change the path."""
-    if not value:
-        raise CapyError("an id in the request path is empty")
+    if value in ("", ".", ".."):
+        # httpx (like every URL resolver) collapses dot segments: "v1/x/.." is "v1"
+        raise CapyError(f"invalid id {value!r}: an id cannot be empty, '.' or '..'")
     return quote(value, safe="")
 
 
@@ -122,11 +124,13 @@ class CapyClient:
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
+        url_source = "base_url" if base_url else "CAPYDB_API_URL"
         url = (base_url or os.environ.get("CAPYDB_API_URL") or DEFAULT_API_URL).rstrip("/")
         if not url.startswith(("https://", "http://")):
-            raise CapyError(f"base_url must start with https:// or http://, got {url!r}")
+            raise ConfigError(f"{url_source} must start with https:// or http://, got {url!r}")
+        key_source = "api_key" if api_key is not None else "CAPYDB_API_KEY"
         key = api_key if api_key is not None else os.environ.get("CAPYDB_API_KEY")
-        self._key = check_credential(key, source="api_key") if key else None
+        self._key = check_credential(key, source=key_source) if key else None
         self.base_url = url
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -233,6 +237,10 @@ class CapyClient:
             message = data["error"]
         elif response.text.strip():
             message = response.text.strip()[:300]
+        if message and self._key:  # a server or proxy that echoes the token must not leak it
+            message = message.replace(self._key.get_secret_value(), "**********")
+        if response.status_code == 401 and self._key is None:
+            message = f"{message or 'unauthorized'} (no API key was configured)"
         cls = error_for_status(response.status_code)
         kwargs: dict[str, Any] = {
             "status_code": response.status_code,
@@ -394,7 +402,11 @@ class CapyClient:
     # ------------------------------------------------------------ identity and keys
 
     def get_identity(self) -> Identity:
-        return Identity.model_validate(self._request("GET", "v1/me"))
+        data = self._request("GET", "v1/me")
+        try:
+            return Identity.model_validate(data)
+        except ValidationError as exc:
+            raise ServerError(f"unexpected answer to GET /v1/me ({exc})") from exc
 
     def create_api_key(self, organization_id: str, request: CreateApiKey) -> CreatedApiKey:
         data = self._request(
