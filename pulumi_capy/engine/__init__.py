@@ -1,0 +1,8 @@
+"""The restore engine: CapyDB's restore surface running in this process (embedded mode)
+or behind ``capy serve``. Never imports Pulumi, the server or the resources."""
+
+from pulumi_capy.engine.clock import Clock, ManualClock, SystemClock
+from pulumi_capy.engine.queue import RetryPolicy
+from pulumi_capy.engine.service import Engine
+
+__all__ = ["Clock", "Engine", "ManualClock", "RetryPolicy", "SystemClock"]

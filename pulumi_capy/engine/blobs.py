@@ -1,0 +1,186 @@
+"""Backup objects: one zstd-compressed blob per backup key, with a SHA-256 and a manifest.
+
+A write streams the source through the compressor and the hasher into
+``<key>.tmp``, fsyncs it, renames it into place and fsyncs the directory, so a
+crash leaves either no blob or a whole one. A read streams the blob back
+through the hasher and the decompressor into a destination file and raises
+``ChecksumMismatch`` (a permanent failure) if the bytes are not the ones
+recorded: the caller writes into a scratch file and only moves it into place
+after the read returned, so a bad blob touches no target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+import zstandard
+
+from pulumi_capy.api.errors import CapyError
+
+__all__ = ["BlobInfo", "ChecksumMismatch", "LocalBlobStore", "fsync_directory"]
+
+CHUNK = 1 << 20
+ZSTD_LEVEL = 3
+
+
+class ChecksumMismatch(CapyError):
+    """The blob's bytes differ from the checksum recorded when it was written."""
+
+
+class BlobMissing(CapyError):
+    """The blob of a backup is gone."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    sha256: str
+    blob_bytes: int
+    source_bytes: int
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _HashingReader:
+    """A file-like source that hashes what is read from it."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.digest.update(data)
+        return data
+
+
+class _HashingWriter:
+    """A file-like sink that hashes and counts what passes through it."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.count += len(data)
+        return self.target.write(data)
+
+
+def _safe_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise CapyError(f"invalid backup key {key!r}")
+    return key
+
+
+class LocalBlobStore:
+    """Blobs in a local directory (``<engine dir>/blobs``)."""
+
+    def __init__(self, root: Path, *, level: int = ZSTD_LEVEL, threads: int = 2) -> None:
+        self.root = root
+        self.level = level
+        self.threads = threads
+
+    def path(self, key: str) -> Path:
+        return self.root / _safe_key(key)
+
+    def manifest_path(self, key: str) -> Path:
+        return self.path(key).with_name(self.path(key).name + ".manifest.json")
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def put_file(self, key: str, source: Path, manifest: dict[str, Any]) -> BlobInfo:
+        """Compress ``source`` into the blob ``key``; write its manifest beside it."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = target.with_name(target.name + ".tmp")
+        compressor = zstandard.ZstdCompressor(level=self.level, threads=self.threads)
+        try:
+            with source.open("rb") as reader, scratch.open("wb") as raw:
+                sink = _HashingWriter(raw)
+                source_bytes, _ = compressor.copy_stream(
+                    reader, cast(IO[bytes], sink), read_size=CHUNK, write_size=CHUNK
+                )
+                raw.flush()
+                os.fsync(raw.fileno())
+            info = BlobInfo(key, sink.digest.hexdigest(), sink.count, int(source_bytes))
+            self._write_manifest(
+                key, {**manifest, **asdict(info), "compression": "zstd", "zstd_level": self.level}
+            )
+            scratch.replace(target)
+            fsync_directory(target.parent)
+        except BaseException:
+            scratch.unlink(missing_ok=True)
+            raise
+        return info
+
+    def _write_manifest(self, key: str, manifest: dict[str, Any]) -> None:
+        path = self.manifest_path(key)
+        scratch = path.with_name(path.name + ".tmp")
+        with scratch.open("w", encoding="utf-8") as handle:
+            json.dump(manifest, handle, indent=2, sort_keys=True, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        scratch.replace(path)
+
+    def read_manifest(self, key: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.manifest_path(key).read_text(encoding="utf-8"))
+        return data
+
+    def get_file(self, key: str, expected_sha256: str, destination: Path) -> int:
+        """Decompress blob ``key`` into ``destination`` (created), checking its checksum.
+
+        On a mismatch the partly written destination is removed and
+        ``ChecksumMismatch`` is raised. Returns the decompressed size.
+        """
+        path = self.path(key)
+        if not path.is_file():
+            raise BlobMissing(f"blob {key} is missing from {self.root}")
+        decompressor = zstandard.ZstdDecompressor()
+        try:
+            with path.open("rb") as raw, destination.open("wb") as out:
+                source = _HashingReader(raw)
+                decompressor.copy_stream(
+                    cast(IO[bytes], source), out, read_size=CHUNK, write_size=CHUNK
+                )
+                digest = source.digest
+                if digest.hexdigest() != expected_sha256:
+                    raise ChecksumMismatch(
+                        f"blob {key}: checksum mismatch (recorded sha256 {expected_sha256[:16]}…, "
+                        f"read {digest.hexdigest()[:16]}…); the backup is damaged and was not used"
+                    )
+                out.flush()
+                os.fsync(out.fileno())
+        except zstandard.ZstdError as exc:
+            destination.unlink(missing_ok=True)
+            raise ChecksumMismatch(f"blob {key}: cannot decompress ({exc})") from exc
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
+        return destination.stat().st_size
+
+    def delete(self, key: str) -> None:
+        for path in (self.path(key), self.manifest_path(key)):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            fsync_directory(self.path(key).parent)
+
+    def keys(self) -> Iterator[str]:
+        for path in self.root.rglob("*.zst"):
+            yield path.relative_to(self.root).as_posix()

@@ -1,0 +1,128 @@
+"""Database drivers: how the engine copies a database out and loads one back.
+
+One contract (``Driver``) and one shared test suite for every driver. A
+driver never sees blobs or jobs: it dumps a database into a file and loads a
+file into a target, reporting what it did as an ``Outcome`` (the job's
+``last_exit_code``/``last_stdout``/``last_stderr``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pulumi_capy.api.errors import FieldError, InvalidInput
+
+__all__ = [
+    "DatabaseInfo",
+    "Driver",
+    "DriverFailure",
+    "Materialize",
+    "Outcome",
+    "driver_for",
+]
+
+# Writes the dump (the blob, decompressed and checked) into the given path.
+Materialize = Callable[[Path], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a driver step did, as an executor would report it."""
+
+    summary: str
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class DriverFailure(Exception):
+    """A driver step failed; ``permanent`` says whether a retry could help."""
+
+    def __init__(self, message: str, *, permanent: bool, outcome: Outcome | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    kind: str  # "sqlite"
+    url: str  # normalised, as stored
+    database_name: str  # for messages and Project.database_name
+
+
+class Driver(Protocol):
+    kind: str
+    format: str  # the dump format recorded in the manifest
+    extension: str  # of the blob, before ".zst"
+
+    def inspect(self, url: str) -> DatabaseInfo:
+        """Validate a project's ``database_url``; raise ``InvalidInput`` naming it."""
+        ...
+
+    def dump(self, url: str, destination: Path) -> Outcome:
+        """Write a consistent copy of the database into ``destination``."""
+        ...
+
+    def check(self, dump: Path) -> Outcome:
+        """Verify a dump (the blob, decompressed into a throwaway file) by checking it."""
+        ...
+
+    def empty_dump(self, destination: Path) -> None:
+        """Write the dump of an empty database (for ``mode: empty`` previews)."""
+        ...
+
+    def preview_url(self, project_url: str, preview_id: str, previews_dir: Path) -> str:
+        """Where a new preview of this project lives."""
+        ...
+
+    def restore(
+        self,
+        materialize: Materialize,
+        target_url: str,
+        *,
+        create: bool,
+        before_commit: Callable[[], None],
+    ) -> Outcome:
+        """Load the dump into ``target_url``.
+
+        ``create``: the target must not exist yet (a new preview). Otherwise it
+        is overwritten in one atomic step. ``before_commit`` runs right before
+        the first change to the target and may raise to abort; until then the
+        target is untouched, and a failure at any point leaves it as it was.
+        """
+        ...
+
+    def database_name(self, url: str) -> str:
+        """How a database is named in ``PreviewDatabase.database_name``."""
+        ...
+
+    def drop(self, url: str) -> None:
+        """Remove a preview database; gone already is fine."""
+        ...
+
+
+def driver_for(url: str) -> Driver:
+    """The driver for a ``database_url``; ``InvalidInput`` when none fits."""
+    from pulumi_capy.engine.drivers.sqlite import SqliteDriver
+
+    if url.startswith("sqlite:"):
+        return SqliteDriver()
+    scheme = url.split(":", 1)[0] if ":" in url else ""
+    if scheme in ("postgres", "postgresql"):
+        raise InvalidInput(
+            [
+                FieldError(
+                    "database_url",
+                    "PostgreSQL projects are not supported by the engine "
+                    "yet; use a sqlite:////absolute/path.db URL",
+                )
+            ]
+        )
+    raise InvalidInput(
+        [FieldError("database_url", "unsupported URL; expected sqlite:////absolute/path.db")]
+    )

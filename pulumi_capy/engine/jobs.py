@@ -1,0 +1,401 @@
+"""What each job type does. One handler per type, run by the worker.
+
+A handler does its slow work (dump, compress, restore) while holding the
+job's lease and returns a ``JobDone``; its ``commit`` runs in the same
+transaction that marks the job completed, fenced by the lease, so a worker
+that lost its job records nothing. ``on_failed`` runs when the job fails for
+good (e.g. the preview it was making becomes ``failed``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pulumi_capy._version import __version__
+from pulumi_capy.api.errors import CapyError
+from pulumi_capy.engine.drivers import Driver, Outcome, driver_for
+from pulumi_capy.engine.queue import Deferred, Lease, new_id
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.store import BackupRecord, JobRecord, ProjectRecord
+
+__all__ = ["HANDLERS", "Handler", "JobDone", "PermanentFailure", "backup_key", "safety_label"]
+
+VERIFY_RETRY_DELAY = 1.0
+
+
+class PermanentFailure(CapyError):
+    """The job cannot succeed however often it is tried."""
+
+
+Commit = Callable[[sqlite3.Connection], dict[str, Any] | None]
+
+
+@dataclass
+class JobDone:
+    result: dict[str, Any]
+    outcome: Outcome
+    commit: Commit | None = None
+
+
+@dataclass(frozen=True)
+class Handler:
+    run: Callable[[Runtime, JobRecord, Lease], JobDone]
+    on_failed: Callable[[Runtime, sqlite3.Connection, JobRecord, str], None] = field(
+        default=lambda rt, db, job, error: None
+    )
+
+
+def backup_key(project_id: str, backup_id: str, driver: Driver) -> str:
+    """[ours] ``projects/<project_id>/backups/<backup_id>.<ext>.zst``."""
+    return f"projects/{project_id}/backups/{backup_id}.{driver.extension}.zst"
+
+
+def safety_label(job_id: str) -> str:
+    return f"pre-restore-{job_id}"
+
+
+def _project(rt: Runtime, job: JobRecord) -> ProjectRecord:
+    project = rt.store.get_project(job.project_id or "")
+    if project is None:
+        raise PermanentFailure(f"project {job.project_id} no longer exists")
+    return project
+
+
+def _backup(rt: Runtime, backup_id: str) -> BackupRecord:
+    backup = rt.store.get_backup(backup_id)
+    if backup is None:
+        raise PermanentFailure(f"backup {backup_id} no longer exists")
+    if backup.state == "expired":
+        raise PermanentFailure(f"backup {backup.backup_key} expired; its blob is gone")
+    if not backup.sha256:
+        raise PermanentFailure(f"backup {backup.backup_key} has no checksum recorded")
+    return backup
+
+
+def _remove_scratch(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- backups
+
+
+def snapshot(
+    rt: Runtime, project: ProjectRecord, backup_id: str, label: str | None, job: JobRecord
+) -> tuple[dict[str, Any], Outcome]:
+    """Dump the project, compress and hash it into a blob; return the backup row."""
+    driver = driver_for(project.database_url)
+    key = backup_key(project.id, backup_id, driver)
+    scratch = rt.scratch_dir / f"{job.id}-{backup_id}.dump"
+    try:
+        dumped = driver.dump(project.database_url, scratch)
+        rt.hook("backup.after_dump", job)
+        now = rt.now()
+        info = rt.blobs.put_file(
+            key,
+            scratch,
+            manifest={
+                "format": driver.format,
+                "source": {"kind": driver.kind, "database_name": project.database_name},
+                "project_id": project.id,
+                "backup_id": backup_id,
+                "job_id": job.id,
+                "created_at": now.isoformat(),
+                "versions": {
+                    "pulumi_capy": __version__,
+                    "python": sys.version.split()[0],
+                    "sqlite": sqlite3.sqlite_version,
+                },
+                "details": dumped.details,
+            },
+        )
+    finally:
+        _remove_scratch(scratch)
+    row = {
+        "id": backup_id,
+        "project_id": project.id,
+        "backup_key": key,
+        "label": label,
+        "database_name": project.database_name,
+        "size_bytes": info.source_bytes,
+        "blob_bytes": info.blob_bytes,
+        "sha256": info.sha256,
+        "format": driver.format,
+        "state": "completed",
+        "verification_state": "pending",
+        "created_by_job_id": job.id,
+        "created_at": now,
+    }
+    summary = (
+        f"{dumped.summary}; blob {key}: {info.blob_bytes} bytes "
+        f"({info.blob_bytes / max(info.source_bytes, 1):.0%}), sha256 {info.sha256[:16]}"
+    )
+    return row, Outcome(summary=summary, stdout=summary, details=dumped.details)
+
+
+def record_backup(rt: Runtime, db: sqlite3.Connection, row: dict[str, Any]) -> str:
+    """Insert the backup row and queue its verification; return the verify job id."""
+    rt.store.insert_in(db, "backups", row)
+    return rt.enqueue(
+        db,
+        "backup.verify",
+        project_id=str(row["project_id"]),
+        payload={"backup_id": row["id"]},
+        locked_resource=f"backup:{row['id']}",
+    )
+
+
+def run_backup(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    project = _project(rt, job)
+    backup_id = str(job.payload["backup_id"])
+    row, outcome = snapshot(rt, project, backup_id, job.payload.get("label"), job)
+    lease.check()
+
+    def commit(db: sqlite3.Connection) -> dict[str, Any]:
+        return {"verify_job_id": record_backup(rt, db, row)}
+
+    return JobDone({"backup_id": backup_id, "backup_key": row["backup_key"]}, outcome, commit)
+
+
+def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    backup = _backup(rt, str(job.payload["backup_id"]))
+    project = _project(rt, job)
+    driver = driver_for(project.database_url)
+    scratch = rt.scratch_dir / f"{job.id}.verify"
+    try:
+        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", scratch)
+        checked = driver.check(scratch)
+    finally:
+        _remove_scratch(scratch)
+    lease.check()
+    now = rt.now()
+
+    def commit(db: sqlite3.Connection) -> None:
+        rt.store.update_in(
+            db,
+            "backups",
+            backup.id,
+            {"verification_state": "verified", "verified_at": now, "verification_error": None},
+        )
+
+    summary = f"backup {backup.backup_key}: restored into a throwaway copy; {checked.summary}"
+    return JobDone(
+        {"backup_id": backup.id, "backup_key": backup.backup_key},
+        Outcome(summary=summary, stdout=summary),
+        commit,
+    )
+
+
+def verify_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
+    rt.store.update_in(
+        db,
+        "backups",
+        str(job.payload["backup_id"]),
+        {"verification_state": "failed", "verification_error": error[:2000]},
+    )
+
+
+# ---------------------------------------------------------------- restores
+
+
+def _target_url(rt: Runtime, job: JobRecord, project: ProjectRecord, driver: Driver) -> str:
+    target_kind = job.payload["request"]["target_kind"]
+    if target_kind == "project":
+        return project.database_url
+    preview_id = job.preview_database_id or ""
+    return driver.preview_url(project.database_url, preview_id, rt.previews_dir / project.id)
+
+
+def _check_verification(rt: Runtime, backup: BackupRecord, allow_unverified: bool) -> None:
+    if backup.verification_state == "verified" or allow_unverified:
+        return
+    if backup.verification_state == "pending" and rt.store.outstanding_jobs(
+        "backup.verify", "backup_id", backup.id
+    ):
+        raise Deferred(f"backup {backup.backup_key} is being verified", VERIFY_RETRY_DELAY)
+    detail = f": {backup.verification_error}" if backup.verification_error else ""
+    raise PermanentFailure(
+        f"backup {backup.backup_key} is not verified (verification_state "
+        f"{backup.verification_state}{detail}); set allow_unverified_backup to restore it anyway"
+    )
+
+
+def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    project = _project(rt, job)
+    request = job.payload["request"]
+    backup = _backup(rt, str(job.payload["backup_id"]))
+    _check_verification(rt, backup, bool(request.get("allow_unverified_backup")))
+    driver = driver_for(project.database_url)
+    target_kind = request["target_kind"]
+    target_url = _target_url(rt, job, project, driver)
+    result: dict[str, Any] = {"backup_key": backup.backup_key, "target_kind": target_kind}
+    safety: dict[str, Any] = {}
+
+    if target_kind == "new_preview":
+        # an earlier attempt may have created it before losing its lease: it is ours
+        driver.drop(target_url)
+        result["preview_database_id"] = job.preview_database_id
+    elif target_kind == "preview":
+        result["preview_database_id"] = job.preview_database_id
+
+    def materialize(path: Path) -> None:
+        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", path)
+
+    def before_commit() -> None:
+        if target_kind == "project":
+            safety.update(_safety_backup(rt, project, job))
+        lease.check()
+        rt.hook("restore.before_commit", job)
+        lease.check()
+
+    outcome = driver.restore(
+        materialize, target_url, create=target_kind == "new_preview", before_commit=before_commit
+    )
+    now = rt.now()
+    if safety:
+        result["safety_backup_key"] = safety["row"]["backup_key"]
+        result["safety_backup_id"] = safety["row"]["id"]
+
+    def commit(db: sqlite3.Connection) -> None:
+        if target_kind in ("new_preview", "preview"):
+            rt.store.update_in(
+                db,
+                "preview_databases",
+                job.preview_database_id or "",
+                {
+                    "state": "ready",
+                    "database_name": driver.database_name(target_url),
+                    "source_kind": job.payload.get("source_kind"),
+                    "source_database": project.database_name,
+                    "source_backup_key": backup.backup_key,
+                    "last_error": None,
+                    "updated_at": now,
+                },
+            )
+
+    text = f"{outcome.summary} from backup {backup.backup_key}"
+    if safety:
+        text = f"safety backup {safety['row']['backup_key']}; {text}"
+    return JobDone(
+        result,
+        Outcome(summary=text, exit_code=outcome.exit_code, stdout=text, stderr=outcome.stderr),
+        commit,
+    )
+
+
+def _safety_backup(rt: Runtime, project: ProjectRecord, job: JobRecord) -> dict[str, Any]:
+    """Back up the project before it is overwritten (once per job, across attempts)."""
+    label = safety_label(job.id)
+    for existing in rt.store.list_backups(project.id, state="completed"):
+        if existing.label == label:
+            return {"row": existing.model_dump()}
+    row, _ = snapshot(rt, project, new_id("bkp"), label, job)
+    with rt.store.transaction() as db:  # kept even if the restore then fails
+        record_backup(rt, db, row)
+    return {"row": row}
+
+
+def restore_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
+    if job.payload.get("request", {}).get("target_kind") == "new_preview":
+        rt.store.update_in(
+            db,
+            "preview_databases",
+            job.preview_database_id or "",
+            {"state": "failed", "last_error": error[:2000], "updated_at": rt.now()},
+        )
+
+
+# ---------------------------------------------------------------- previews
+
+
+def run_preview_create(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    project = _project(rt, job)
+    driver = driver_for(project.database_url)
+    target_url = _target_url(rt, job, project, driver)
+    mode = job.payload["mode"]
+    driver.drop(target_url)  # an earlier attempt's leftovers are ours
+
+    def materialize(path: Path) -> None:
+        if mode == "empty":
+            driver.empty_dump(path)
+        else:
+            driver.dump(project.database_url, path)
+
+    outcome = driver.restore(materialize, target_url, create=True, before_commit=lease.check)
+    now = rt.now()
+
+    def commit(db: sqlite3.Connection) -> None:
+        rt.store.update_in(
+            db,
+            "preview_databases",
+            job.preview_database_id or "",
+            {
+                "state": "ready",
+                "database_name": driver.database_name(target_url),
+                "updated_at": now,
+            },
+        )
+
+    return JobDone({"preview_database_id": job.preview_database_id}, outcome, commit)
+
+
+def run_preview_delete(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    project = _project(rt, job)
+    driver = driver_for(project.database_url)
+    target_url = _target_url(rt, job, project, driver)
+    driver.drop(target_url)
+    lease.check()
+    now = rt.now()
+
+    def commit(db: sqlite3.Connection) -> None:
+        rt.store.update_in(
+            db,
+            "preview_databases",
+            job.preview_database_id or "",
+            {"state": "deleted", "updated_at": now},
+        )
+
+    text = f"dropped preview {job.preview_database_id} ({driver.database_name(target_url)})"
+    return JobDone(
+        {"preview_database_id": job.preview_database_id}, Outcome(summary=text, stdout=text), commit
+    )
+
+
+def preview_create_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
+    rt.store.update_in(
+        db,
+        "preview_databases",
+        job.preview_database_id or "",
+        {"state": "failed", "last_error": error[:2000], "updated_at": rt.now()},
+    )
+
+
+# ---------------------------------------------------------------- expiry
+
+
+def run_backup_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    backup = rt.store.get_backup(str(job.payload["backup_id"]))
+    if backup is None:
+        text = f"backup {job.payload['backup_id']} is gone already"
+        return JobDone({}, Outcome(summary=text, stdout=text))
+    rt.blobs.delete(backup.backup_key)
+    text = f"removed the blob of expired backup {backup.backup_key}"
+    return JobDone(
+        {"backup_id": backup.id, "backup_key": backup.backup_key},
+        Outcome(summary=text, stdout=text),
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "project.backup": Handler(run_backup),
+    "backup.verify": Handler(run_verify, verify_failed),
+    "project.restore": Handler(run_restore, restore_failed),
+    "preview.create": Handler(run_preview_create, preview_create_failed),
+    "preview.delete": Handler(run_preview_delete),
+    "backup.expire": Handler(run_backup_expire),
+}

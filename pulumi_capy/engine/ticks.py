@@ -1,0 +1,75 @@
+"""Time-driven work, run by ``Engine.tick(now)``: schedules, retention, TTLs, lost leases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pulumi_capy.api.models import ScheduledBackup
+from pulumi_capy.engine.queue import new_id
+
+if TYPE_CHECKING:
+    from pulumi_capy.engine.service import Engine
+
+__all__ = ["TickReport", "last_due", "run_tick"]
+
+
+@dataclass
+class TickReport:
+    backup_jobs: list[str] = field(default_factory=list)  # scheduled backups started
+    expired_backups: list[str] = field(default_factory=list)  # backup keys past retention
+    deleted_previews: list[str] = field(default_factory=list)  # previews past their TTL
+    rescued_jobs: int = 0  # running jobs whose lease had expired
+
+
+def last_due(schedule: ScheduledBackup, now: datetime) -> datetime:
+    """The latest daily run time (UTC hour:minute) at or before ``now``."""
+    due = now.replace(hour=schedule.cron_hour, minute=schedule.cron_minute, second=0, microsecond=0)
+    return due if due <= now else due - timedelta(days=1)
+
+
+def run_tick(engine: Engine, now: datetime) -> TickReport:
+    rt = engine.rt
+    store = rt.store
+    report = TickReport(rescued_jobs=engine.worker.rescue())
+
+    for schedule in store.active_schedules():
+        due = last_due(schedule, now)
+        created = schedule.created_at or due
+        if created > due or (schedule.last_run_at is not None and schedule.last_run_at >= due):
+            continue
+        with store.transaction() as db:
+            job_id = new_id("job")
+            if store.mark_schedule_run_in(db, schedule.id, schedule.last_run_at, job_id, now):
+                rt.enqueue(
+                    db,
+                    "project.backup",
+                    project_id=schedule.project_id,
+                    payload={"backup_id": new_id("bkp"), "label": schedule.label or "scheduled"},
+                    locked_resource=f"project:{schedule.project_id}",
+                    job_id=job_id,
+                )
+                report.backup_jobs.append(job_id)
+
+    for schedule in store.retention_schedules():
+        cutoff = now - timedelta(days=schedule.retention_days or 0)
+        for backup in store.list_backups(schedule.project_id, state="completed"):
+            if backup.created_at is None or backup.created_at >= cutoff:
+                continue
+            if store.expire_backup(backup.id, now):
+                with store.transaction() as db:
+                    rt.enqueue(
+                        db,
+                        "backup.expire",
+                        project_id=schedule.project_id,
+                        payload={"backup_id": backup.id},
+                        locked_resource=f"backup:{backup.id}",
+                    )
+                report.expired_backups.append(backup.backup_key)
+
+    for preview in store.previews_past_ttl(now):
+        with store.transaction() as db:
+            engine._enqueue_preview_delete(db, preview)
+        report.deleted_previews.append(preview.id)
+    return report

@@ -1,0 +1,184 @@
+"""Runs jobs: claim one, hold its lease while its handler works, record the end.
+
+Used inline by ``Engine.wait_for_job`` (embedded mode needs no daemon) and in
+a loop by ``Engine.run_worker`` (``capy worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from datetime import timedelta
+from typing import Any
+
+from pulumi_capy.engine.blobs import BlobMissing, ChecksumMismatch
+from pulumi_capy.engine.drivers import DriverFailure, Outcome
+from pulumi_capy.engine.jobs import HANDLERS, JobDone, PermanentFailure
+from pulumi_capy.engine.queue import Deferred, Lease, LeaseLost, truncate_output
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.store import JobRecord
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+RESCUE_ERROR = (
+    "worker {worker} stopped renewing the lease of attempt {attempt} "
+    "(process killed or machine lost); the attempt counts as a transient failure"
+)
+
+
+class _Abandon(Exception):
+    """The fenced write found the job taken over: roll back and walk away."""
+
+
+class Worker:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def rescue(self) -> int:
+        """Return jobs whose lease expired to the queue (or fail them when out of attempts)."""
+        rescued = self.rt.store.rescue_expired_leases(self.rt.now(), RESCUE_ERROR)
+        for job, state in rescued:
+            log.warning("rescued job %s from %s: now %s", job.id, job.claimed_by, state)
+            if state == "failed":
+                handler = HANDLERS.get(str(job.type))
+                if handler is not None:
+                    with self.rt.store.transaction() as db:
+                        handler.on_failed(self.rt, db, job, RESCUE_ERROR)
+        return len(rescued)
+
+    def run_once(self, only_id: str | None = None) -> bool:
+        """Claim and run one job; False when none is runnable now."""
+        self.rescue()
+        now = self.rt.now()
+        job = self.rt.store.claim_job(
+            self.rt.worker_id, now, now + timedelta(seconds=self.rt.lease_seconds), only_id
+        )
+        if job is None:
+            return False
+        self.execute(job)
+        return True
+
+    def run_until(self, stop: threading.Event, poll_interval: float = 1.0) -> None:
+        while not stop.is_set():
+            if not self.run_once():
+                stop.wait(poll_interval)
+
+    def execute(self, job: JobRecord) -> None:
+        handler = HANDLERS.get(str(job.type))
+        with Lease(self.rt.store, self.rt.clock, job.fence, self.rt.lease_seconds) as lease:
+            try:
+                if handler is None:
+                    raise PermanentFailure(f"no handler for job type {job.type!r}")
+                done = handler.run(self.rt, job, lease)
+            except LeaseLost:
+                log.warning("job %s: lease lost; leaving it to its new owner", job.id)
+                return
+            except Deferred as deferred:
+                self._defer(job, deferred)
+                return
+            except Exception as exc:
+                self._fail(job, exc)
+                return
+            try:
+                self._complete(job, done)
+            except _Abandon:
+                log.warning("job %s: lease lost before completion; result discarded", job.id)
+            except Exception as exc:  # recording the result failed: the job did not complete
+                self._fail(job, exc)
+
+    # ------------------------------------------------------------ endings
+
+    def _complete(self, job: JobRecord, done: JobDone) -> None:
+        now = self.rt.now()
+        with self.rt.store.transaction() as db:
+            result = dict(done.result)
+            if done.commit is not None:
+                result.update(done.commit(db) or {})
+            fields: dict[str, Any] = {
+                "state": "completed",
+                "completed_at": now,
+                "updated_at": now,
+                "lease_expires_at": None,
+                "error": None,
+                "retry_classification": None,
+                "result": result,
+                **self._outcome_fields(done.outcome),
+            }
+            if not self.rt.store.update_claimed_job_in(db, job.fence, fields):
+                raise _Abandon
+
+    def _defer(self, job: JobRecord, deferred: Deferred) -> None:
+        now = self.rt.now()
+        self.rt.store.update_claimed_job(
+            job.fence,
+            {
+                "state": "pending",
+                "attempts": job.attempts - 1,  # waiting is not an attempt
+                "claimed_by": None,
+                "claimed_at": None,
+                "lease_expires_at": None,
+                "run_after": now + timedelta(seconds=deferred.delay),
+                "updated_at": now,
+                "last_stdout": f"waiting: {deferred}",
+            },
+        )
+
+    def _fail(self, job: JobRecord, exc: Exception) -> None:
+        permanent, outcome = self._classify(exc)
+        decision = self.rt.retry.decide(job.attempts, job.max_attempts, permanent=permanent)
+        now = self.rt.now()
+        error = str(exc) or type(exc).__name__
+        fields: dict[str, Any] = {
+            "error": error,
+            "retry_classification": decision.classification,
+            "updated_at": now,
+            "lease_expires_at": None,
+            **self._outcome_fields(outcome),
+        }
+        if decision.retry:
+            fields |= {
+                "state": "pending",
+                "claimed_by": None,
+                "claimed_at": None,
+                "run_after": now + timedelta(seconds=decision.delay),
+            }
+        else:
+            fields |= {"state": "failed", "completed_at": now}
+        log.info(
+            "job %s attempt %d failed (%s): %s",
+            job.id,
+            job.attempts,
+            decision.classification,
+            error,
+        )
+        try:
+            with self.rt.store.transaction() as db:
+                if not self.rt.store.update_claimed_job_in(db, job.fence, fields):
+                    raise _Abandon
+                if not decision.retry:
+                    handler = HANDLERS.get(str(job.type))
+                    if handler is not None:
+                        handler.on_failed(self.rt, db, job, error)
+        except _Abandon:
+            log.warning("job %s: lease lost before recording its failure", job.id)
+
+    @staticmethod
+    def _classify(exc: Exception) -> tuple[bool, Outcome]:
+        if isinstance(exc, DriverFailure):
+            return exc.permanent, exc.outcome or Outcome(str(exc), 1, stderr=str(exc))
+        if isinstance(exc, ChecksumMismatch | BlobMissing | PermanentFailure):
+            return True, Outcome(str(exc), 1, stderr=str(exc))
+        # anything else is unexpected: retrying may help, and the trace helps whoever looks
+        trace = "".join(traceback.format_exception(exc))
+        return False, Outcome(str(exc), 1, stderr=trace)
+
+    @staticmethod
+    def _outcome_fields(outcome: Outcome) -> dict[str, Any]:
+        return {
+            "last_exit_code": outcome.exit_code,
+            "last_stdout": truncate_output(outcome.stdout or outcome.summary),
+            "last_stderr": truncate_output(outcome.stderr),
+        }
