@@ -295,7 +295,7 @@ WHERE id = (
               AND holder.locked_resource = candidate.locked_resource
         )
       )
-    ORDER BY candidate.created_at, candidate.id
+    ORDER BY candidate.created_at, candidate.rowid
     LIMIT 1
 )
 RETURNING *
@@ -675,7 +675,7 @@ class Store:
 
     def list_jobs(self, project_id: str, limit: int) -> list[JobRecord]:
         rows = self._all(
-            "SELECT * FROM jobs WHERE project_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            "SELECT * FROM jobs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (project_id, limit),
         )
         return [JobRecord.model_validate(row) for row in rows]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pulumi_capy.api.models import ScheduledBackup
@@ -25,6 +25,7 @@ class TickReport:
 
 def last_due(schedule: ScheduledBackup, now: datetime) -> datetime:
     """The latest daily run time (UTC hour:minute) at or before ``now``."""
+    now = now.astimezone(UTC)
     due = now.replace(hour=schedule.cron_hour, minute=schedule.cron_minute, second=0, microsecond=0)
     return due if due <= now else due - timedelta(days=1)
 
