@@ -88,6 +88,14 @@ def _safe_key(key: str) -> str:
     return key
 
 
+def _check_digest(key: str, expected: str, actual: str) -> None:
+    if actual != expected:
+        raise ChecksumMismatch(
+            f"blob {key}: checksum mismatch (recorded sha256 {expected[:16]}…, read "
+            f"{actual[:16]}…); the backup is damaged and was not used"
+        )
+
+
 class LocalBlobStore:
     """Blobs in a local directory (``<engine dir>/blobs``)."""
 
@@ -156,20 +164,21 @@ class LocalBlobStore:
         try:
             with path.open("rb") as raw, destination.open("wb") as out:
                 source = _HashingReader(raw)
-                decompressor.copy_stream(
-                    cast(IO[bytes], source), out, read_size=CHUNK, write_size=CHUNK
-                )
-                digest = source.digest
-                if digest.hexdigest() != expected_sha256:
-                    raise ChecksumMismatch(
-                        f"blob {key}: checksum mismatch (recorded sha256 {expected_sha256[:16]}…, "
-                        f"read {digest.hexdigest()[:16]}…); the backup is damaged and was not used"
+                try:
+                    decompressor.copy_stream(
+                        cast(IO[bytes], source), out, read_size=CHUNK, write_size=CHUNK
                     )
+                except zstandard.ZstdError as exc:
+                    # damage can break the frame before the end: hash the rest, then judge
+                    for _ in iter(lambda: source.read(CHUNK), b""):
+                        pass
+                    _check_digest(key, expected_sha256, source.digest.hexdigest())
+                    raise ChecksumMismatch(
+                        f"blob {key}: matches its checksum but cannot be decompressed ({exc})"
+                    ) from exc
+                _check_digest(key, expected_sha256, source.digest.hexdigest())
                 out.flush()
                 os.fsync(out.fileno())
-        except zstandard.ZstdError as exc:
-            destination.unlink(missing_ok=True)
-            raise ChecksumMismatch(f"blob {key}: cannot decompress ({exc})") from exc
         except BaseException:
             destination.unlink(missing_ok=True)
             raise

@@ -289,12 +289,12 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
 
 
 def _safety_backup(rt: Runtime, project: ProjectRecord, job: JobRecord) -> dict[str, Any]:
-    """Back up the project before it is overwritten (once per job, across attempts)."""
-    label = safety_label(job.id)
-    for existing in rt.store.list_backups(project.id, state="completed"):
-        if existing.label == label:
-            return {"row": existing.model_dump()}
-    row, _ = snapshot(rt, project, new_id("bkp"), label, job)
+    """Back up the project right before it is overwritten.
+
+    Every attempt takes its own: an earlier attempt's backup misses whatever was
+    written since, and reusing it would lose those writes.
+    """
+    row, _ = snapshot(rt, project, new_id("bkp"), safety_label(job.id), job)
     with rt.store.transaction() as db:  # kept even if the restore then fails
         record_backup(rt, db, row)
     return {"row": row}

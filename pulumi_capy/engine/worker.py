@@ -45,8 +45,9 @@ class Worker:
             if state == "failed":
                 handler = HANDLERS.get(str(job.type))
                 if handler is not None:
+                    error = RESCUE_ERROR.format(worker=job.claimed_by, attempt=job.attempts)
                     with self.rt.store.transaction() as db:
-                        handler.on_failed(self.rt, db, job, RESCUE_ERROR)
+                        handler.on_failed(self.rt, db, job, error)
         return len(rescued)
 
     def run_once(self, only_id: str | None = None) -> bool:

@@ -1,0 +1,397 @@
+"""The one test suite every database driver passes, written against ``Driver`` only.
+
+What is specific to a database (its URLs, how to create a test database and
+read it back) sits behind a small harness per driver; add a driver by adding
+its harness to ``HARNESSES``. Each database holds one table,
+``items (id INTEGER PRIMARY KEY, label TEXT)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from pulumi_capy.api.errors import InvalidInput
+from pulumi_capy.engine.drivers import Driver, DriverFailure, Materialize
+from pulumi_capy.engine.drivers.sqlite import SqliteDriver
+
+Rows = list[tuple[int, str]]
+
+OLD_ROWS: Rows = [(i, f"old {i}") for i in range(1, 51)]
+NEW_ROWS: Rows = [(i, f"new {i}") for i in range(1, 81)]
+
+
+class DriverHarness(Protocol):
+    """What the suite needs to know about one kind of database."""
+
+    driver: Driver
+    previews_dir: Path  # handed to ``Driver.preview_url``
+
+    def create(self, name: str, rows: Sequence[tuple[int, str]]) -> str:
+        """Create a database holding ``items`` with ``rows``; return its URL."""
+        ...
+
+    def replace_rows(self, url: str, rows: Sequence[tuple[int, str]]) -> None:
+        """Make ``items`` hold exactly ``rows``."""
+        ...
+
+    def rows(self, url: str) -> Rows | None:
+        """The rows of ``items`` in id order; None when the database has no such table."""
+        ...
+
+    def tables(self, url: str) -> list[str]:
+        """The user tables of the database, sorted."""
+        ...
+
+    def exists(self, url: str) -> bool: ...
+
+    def missing_url(self, name: str) -> str:
+        """A well-formed URL of a database that does not exist."""
+        ...
+
+    def bad_urls(self) -> list[str]:
+        """``database_url`` values ``inspect`` must reject."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- SQLite
+
+
+class SqliteHarness:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.driver: Driver = SqliteDriver()
+        self.previews_dir = root / "previews"
+        root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _path(url: str) -> Path:
+        return Path(url.removeprefix("sqlite:///"))
+
+    def _url(self, name: str) -> str:
+        return f"sqlite:///{(self.root / f'{name}.db').resolve()}"
+
+    def create(self, name: str, rows: Sequence[tuple[int, str]]) -> str:
+        url = self._url(name)
+        assert not self._path(url).exists()
+        with contextlib.closing(sqlite3.connect(self._path(url))) as db, db:
+            db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, label TEXT)")
+            db.executemany("INSERT INTO items (id, label) VALUES (?, ?)", rows)
+        return url
+
+    def replace_rows(self, url: str, rows: Sequence[tuple[int, str]]) -> None:
+        with contextlib.closing(sqlite3.connect(self._path(url))) as db, db:
+            db.execute("DELETE FROM items")
+            db.executemany("INSERT INTO items (id, label) VALUES (?, ?)", rows)
+
+    def _read(self, url: str) -> sqlite3.Connection:
+        return sqlite3.connect(f"{self._path(url).as_uri()}?mode=ro", uri=True)
+
+    def rows(self, url: str) -> Rows | None:
+        if "items" not in self.tables(url):
+            return None
+        with contextlib.closing(self._read(url)) as db:
+            return [
+                (int(i), str(label)) for i, label in db.execute("SELECT * FROM items ORDER BY id")
+            ]
+
+    def tables(self, url: str) -> list[str]:
+        with contextlib.closing(self._read(url)) as db:
+            return [
+                str(row[0])
+                for row in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+
+    def exists(self, url: str) -> bool:
+        return self._path(url).exists()
+
+    def missing_url(self, name: str) -> str:
+        return self._url(f"missing-{name}")
+
+    def bad_urls(self) -> list[str]:
+        not_sqlite = self.root / "notes.txt"
+        not_sqlite.write_text("not a database\n", encoding="utf-8")
+        return [
+            "",
+            "sqlite:",
+            "sqlite://",
+            "sqlite:///",
+            "sqlite://relative.db",
+            self.missing_url("inspect"),
+            f"sqlite:///{not_sqlite.resolve()}",
+            f"sqlite:///{self.root.resolve()}",  # a directory
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+HARNESSES: list[Callable[[Path], DriverHarness]] = [SqliteHarness]
+
+
+@pytest.fixture(params=HARNESSES, ids=lambda factory: factory.__name__.removesuffix("Harness"))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverHarness]:
+    factory: Callable[[Path], DriverHarness] = request.param
+    instance = factory(tmp_path / "databases")
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _copy_of(dump: Path) -> Materialize:
+    def materialize(path: Path) -> None:
+        shutil.copyfile(dump, path)
+
+    return materialize
+
+
+class _Calls:
+    """A ``before_commit`` that counts its calls (and may raise)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.count = 0
+        self.error = error
+
+    def __call__(self) -> None:
+        self.count += 1
+        if self.error is not None:
+            raise self.error
+
+
+class Boom(Exception):
+    pass
+
+
+def _dump(harness: DriverHarness, url: str, dumps: Path, name: str) -> Path:
+    dumps.mkdir(parents=True, exist_ok=True)
+    path = dumps / f"{name}.{harness.driver.extension}"
+    outcome = harness.driver.dump(url, path)
+    assert outcome.exit_code == 0
+    assert outcome.summary
+    assert path.is_file()
+    assert path.stat().st_size > 0
+    return path
+
+
+# ---------------------------------------------------------------- the contract
+
+
+def test_the_driver_describes_itself(harness: DriverHarness) -> None:
+    driver = harness.driver
+    assert driver.kind
+    assert driver.format
+    assert driver.extension
+    assert "/" not in driver.extension
+
+
+def test_inspect_accepts_an_existing_database(harness: DriverHarness) -> None:
+    url = harness.create("source", OLD_ROWS)
+    info = harness.driver.inspect(url)
+    assert info.kind == harness.driver.kind
+    assert info.database_name
+    assert harness.driver.inspect(info.url) == info  # the normalised URL is stable
+
+
+def test_inspect_rejects_bad_urls_naming_database_url(harness: DriverHarness) -> None:
+    for url in harness.bad_urls():
+        with pytest.raises(InvalidInput) as rejected:
+            harness.driver.inspect(url)
+        assert rejected.value.fields == ["database_url"], url
+
+
+def test_dump_check_restore_new_restore_over_drop(harness: DriverHarness, tmp_path: Path) -> None:
+    driver = harness.driver
+    source = harness.create("source", OLD_ROWS)
+    first = _dump(harness, source, tmp_path / "dumps", "first")
+    assert driver.check(first).exit_code == 0
+
+    # restore into a new database (create=True)
+    target = driver.preview_url(source, "prv_contract", harness.previews_dir)
+    assert target != source
+    assert not harness.exists(target)
+    assert driver.database_name(target)
+    before_commit = _Calls()
+    outcome = driver.restore(_copy_of(first), target, create=True, before_commit=before_commit)
+    assert outcome.exit_code == 0
+    assert outcome.summary
+    assert before_commit.count == 1
+    assert harness.rows(target) == OLD_ROWS
+    assert harness.rows(source) == OLD_ROWS  # the source is only read
+
+    # restore over it (create=False) from a newer dump
+    harness.replace_rows(source, NEW_ROWS)
+    second = _dump(harness, source, tmp_path / "dumps", "second")
+    assert driver.check(second).exit_code == 0
+    before_commit = _Calls()
+    outcome = driver.restore(_copy_of(second), target, create=False, before_commit=before_commit)
+    assert outcome.exit_code == 0
+    assert before_commit.count == 1
+    assert harness.rows(target) == NEW_ROWS
+
+    # and back again: a restore replaces the whole database
+    driver.restore(_copy_of(first), target, create=False, before_commit=_Calls())
+    assert harness.rows(target) == OLD_ROWS
+
+    driver.drop(target)
+    assert not harness.exists(target)
+    driver.drop(target)  # gone already is fine
+    assert harness.rows(source) == NEW_ROWS
+
+
+def test_preview_urls_differ_per_preview(harness: DriverHarness) -> None:
+    source = harness.create("source", OLD_ROWS)
+    one = harness.driver.preview_url(source, "prv_one", harness.previews_dir)
+    two = harness.driver.preview_url(source, "prv_two", harness.previews_dir)
+    assert len({source, one, two}) == 3
+    assert harness.driver.database_name(one) != harness.driver.database_name(two)
+
+
+def test_before_commit_raising_aborts_a_restore_over_and_leaves_the_target(
+    harness: DriverHarness, tmp_path: Path
+) -> None:
+    driver = harness.driver
+    source = harness.create("source", NEW_ROWS)
+    dump = _dump(harness, source, tmp_path / "dumps", "new")
+    target = harness.create("target", OLD_ROWS)
+
+    before_commit = _Calls(Boom("stop right there"))
+    with pytest.raises(Boom):
+        driver.restore(_copy_of(dump), target, create=False, before_commit=before_commit)
+    assert before_commit.count == 1
+    assert harness.rows(target) == OLD_ROWS
+    assert harness.tables(target) == ["items"]
+
+    # the target still takes a restore afterwards
+    driver.restore(_copy_of(dump), target, create=False, before_commit=_Calls())
+    assert harness.rows(target) == NEW_ROWS
+
+
+def test_before_commit_raising_aborts_a_restore_into_a_new_database(
+    harness: DriverHarness, tmp_path: Path
+) -> None:
+    driver = harness.driver
+    source = harness.create("source", NEW_ROWS)
+    dump = _dump(harness, source, tmp_path / "dumps", "new")
+    target = driver.preview_url(source, "prv_aborted", harness.previews_dir)
+
+    before_commit = _Calls(Boom("stop right there"))
+    with pytest.raises(Boom):
+        driver.restore(_copy_of(dump), target, create=True, before_commit=before_commit)
+    assert before_commit.count == 1
+    assert not harness.exists(target)
+
+    # nothing was left behind that blocks the next attempt
+    driver.restore(_copy_of(dump), target, create=True, before_commit=_Calls())
+    assert harness.rows(target) == NEW_ROWS
+
+
+@pytest.mark.parametrize("create", [True, False], ids=["new", "over"])
+def test_a_failing_materialize_aborts_before_commit_and_changes_nothing(
+    harness: DriverHarness, create: bool
+) -> None:
+    driver = harness.driver
+    source = harness.create("source", OLD_ROWS)
+    if create:
+        target = driver.preview_url(source, "prv_broken", harness.previews_dir)
+    else:
+        target = harness.create("target", OLD_ROWS)
+
+    def materialize(path: Path) -> None:
+        path.write_bytes(b"half a dump")
+        raise Boom("the blob could not be read")
+
+    before_commit = _Calls()
+    with pytest.raises(Boom):
+        driver.restore(materialize, target, create=create, before_commit=before_commit)
+    assert before_commit.count == 0
+    if create:
+        assert not harness.exists(target)
+    else:
+        assert harness.rows(target) == OLD_ROWS
+
+
+def test_restore_create_refuses_an_existing_target(harness: DriverHarness, tmp_path: Path) -> None:
+    driver = harness.driver
+    source = harness.create("source", NEW_ROWS)
+    dump = _dump(harness, source, tmp_path / "dumps", "new")
+    target = harness.create("target", OLD_ROWS)
+
+    before_commit = _Calls()
+    with pytest.raises(DriverFailure) as refused:
+        driver.restore(_copy_of(dump), target, create=True, before_commit=before_commit)
+    assert refused.value.permanent
+    assert before_commit.count == 0
+    assert harness.rows(target) == OLD_ROWS
+
+
+def test_restore_over_a_missing_target_fails_permanently(
+    harness: DriverHarness, tmp_path: Path
+) -> None:
+    driver = harness.driver
+    dump = _dump(harness, harness.create("source", OLD_ROWS), tmp_path / "dumps", "old")
+    target = harness.missing_url("target")
+
+    before_commit = _Calls()
+    with pytest.raises(DriverFailure) as refused:
+        driver.restore(_copy_of(dump), target, create=False, before_commit=before_commit)
+    assert refused.value.permanent
+    assert before_commit.count == 0
+    assert not harness.exists(target)
+
+
+def test_empty_dump_passes_check_and_restores_an_empty_database(
+    harness: DriverHarness, tmp_path: Path
+) -> None:
+    driver = harness.driver
+    dump = tmp_path / f"empty.{driver.extension}"
+    driver.empty_dump(dump)
+    assert dump.is_file()
+    assert driver.check(dump).exit_code == 0
+
+    source = harness.create("source", OLD_ROWS)
+    target = driver.preview_url(source, "prv_empty", harness.previews_dir)
+    driver.restore(_copy_of(dump), target, create=True, before_commit=_Calls())
+    assert harness.exists(target)
+    assert harness.tables(target) == []
+    assert harness.rows(target) is None
+
+
+def test_check_rejects_a_damaged_dump_permanently(harness: DriverHarness, tmp_path: Path) -> None:
+    driver = harness.driver
+    garbage = tmp_path / f"garbage.{driver.extension}"
+    garbage.write_bytes(b"this is not a dump of any database\n" * 200)
+    with pytest.raises(DriverFailure) as rejected:
+        driver.check(garbage)
+    assert rejected.value.permanent
+
+
+def test_dump_of_a_missing_database_fails_permanently(
+    harness: DriverHarness, tmp_path: Path
+) -> None:
+    with pytest.raises(DriverFailure) as failed:
+        harness.driver.dump(harness.missing_url("source"), tmp_path / "never.dump")
+    assert failed.value.permanent
+    assert not harness.exists(harness.missing_url("source"))
+
+
+def test_drop_of_a_missing_database_is_fine(harness: DriverHarness) -> None:
+    source = harness.create("source", OLD_ROWS)
+    target = harness.driver.preview_url(source, "prv_never", harness.previews_dir)
+    harness.driver.drop(target)
+    assert not harness.exists(target)
+    assert harness.rows(source) == OLD_ROWS
