@@ -10,7 +10,18 @@ import pulumi_capy.api
 
 
 def test_package_all() -> None:
-    assert pulumi_capy.__all__ == ["__version__"]
+    assert pulumi_capy.__all__ == [
+        "Backup",
+        "Project",
+        "Restore",
+        "RestorePoint",
+        "__version__",
+        "get_backups",
+        "get_jobs",
+        "get_restore_points",
+    ]
+    for name in pulumi_capy.__all__:
+        assert getattr(pulumi_capy, name) is not None, name
 
 
 def test_api_all() -> None:
@@ -41,9 +52,9 @@ def test_api_all() -> None:
         assert hasattr(pulumi_capy.api, name), name
 
 
-def test_api_never_imports_pulumi() -> None:
+def test_api_and_engine_never_import_pulumi() -> None:
     code = (
-        "import sys, pulumi_capy.api.client, pulumi_capy.settings; "
+        "import sys, pulumi_capy.api.client, pulumi_capy.settings, pulumi_capy.engine; "
         "sys.exit(1 if any(m == 'pulumi' or m.startswith('pulumi.') for m in sys.modules) else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,0 +1,298 @@
+"""What every capy dynamic provider shares: configuration, a back end per call,
+input checking, replace-on-change diffs, progress lines and clean errors.
+
+Provider objects are pickled into the stack state (by reference: they live in
+this installed module), so they hold nothing: no credential, client or
+connection. ``configure`` keeps the stack's ``capy:*`` config in this module
+(one provider process per Pulumi operation), and every call opens its own back
+end and closes it. The provider process serves up to four calls at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    ConfigureRequest,
+    DiffResult,
+    ResourceProvider,
+)
+from pydantic import BaseModel, ValidationError
+
+from pulumi_capy.api.backend import Backend
+from pulumi_capy.api.client import CapyClient
+from pulumi_capy.api.errors import CapyError, InvalidInput
+from pulumi_capy.api.models import ApiRequest, Job, field_errors
+from pulumi_capy.settings import ENV, Mode, Settings, resolve
+
+__all__ = [
+    "UNKNOWN",
+    "CapyProvider",
+    "CapyResourceError",
+    "ListingCache",
+    "backend_session",
+    "cached_listing",
+    "fail",
+    "forget_listing",
+    "progress",
+]
+
+# How the Pulumi engine marks a value not known during preview.
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+_CONFIG: dict[str, str] = {}
+_CONFIG_LOCK = threading.Lock()
+_ANNOUNCED: set[str] = set()
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class CapyResourceError(Exception):
+    """A provider call failed; the message says why and what to do."""
+
+
+def fail(action: str, error: BaseException) -> NoReturn:
+    """Raise a clean error for Pulumi's output, without a chained traceback."""
+    raise CapyResourceError(f"{action}: {error}") from None
+
+
+def progress(message: str) -> None:
+    """One line in the ``pulumi up`` output (the provider's stderr is shown there)."""
+    print(f"capy: {message}", file=sys.stderr, flush=True)
+
+
+def current_settings() -> Settings:
+    with _CONFIG_LOCK:
+        config = dict(_CONFIG)
+    return resolve(config=config, environ=os.environ, cwd=Path.cwd())
+
+
+@contextmanager
+def backend_session(settings: Settings | None = None) -> Iterator[Backend]:
+    """A back end for one provider call, closed afterwards."""
+    try:
+        settings = settings or current_settings()
+    except CapyError as exc:
+        fail("capy configuration", exc)
+    if settings.describe() not in _ANNOUNCED:
+        _ANNOUNCED.add(settings.describe())
+        progress(settings.describe().removeprefix("capy: "))
+    backend: Backend
+    if settings.mode is Mode.embedded:
+        from pulumi_capy.engine import Engine  # the engine only where it is used
+
+        backend = Engine(settings.engine_dir)
+    else:
+        backend = CapyClient(settings.api_url, settings.api_key)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def settings_key(settings: Settings) -> str:
+    """Which service a listing came from (never includes the key)."""
+    if settings.mode is Mode.embedded:
+        return f"embedded:{settings.engine_dir}"
+    return f"api:{settings.api_url}"
+
+
+class ListingCache:
+    """Short-lived listings shared by the provider's threads.
+
+    A refresh reads every resource at once; N restore points of one project
+    share one listing instead of N. Concurrent misses of the same key wait for
+    the first caller's answer (single flight).
+    """
+
+    def __init__(self, ttl: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, Any]] = {}
+        self._key_locks: dict[str, threading.Lock] = {}
+
+    def get(self, key: str, load: Callable[[], Any]) -> Any:
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                entry = self._entries.get(key)
+            if entry is not None and self._clock() - entry[0] < self.ttl:
+                return entry[1]
+            value = load()
+            with self._lock:
+                self._entries[key] = (self._clock(), value)
+            return value
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+LISTINGS = ListingCache()
+
+
+def listing_key(kind: str, project_id: str) -> str:
+    return f"{settings_key(current_settings())}:{kind}:{project_id}"
+
+
+def cached_listing(kind: str, project_id: str, load: Callable[[], Any]) -> Any:
+    """A listing of ``kind`` in ``project_id``, shared for a few seconds by all threads."""
+    return LISTINGS.get(listing_key(kind, project_id), load)
+
+
+def forget_listing(kind: str, project_id: str) -> None:
+    """After changing the project's ``kind`` objects, the next read lists again."""
+    LISTINGS.forget(listing_key(kind, project_id))
+
+
+def is_unknown(value: Any) -> bool:
+    return bool(value == UNKNOWN)
+
+
+# Stand-ins that pass validation for values Pulumi does not know yet (preview).
+_PLACEHOLDERS: dict[str, Any] = {
+    "pitr_time": "2000-01-01T00:00:00Z",
+    "restore_time": "2000-01-01T00:00:00Z",
+    "ttl_hours": 24,
+}
+
+
+def check_model(
+    model: type[ApiRequest],
+    data: Mapping[str, Any],
+    failures: list[CheckFailure],
+    rename: Mapping[str, str] | None = None,
+) -> None:
+    """Validate ``data`` as ``model``; add a ``CheckFailure`` per bad property.
+
+    Unknown values (preview) are replaced by stand-ins and never fail.
+    ``rename`` maps a model field to the resource property it came from.
+    """
+    unknown = {key for key, value in data.items() if is_unknown(value)}
+    candidate = {
+        key: (_PLACEHOLDERS.get(key, "unknown") if key in unknown else value)
+        for key, value in data.items()
+        if value is not None
+    }
+    try:
+        model.model_validate(candidate)
+    except ValidationError as exc:
+        for error in field_errors(exc):
+            name = (rename or {}).get(error.field, error.field)
+            if error.field.split(".")[0] not in unknown:
+                failures.append(CheckFailure(name, f"{name}: {error.message}"))
+
+
+def check_string(
+    props: Mapping[str, Any], name: str, failures: list[CheckFailure], *, required: bool = False
+) -> None:
+    value = props.get(name)
+    if value is None:
+        if required:
+            failures.append(CheckFailure(name, f"{name}: required"))
+        return
+    if is_unknown(value):
+        return
+    if not isinstance(value, str) or not value.strip():
+        failures.append(CheckFailure(name, f"{name}: must be a non-empty string"))
+
+
+def check_bool(props: Mapping[str, Any], name: str, failures: list[CheckFailure]) -> None:
+    value = props.get(name)
+    if value is not None and not is_unknown(value) and not isinstance(value, bool):
+        failures.append(CheckFailure(name, f"{name}: must be true or false"))
+
+
+def job_outputs(job: Job) -> dict[str, Any]:
+    """A job's fields as outputs (``job_id`` instead of ``id``)."""
+    data = job.model_dump(mode="json", exclude={"id", "result"})
+    data["job_id"] = job.id
+    data["result"] = job.result or {}
+    return data
+
+
+def model_outputs(model: BaseModel, id_name: str) -> dict[str, Any]:
+    data = model.model_dump(mode="json", exclude={"id"})
+    data[id_name] = getattr(model, "id")  # noqa: B009 - every object model has an id
+    return data
+
+
+def report_job(what: str) -> Callable[[Job], None]:
+    """An ``on_update`` callback that prints the job's state and attempt."""
+    started = time.monotonic()
+
+    def on_update(job: Job) -> None:
+        elapsed = time.monotonic() - started
+        progress(
+            f"{what}: job {job.id} {job.state} (attempt {job.attempts}/{job.max_attempts}, "
+            f"{elapsed:.0f}s)"
+        )
+
+    return on_update
+
+
+class CapyProvider(ResourceProvider):
+    """Base of the capy providers. Subclasses list their ``input_names``."""
+
+    input_names: tuple[str, ...] = ()
+    # inputs that may change without replacing the resource
+    updatable: frozenset[str] = frozenset()
+
+    def configure(self, req: ConfigureRequest) -> None:
+        values: dict[str, str] = {}
+        for config_key, _ in ENV.values():
+            value = req.config.get(f"capy:{config_key}")
+            if value is not None and value != "":
+                values[f"capy:{config_key}"] = str(value)
+        with _CONFIG_LOCK:
+            _CONFIG.clear()
+            _CONFIG.update(values)
+
+    def stored_input(self, olds: Mapping[str, Any], name: str) -> Any:
+        """The input as given at creation (some outputs of the same name are resolved)."""
+        requested = olds.get("requested") or {}
+        if name in requested:
+            return requested[name]
+        return olds.get(name)
+
+    def replace_reasons(self, olds: Mapping[str, Any]) -> list[str]:
+        """Properties that force a replacement whatever the inputs (e.g. an expired state)."""
+        return []
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [
+            name
+            for name in self.input_names
+            if is_unknown(news.get(name)) or self.stored_input(olds, name) != news.get(name)
+        ]
+        replaces = [name for name in changed if name not in self.updatable]
+        replaces += self.replace_reasons(olds)
+        return DiffResult(
+            changes=bool(changed or replaces),
+            replaces=replaces,
+            delete_before_replace=False,
+        )
+
+    def inputs_of(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: props.get(name) for name in self.input_names}
+
+    @staticmethod
+    def as_check_result(news: dict[str, Any], failures: list[CheckFailure]) -> CheckResult:
+        return CheckResult(news, failures)
+
+    @staticmethod
+    def invalid(exc: InvalidInput) -> list[CheckFailure]:
+        return [
+            CheckFailure(error.field, f"{error.field}: {error.message}") for error in exc.errors
+        ]
