@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import httpx
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
@@ -48,6 +49,10 @@ __all__ = [
 
 # How the Pulumi engine marks a value not known during preview.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+# Tests of hosted mode point the client at an ``httpx.MockTransport`` (hosted CapyDB is
+# the one edge they cannot reach); ``None`` means real HTTP.
+http_transport: httpx.BaseTransport | None = None
 
 _CONFIG: dict[str, str] = {}
 _CONFIG_LOCK = threading.Lock()
@@ -92,7 +97,7 @@ def backend_session(settings: Settings | None = None) -> Iterator[Backend]:
 
         backend = Engine(settings.engine_dir)
     else:
-        backend = CapyClient(settings.api_url, settings.api_key)
+        backend = CapyClient(settings.api_url, settings.api_key, transport=http_transport)
     try:
         yield backend
     finally:

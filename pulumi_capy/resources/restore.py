@@ -74,8 +74,8 @@ class RestoreProvider(CapyProvider):
         "timeout_minutes",
         "triggers",
     )
-    # forgetting or keeping the preview on delete is no reason to restore again
-    updatable = frozenset({"retain_preview_on_delete"})
+    # how create waits, and whether delete keeps the preview, are no reason to restore again
+    updatable = frozenset({"retain_preview_on_delete", "wait", "timeout_minutes"})
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         failures: list[CheckFailure] = []
