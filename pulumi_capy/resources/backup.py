@@ -139,6 +139,8 @@ class BackupProvider(CapyProvider):
 class Backup(Resource, module="capy", name="Backup"):
     """An on-demand backup of a project database."""
 
+    project_id: pulumi.Output[str]
+    label: pulumi.Output[str | None]
     backup_id: pulumi.Output[str]
     backup_key: pulumi.Output[str]
     size_bytes: pulumi.Output[int | None]

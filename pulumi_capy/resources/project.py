@@ -116,6 +116,9 @@ class Project(Resource, module="capy", name="Project"):
 
     project_id: pulumi.Output[str]
     name: pulumi.Output[str]
+    database_url: pulumi.Output[str]
+    force_destroy: pulumi.Output[bool]
+    updated_at: pulumi.Output[str | None]
     organization_id: pulumi.Output[str | None]
     environment: pulumi.Output[str]
     state: pulumi.Output[str | None]

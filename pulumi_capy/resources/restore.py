@@ -183,7 +183,8 @@ class RestoreProvider(CapyProvider):
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         preview_id = props.get("preview_database_id")
-        if props.get("target_kind", "new_preview") != "new_preview" or not preview_id:
+        # an unset target_kind is the contract's default, as it was at create
+        if (props.get("target_kind") or "new_preview") != "new_preview" or not preview_id:
             return  # a restore into an existing target is only forgotten
         if props.get("retain_preview_on_delete"):
             progress(f"keeping preview {preview_id} (retain_preview_on_delete)")
@@ -201,6 +202,15 @@ class RestoreProvider(CapyProvider):
 class Restore(Resource, module="capy", name="Restore"):
     """A restore: a backup, restore point or moment restored into a preview or the project."""
 
+    project_id: pulumi.Output[str]
+    backup_key: pulumi.Output[str | None]
+    restore_time: pulumi.Output[str | None]
+    restore_point_id: pulumi.Output[str | None]
+    target_kind: pulumi.Output[str]
+    preview_id: pulumi.Output[str | None]
+    preview_name: pulumi.Output[str | None]
+    ttl_hours: pulumi.Output[int | None]
+    triggers: pulumi.Output[Any]
     job_id: pulumi.Output[str]
     state: pulumi.Output[str]
     attempts: pulumi.Output[int]
