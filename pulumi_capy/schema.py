@@ -52,8 +52,8 @@ DESCRIPTIONS: dict[str, str] = {
     "environment": "`production` or `non_production`.",
     "force_destroy": "Allow deleting the project with its backups, restore points and previews.",
     "preview_database_url": "How to reach the preview this restore made. A secret.",
-    "requested": "The backup_key and pitr_time as given (the outputs of the same names are "
-    "the resolved ones).",
+    "requested": "The inputs as given (backup_key, pitr_time and, for an adopted restore "
+    "point, label and note may differ from the outputs of the same names).",
 }
 
 CONFIG = {
@@ -81,7 +81,7 @@ EXTRA_TYPES: dict[str, dict[str, Any]] = {
     "backup_id": {"type": "string"},
     "preview_database_url": {"type": "string"},
     "preview_database_name": {"type": "string"},
-    "requested": {"type": "object", "additionalProperties": {"type": "string"}},
+    "requested": {"type": "object", "additionalProperties": {"$ref": "pulumi.json#/Any"}},
 }
 
 

@@ -22,7 +22,6 @@ from typing import Any, NoReturn, TypeVar
 import httpx
 from pulumi.dynamic import (
     CheckFailure,
-    CheckResult,
     ConfigureRequest,
     DiffResult,
     ResourceProvider,
@@ -292,9 +291,17 @@ class CapyProvider(ResourceProvider):
     def inputs_of(self, props: Mapping[str, Any]) -> dict[str, Any]:
         return {name: props.get(name) for name in self.input_names}
 
-    @staticmethod
-    def as_check_result(news: dict[str, Any], failures: list[CheckFailure]) -> CheckResult:
-        return CheckResult(news, failures)
+    # text inputs the contract strips; check returns them stripped, so that the
+    # outputs (which come back stripped) never differ from the inputs
+    stripped: tuple[str, ...] = ()
+
+    def normalized(self, news: dict[str, Any]) -> dict[str, Any]:
+        result = dict(news)
+        for name in self.stripped:
+            value = result.get(name)
+            if isinstance(value, str) and not is_unknown(value):
+                result[name] = value.strip()
+        return result
 
     @staticmethod
     def invalid(exc: InvalidInput) -> list[CheckFailure]:

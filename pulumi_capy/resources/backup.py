@@ -46,8 +46,10 @@ def list_backups_cached(backend: Backend, project_id: str) -> list[BackupModel]:
 class BackupProvider(CapyProvider):
     input_names = ("project_id", "label", "wait")
     updatable = frozenset({"wait"})
+    stripped = ("project_id", "label")
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        news = self.normalized(news)
         failures: list[CheckFailure] = []
         check_string(news, "project_id", failures, required=True)
         check_bool(news, "wait", failures)

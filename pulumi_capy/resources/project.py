@@ -38,8 +38,10 @@ HOSTED_HINT = (
 class ProjectProvider(CapyProvider):
     input_names = ("name", "database_url", "environment", "force_destroy")
     updatable = frozenset({"force_destroy"})
+    stripped = ("name",)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        news = self.normalized(news)
         failures: list[CheckFailure] = []
         check_bool(news, "force_destroy", failures)
         if news.get("database_url") is None:

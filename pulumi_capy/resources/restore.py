@@ -77,7 +77,10 @@ class RestoreProvider(CapyProvider):
     # how create waits, and whether delete keeps the preview, are no reason to restore again
     updatable = frozenset({"retain_preview_on_delete", "wait", "timeout_minutes"})
 
+    stripped = ("project_id", "backup_key", "restore_point_id", "preview_id", "preview_name")
+
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        news = self.normalized(news)
         failures: list[CheckFailure] = []
         check_string(news, "project_id", failures, required=True)
         check_model(RestoreRequest, {name: news.get(name) for name in REQUEST_FIELDS}, failures)
@@ -147,9 +150,18 @@ class RestoreProvider(CapyProvider):
     ) -> dict[str, Any]:
         outputs = self.inputs_of(props)
         outputs.update(job_outputs(job))
+        outputs.update(self._preview_outputs(backend, project_id, job))
+        return outputs
+
+    @staticmethod
+    def _preview_outputs(backend: Backend, project_id: str, job: Job) -> dict[str, Any]:
+        """The preview a completed restore made: its id, name and URL."""
         preview_id = job.preview_database_id or (job.result or {}).get("preview_database_id")
-        outputs["preview_database_id"] = preview_id
-        outputs["preview_database_url"] = None
+        outputs: dict[str, Any] = {
+            "preview_database_id": preview_id,
+            "preview_database_url": None,
+            "preview_database_name": None,
+        }
         if preview_id and job.state == "completed":
             try:
                 previews = backend.list_preview_databases(project_id)
@@ -177,8 +189,11 @@ class RestoreProvider(CapyProvider):
                 return ReadResult("", {})
             except CapyError as exc:
                 fail(f"read restore job {id_}", exc)
-        outputs = dict(props)
-        outputs.update(job_outputs(job))
+            outputs = dict(props)
+            outputs.update(job_outputs(job))
+            if job.state == "completed" and not props.get("preview_database_url"):
+                # a restore started with wait=False: its preview is known only now
+                outputs.update(self._preview_outputs(backend, str(props["project_id"]), job))
         return ReadResult(id_, outputs)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:

@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+    UpdateResult,
+)
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, NotFound, NotSupported
@@ -62,8 +70,10 @@ def take_backup(backend: Backend, project_id: str, label: str | None, what: str)
 
 class RestorePointProvider(CapyProvider):
     input_names = ("project_id", "label", "kind", "backup_key", "pitr_time", "note", "adopt_id")
+    stripped = ("label", "note", "backup_key", "adopt_id", "project_id")
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        news = self.normalized(news)
         failures: list[CheckFailure] = []
         check_string(news, "project_id", failures, required=True)
         check_string(news, "adopt_id", failures)
@@ -77,6 +87,22 @@ class RestorePointProvider(CapyProvider):
 
     def replace_reasons(self, olds: Mapping[str, Any]) -> list[str]:
         return ["state"] if olds.get("state") == "expired" else []
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        adopted = olds.get("adopt_id")
+        if adopted and news.get("adopt_id") == adopted:
+            # Replacing would adopt the same object again and then delete it as the old
+            # one: an adopted restore point only records new inputs. Change or remove
+            # adopt_id to replace it.
+            changed = [
+                name for name in self.input_names if self.stored_input(olds, name) != news.get(name)
+            ]
+            return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+        return super().diff(id_, olds, news)
+
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Only for an adopted restore point: record the new inputs, change nothing."""
+        return UpdateResult({**olds, "requested": self.inputs_of(news)})
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         project_id = str(props["project_id"])
@@ -145,10 +171,9 @@ class RestorePointProvider(CapyProvider):
     def _outputs(self, point: RestorePointModel, props: dict[str, Any]) -> dict[str, Any]:
         outputs = self.inputs_of(props)
         outputs.update(model_outputs(point, "restore_point_id"))
-        outputs["requested"] = {
-            "backup_key": props.get("backup_key"),
-            "pitr_time": props.get("pitr_time"),
-        }
+        # the inputs as given: backup_key, pitr_time (and, when adopted, label and note)
+        # name what was asked for; the outputs of the same names what exists
+        outputs["requested"] = self.inputs_of(props)
         outputs["adopt_id"] = props.get("adopt_id")
         return outputs
 

@@ -388,7 +388,8 @@ def test_restore_point_with_backup_key_posts_the_body_and_returns_outputs(
     assert outs["note"] == "before v42"
     assert outs["state"] == "active"
     assert outs["created_at"] == STAMP
-    assert outs["requested"] == {"backup_key": "bk_given", "pitr_time": None}
+    assert outs["requested"]["backup_key"] == "bk_given"
+    assert outs["requested"]["pitr_time"] is None
     assert "id" not in outs
 
 
