@@ -1029,9 +1029,7 @@ def test_restore_read_after_a_background_restore_gives_the_preview_url(
     next_operation()
     reread = read(provider, created.id, stored(created.outs))
 
-    # BUG: RestoreProvider.read (pulumi_capy/resources/restore.py, read) copies the job's
-    # fields but never looks the preview up, so a restore created with wait=False keeps
-    # preview_database_url None after it completes: a refresh cannot give its URL.
+    # regression: a refresh of a restore started with wait=False gives its preview's URL
     assert table_contents(preview_path(reread.outs)) == app_contents
 
 
