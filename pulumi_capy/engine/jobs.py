@@ -300,7 +300,8 @@ def _safety_backup(rt: Runtime, project: ProjectRecord, job: JobRecord) -> dict[
     return {"row": row}
 
 
-def restore_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
+def new_preview_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
+    """A job that was making a new preview failed for good: the preview is ``failed``."""
     if job.payload.get("request", {}).get("target_kind") == "new_preview":
         rt.store.update_in(
             db,
@@ -366,15 +367,6 @@ def run_preview_delete(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     )
 
 
-def preview_create_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
-    rt.store.update_in(
-        db,
-        "preview_databases",
-        job.preview_database_id or "",
-        {"state": "failed", "last_error": error[:2000], "updated_at": rt.now()},
-    )
-
-
 # ---------------------------------------------------------------- expiry
 
 
@@ -394,8 +386,8 @@ def run_backup_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
 HANDLERS: dict[str, Handler] = {
     "project.backup": Handler(run_backup),
     "backup.verify": Handler(run_verify, verify_failed),
-    "project.restore": Handler(run_restore, restore_failed),
-    "preview.create": Handler(run_preview_create, preview_create_failed),
+    "project.restore": Handler(run_restore, new_preview_failed),
+    "preview.create": Handler(run_preview_create, new_preview_failed),
     "preview.delete": Handler(run_preview_delete),
     "backup.expire": Handler(run_backup_expire),
 }
