@@ -27,7 +27,6 @@ from pulumi_capy.api.errors import (
     JobFailed,
     JobTimeout,
     NotFound,
-    NotSupported,
 )
 from pulumi_capy.api.models import (
     SCOPES,
@@ -57,6 +56,7 @@ from pulumi_capy.api.models import (
     TargetKind,
     parse_request,
 )
+from pulumi_capy.engine import keys
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.drivers import driver_for
@@ -563,13 +563,16 @@ class Engine:
         )
 
     def create_api_key(self, organization_id: str, request: CreateApiKey) -> CreatedApiKey:
-        raise NotSupported(
-            "create_api_key: the embedded engine needs no keys; API keys are minted by a "
-            "self-hosted `capy serve` (`capy keys create`)"
-        )
+        """Mint a key; its plaintext is in the answer and nowhere else, ever."""
+        return keys.create_key(self.rt, organization_id, parse_request(CreateApiKey, request))
 
     def list_api_keys(self, organization_id: str) -> list[ApiKey]:
-        raise NotSupported("list_api_keys: the embedded engine has no API keys")
+        return keys.list_keys(self.rt, organization_id)
 
     def delete_api_key(self, organization_id: str, key_id: str) -> None:
-        raise NotSupported("delete_api_key: the embedded engine has no API keys")
+        """Revoke the key: it stops working at once and stays listed as revoked."""
+        keys.revoke_key(self.rt, organization_id, key_id)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The principal a ``capy_live_`` key stands for, or ``None``."""
+        return keys.authenticate(self.rt, token)

@@ -171,6 +171,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_claimable ON jobs (state, run_after, created_at);
     CREATE INDEX jobs_project ON jobs (project_id, created_at);
     """,
+    # 2: API keys of a self-hosted server: only a SHA-256 of each key is kept
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        organization_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        project_id TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT,
+        last_used_at TEXT
+    );
+    CREATE INDEX api_keys_organization ON api_keys (organization_id, created_at);
+    """,
 )
 
 
@@ -231,7 +248,7 @@ class Fence:
     attempt: int
 
 
-_JSON_COLUMNS = {"payload", "result"}
+_JSON_COLUMNS = {"payload", "result", "scopes"}
 _BOOL_COLUMNS = {"is_active"}
 
 
@@ -465,6 +482,39 @@ class Store:
 
     def get_organization(self, organization_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM organizations WHERE id = ?", (organization_id,))
+
+    # ------------------------------------------------------------ API keys
+
+    def insert_api_key(self, fields: Mapping[str, Any]) -> None:
+        self.insert("api_keys", fields)
+
+    def list_api_keys(self, organization_id: str) -> list[dict[str, Any]]:
+        return self._all(
+            "SELECT * FROM api_keys WHERE organization_id = ? ORDER BY created_at, rowid",
+            (organization_id,),
+        )
+
+    def get_api_key(self, key_id: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+
+    def find_api_key(self, key_hash: str) -> dict[str, Any] | None:
+        return self._one("SELECT * FROM api_keys WHERE key_hash = ?", (key_hash,))
+
+    def revoke_api_key(self, key_id: str, now: datetime) -> bool:
+        with self.transaction() as db:
+            return (
+                db.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (to_timestamp(now), key_id),
+                ).rowcount
+                > 0
+            )
+
+    def touch_api_key(self, key_id: str, now: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE id = ?", (to_timestamp(now), key_id)
+            )
 
     # ------------------------------------------------------------ projects
 
