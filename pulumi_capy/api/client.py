@@ -132,6 +132,7 @@ class CapyClient:
         key = api_key if api_key is not None else os.environ.get("CAPYDB_API_KEY")
         self._key = check_credential(key, source=key_source) if key else None
         self.base_url = url
+        self._capy_server: bool | None = None
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
@@ -307,11 +308,20 @@ class CapyClient:
         )
         return self._field(data, "job", Job)
 
+    def _serves_deletes(self) -> bool:
+        """Whether the server is a self-hosted ``capy serve``, which can delete backups and
+        projects [ours]; hosted CapyDB's API cannot. Asked once per client."""
+        if self._capy_server is None:
+            self._capy_server = self.get_identity().is_pulumi_capy_server
+        return self._capy_server
+
     def delete_backup(self, project_id: str, backup_id: str) -> None:
-        raise NotSupported(
-            "delete_backup: CapyDB's API has no call to delete a backup; backups leave "
-            "through their schedule's retention_days"
-        )
+        if not self._serves_deletes():
+            raise NotSupported(
+                "delete_backup: CapyDB's API has no call to delete a backup; backups leave "
+                "through their schedule's retention_days"
+            )
+        self._request("DELETE", self._project_path(project_id, "backups", _segment(backup_id)))
 
     def get_scheduled_backup(self, project_id: str) -> ScheduledBackup | None:
         data = self._request("GET", self._project_path(project_id, "scheduled-backups"))
@@ -394,9 +404,15 @@ class CapyClient:
         return ProjectCreated(project=self._field(data, "project", Project), job=job)
 
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
-        raise NotSupported(
-            "delete_project: CapyDB's API has no call to delete a project here; "
-            "manage hosted projects with CapyDB's console or its Terraform provider"
+        if not self._serves_deletes():
+            raise NotSupported(
+                "delete_project: CapyDB's API has no call to delete a project here; "
+                "manage hosted projects with CapyDB's console or its Terraform provider"
+            )
+        self._request(
+            "DELETE",
+            f"v1/projects/{_segment(project_id)}",
+            params={"force": "true"} if force else None,
         )
 
     # ------------------------------------------------------------ identity and keys

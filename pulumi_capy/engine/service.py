@@ -452,10 +452,14 @@ class Engine:
         assert preview is not None
         return PreviewCreated(job=self.get_job(job_id), preview=preview)
 
-    def delete_preview_database(self, preview_id: str) -> Job:
+    def get_preview_database(self, preview_id: str) -> PreviewDatabase:
         preview = self.rt.store.get_preview(preview_id)
         if preview is None or preview.state == "deleted":
             raise NotFound(f"preview database {preview_id} not found")
+        return preview
+
+    def delete_preview_database(self, preview_id: str) -> Job:
+        preview = self.get_preview_database(preview_id)
         with self.rt.store.transaction() as db:
             job_id = self._enqueue_preview_delete(db, preview)
         return self.get_job(job_id)

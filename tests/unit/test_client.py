@@ -1114,21 +1114,59 @@ def test_success_answer_that_is_not_a_json_object_is_a_server_error(text: str) -
     assert len(harness.requests) == 1
 
 
-@pytest.mark.parametrize(
-    "call",
-    [
-        pytest.param(lambda c: c.delete_backup("prj_1", "bkp_1"), id="delete_backup"),
-        pytest.param(lambda c: c.delete_project("prj_1"), id="delete_project"),
-        pytest.param(lambda c: c.delete_project("prj_1", force=True), id="delete_project-force"),
-    ],
-)
-def test_unsupported_calls_raise_without_sending(call: Callable[[CapyClient], object]) -> None:
-    harness = make_client(lambda request: reply(200, {}))
+def _delete_backup(client: CapyClient) -> None:
+    client.delete_backup("prj_1", "bkp_1")
+
+
+def _delete_project(client: CapyClient) -> None:
+    client.delete_project("prj_1")
+
+
+def _force_delete_project(client: CapyClient) -> None:
+    client.delete_project("prj_1", force=True)
+
+
+DELETES = [_delete_backup, _delete_project, _force_delete_project]
+HOSTED_ME = {"principal": {"auth_source": "api_key", "scopes": []}}
+CAPY_SERVER_ME = HOSTED_ME | {"server": {"name": "pulumi-capy", "version": "0.1.0"}}
+
+
+@pytest.mark.parametrize("call", DELETES)
+def test_deletes_hosted_capydb_lacks_raise_without_sending_them(
+    call: Callable[[CapyClient], object],
+) -> None:
+    harness = make_client(lambda request: reply(200, HOSTED_ME))
 
     with pytest.raises(NotSupported):
         call(harness.client)
 
-    assert harness.requests == []
+    assert [(r.method, r.url.path) for r in harness.requests] == [("GET", BASE_PATH + "/v1/me")]
+
+
+@pytest.mark.parametrize(
+    ("call", "path", "query"),
+    [
+        (DELETES[0], "/v1/projects/prj_1/backups/bkp_1", ""),
+        (DELETES[1], "/v1/projects/prj_1", ""),
+        (DELETES[2], "/v1/projects/prj_1", "force=true"),
+    ],
+)
+def test_deletes_go_to_a_self_hosted_capy_server(
+    call: Callable[[CapyClient], object], path: str, query: str
+) -> None:
+    harness = make_client(
+        lambda request: reply(200, CAPY_SERVER_ME if request.url.path.endswith("/me") else {})
+    )
+
+    call(harness.client)
+    call(harness.client)  # the server is identified once per client
+
+    sent = [(r.method, r.url.path, r.url.query.decode()) for r in harness.requests]
+    assert sent == [
+        ("GET", BASE_PATH + "/v1/me", ""),
+        ("DELETE", BASE_PATH + path, query),
+        ("DELETE", BASE_PATH + path, query),
+    ]
 
 
 # ---------------------------------------------------------------- 4. retries

@@ -1,0 +1,412 @@
+"""``capy serve``: CapyDB's REST API (``shared/capydb-api.md``) over the restore engine.
+
+Same paths, fields, envelopes and statuses as CapyDB, so one client (and one
+set of Pulumi resources) works against both. Every error is
+``{"error": "<message>"}``; each error class maps to one status. The OpenAPI
+document is at ``/v1/openapi.json``.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations
+# at runtime, and `Caller` is local to create_app.
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pulumi_capy._version import __version__
+from pulumi_capy.api.errors import ApiError, CapyError, Forbidden, NotFound, NotSupported
+from pulumi_capy.api.models import (
+    CreateApiKey,
+    CreateBackup,
+    CreatedApiKey,
+    CreatePreview,
+    CreateProject,
+    CreateRestorePoint,
+    Identity,
+    Principal,
+    PutScheduledBackup,
+    RestoreRequest,
+    TargetKind,
+)
+from pulumi_capy.engine import Engine
+from pulumi_capy.server import envelopes as env
+from pulumi_capy.server.auth import authenticate, require_org_level, require_project, require_scope
+
+__all__ = ["BODY_LIMIT", "create_app"]
+
+log = logging.getLogger(__name__)
+
+BODY_LIMIT = 1 << 20  # bytes of a request body [ours]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before they are read whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"error": f"the request body is larger than {self.limit} bytes"}, status_code=413
+        )
+        await response({"type": "http"}, _no_body, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _status(error: CapyError) -> int:
+    if isinstance(error, ApiError):
+        return error.status
+    if isinstance(error, NotSupported):
+        return 501
+    return 500
+
+
+def _field_name(location: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in location if part not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastAPI:
+    """The ASGI app over the engine in ``engine_dir`` (one ``Engine``, shared by threads)."""
+    engine = Engine(engine_dir)
+    app = FastAPI(
+        title="pulumi-capy",
+        version=__version__,
+        description="CapyDB's restore surface, served by pulumi_capy's restore engine.",
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.engine = engine
+    app.add_middleware(BodyLimit, limit=body_limit)
+
+    @app.exception_handler(CapyError)
+    async def capy_error(_: Request, exc: CapyError) -> JSONResponse:
+        status = _status(exc)
+        if status >= 500:
+            log.error("server fault: %s", exc)
+        return JSONResponse({"error": str(exc)}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors():
+            field = _field_name(tuple(error.get("loc", ())))
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            if error.get("type") == "json_invalid" or field == "body":
+                field, message = "body", "must be a JSON object (is it valid JSON?)"
+            elif error.get("type") == "extra_forbidden":
+                message = "unknown field"
+            problems.append(f"{field}: {message}")
+        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def fault(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected server fault")
+        return JSONResponse({"error": "internal server error"}, status_code=500)
+
+    bearer = HTTPBearer(auto_error=False)
+    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+        api_key: Annotated[str | None, Security(api_key_header)],
+    ) -> Principal:
+        authorization = f"Bearer {credentials.credentials}" if credentials else None
+        return authenticate(engine, authorization, api_key)
+
+    Caller = Annotated[Principal, Depends(principal)]
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": env.ErrorBody} for code in (400, 401, 403, 404, 409, 413)
+    }
+
+    def project_access(caller: Principal, project_id: str, scope: str) -> None:
+        require_scope(caller, scope)
+        require_project(caller, project_id)
+
+    # ------------------------------------------------------------ identity
+
+    @app.get("/v1/me", response_model=Identity, responses=errors)
+    def me(caller: Caller) -> Identity:
+        identity = engine.get_identity()
+        return identity.model_copy(update={"principal": caller})
+
+    # ------------------------------------------------------------ projects
+
+    @app.get("/v1/projects", response_model=env.ProjectList, responses=errors)
+    def list_projects(caller: Caller) -> env.ProjectList:
+        require_scope(caller, "projects:read")
+        projects = engine.list_projects()
+        if caller.project_id is not None:
+            projects = [project for project in projects if project.id == caller.project_id]
+        return env.ProjectList(projects=projects)
+
+    @app.post(
+        "/v1/projects",
+        response_model=env.ProjectCreatedEnvelope,
+        status_code=201,
+        responses=errors,
+    )
+    def create_project(caller: Caller, body: CreateProject) -> env.ProjectCreatedEnvelope:
+        require_scope(caller, "projects:write")
+        require_org_level(caller, "creating a project")
+        created = engine.create_project(body)
+        return env.ProjectCreatedEnvelope(project=created.project, job=created.job)
+
+    @app.get("/v1/projects/{project_id}", response_model=env.ProjectEnvelope, responses=errors)
+    def get_project(caller: Caller, project_id: str) -> env.ProjectEnvelope:
+        project_access(caller, project_id, "projects:read")
+        return env.ProjectEnvelope(project=engine.get_project(project_id))
+
+    @app.delete("/v1/projects/{project_id}", response_model=env.Deleted, responses=errors)
+    def delete_project(
+        caller: Caller, project_id: str, force: Annotated[bool, Query()] = False
+    ) -> env.Deleted:
+        project_access(caller, project_id, "projects:write")
+        require_org_level(caller, "deleting a project")
+        engine.delete_project(project_id, force=force)
+        return env.Deleted()
+
+    # ------------------------------------------------------------ restore points
+
+    @app.get(
+        "/v1/projects/{project_id}/restore-points",
+        response_model=env.RestorePointList,
+        responses=errors,
+    )
+    def list_restore_points(caller: Caller, project_id: str) -> env.RestorePointList:
+        project_access(caller, project_id, "backups:read")
+        return env.RestorePointList(restore_points=engine.list_restore_points(project_id))
+
+    @app.post(
+        "/v1/projects/{project_id}/restore-points",
+        response_model=env.RestorePointEnvelope,
+        status_code=201,
+        responses=errors,
+    )
+    def create_restore_point(
+        caller: Caller, project_id: str, body: CreateRestorePoint
+    ) -> env.RestorePointEnvelope:
+        project_access(caller, project_id, "backups:write")
+        return env.RestorePointEnvelope(restore_point=engine.create_restore_point(project_id, body))
+
+    @app.delete(
+        "/v1/projects/{project_id}/restore-points/{restore_point_id}",
+        response_model=env.Deleted,
+        responses=errors,
+    )
+    def delete_restore_point(caller: Caller, project_id: str, restore_point_id: str) -> env.Deleted:
+        project_access(caller, project_id, "backups:write")
+        engine.delete_restore_point(project_id, restore_point_id)
+        return env.Deleted()
+
+    # ------------------------------------------------------------ restores
+
+    @app.post(
+        "/v1/projects/{project_id}/restores",
+        response_model=env.JobEnvelope,
+        status_code=202,
+        responses=errors,
+    )
+    def create_restore(caller: Caller, project_id: str, body: RestoreRequest) -> env.JobEnvelope:
+        project_access(caller, project_id, "backups:write")
+        if body.target_kind is TargetKind.project and caller.project_id is not None:
+            raise Forbidden(
+                "overwriting a project database needs an organization key with backups:write"
+            )
+        return env.JobEnvelope(job=engine.create_restore(project_id, body))
+
+    # ------------------------------------------------------------ backups
+
+    @app.get("/v1/projects/{project_id}/backups", response_model=env.BackupList, responses=errors)
+    def list_backups(caller: Caller, project_id: str) -> env.BackupList:
+        project_access(caller, project_id, "backups:read")
+        return env.BackupList(backups=engine.list_backups(project_id))
+
+    @app.post(
+        "/v1/projects/{project_id}/backups",
+        response_model=env.JobEnvelope,
+        status_code=202,
+        responses=errors,
+    )
+    def create_backup(
+        caller: Caller, project_id: str, body: CreateBackup | None = None
+    ) -> env.JobEnvelope:
+        project_access(caller, project_id, "backups:write")
+        return env.JobEnvelope(job=engine.create_backup(project_id, body))
+
+    @app.delete(
+        "/v1/projects/{project_id}/backups/{backup_id}",
+        response_model=env.Deleted,
+        responses=errors,
+    )
+    def delete_backup(caller: Caller, project_id: str, backup_id: str) -> env.Deleted:
+        project_access(caller, project_id, "backups:write")
+        engine.delete_backup(project_id, backup_id)
+        return env.Deleted()
+
+    @app.get(
+        "/v1/projects/{project_id}/scheduled-backups",
+        response_model=env.ScheduledBackupList,
+        responses=errors,
+    )
+    def list_schedules(caller: Caller, project_id: str) -> env.ScheduledBackupList:
+        project_access(caller, project_id, "backups:read")
+        schedule = engine.get_scheduled_backup(project_id)
+        return env.ScheduledBackupList(scheduled_backups=[schedule] if schedule else [])
+
+    @app.put(
+        "/v1/projects/{project_id}/scheduled-backups/default",
+        response_model=env.ScheduledBackupEnvelope,
+        responses=errors,
+    )
+    def put_schedule(
+        caller: Caller, project_id: str, body: PutScheduledBackup
+    ) -> env.ScheduledBackupEnvelope:
+        project_access(caller, project_id, "backups:write")
+        return env.ScheduledBackupEnvelope(
+            scheduled_backup=engine.put_scheduled_backup(project_id, body)
+        )
+
+    # ------------------------------------------------------------ jobs
+
+    @app.get("/v1/projects/{project_id}/jobs", response_model=env.JobList, responses=errors)
+    def list_jobs(
+        caller: Caller, project_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 25
+    ) -> env.JobList:
+        project_access(caller, project_id, "jobs:read")
+        return env.JobList(jobs=engine.list_jobs(project_id, limit))
+
+    @app.get("/v1/jobs/{job_id}", response_model=env.JobEnvelope, responses=errors)
+    def get_job(caller: Caller, job_id: str) -> env.JobEnvelope:
+        require_scope(caller, "jobs:read")
+        job = engine.get_job(job_id)
+        if caller.project_id is not None and job.project_id != caller.project_id:
+            raise NotFound(f"job {job_id} not found")
+        return env.JobEnvelope(job=job)
+
+    # ------------------------------------------------------------ previews
+
+    @app.get(
+        "/v1/projects/{project_id}/preview-databases",
+        response_model=env.PreviewList,
+        responses=errors,
+    )
+    def list_previews(caller: Caller, project_id: str) -> env.PreviewList:
+        project_access(caller, project_id, "projects:read")
+        return env.PreviewList(preview_databases=engine.list_preview_databases(project_id))
+
+    @app.post(
+        "/v1/projects/{project_id}/preview-databases",
+        response_model=env.PreviewCreatedEnvelope,
+        status_code=202,
+        responses=errors,
+    )
+    def create_preview(
+        caller: Caller, project_id: str, body: CreatePreview
+    ) -> env.PreviewCreatedEnvelope:
+        project_access(caller, project_id, "projects:write")
+        created = engine.create_preview_database(project_id, body)
+        return env.PreviewCreatedEnvelope(job=created.job, preview=created.preview)
+
+    @app.delete(
+        "/v1/preview-databases/{preview_id}",
+        response_model=env.JobEnvelope,
+        status_code=202,
+        responses=errors,
+    )
+    def delete_preview(caller: Caller, preview_id: str) -> env.JobEnvelope:
+        require_scope(caller, "projects:write")
+        preview = engine.get_preview_database(preview_id)
+        if caller.project_id is not None and preview.project_id != caller.project_id:
+            raise NotFound(f"preview database {preview_id} not found")
+        return env.JobEnvelope(job=engine.delete_preview_database(preview_id))
+
+    # ------------------------------------------------------------ API keys
+
+    def key_access(caller: Caller, organization_id: str, scope: str) -> None:
+        require_scope(caller, scope)
+        require_org_level(caller, "managing API keys")
+        if caller.organization_id != organization_id:
+            raise NotFound(f"organization {organization_id} not found")
+
+    @app.post(
+        "/v1/organizations/{organization_id}/api-keys",
+        status_code=201,
+        response_model=CreatedApiKey,
+        responses=errors,
+    )
+    def create_api_key(caller: Caller, organization_id: str, body: CreateApiKey) -> JSONResponse:
+        key_access(caller, organization_id, "api_keys:write")
+        created = engine.create_api_key(organization_id, body)
+        # the one answer that carries a plaintext key
+        return JSONResponse(created.model_dump(mode="json"), status_code=201)
+
+    @app.get(
+        "/v1/organizations/{organization_id}/api-keys",
+        response_model=env.ApiKeyList,
+        responses=errors,
+    )
+    def list_api_keys(caller: Caller, organization_id: str) -> env.ApiKeyList:
+        key_access(caller, organization_id, "api_keys:read")
+        return env.ApiKeyList(api_keys=engine.list_api_keys(organization_id))
+
+    @app.delete(
+        "/v1/organizations/{organization_id}/api-keys/{key_id}",
+        response_model=env.Deleted,
+        responses=errors,
+    )
+    def delete_api_key(caller: Caller, organization_id: str, key_id: str) -> env.Deleted:
+        key_access(caller, organization_id, "api_keys:write")
+        engine.delete_api_key(organization_id, key_id)
+        return env.Deleted()
+
+    return app

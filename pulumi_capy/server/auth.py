@@ -1,0 +1,53 @@
+"""Who is calling, and may they: keys, scopes, project scope.
+
+A request carries ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. No
+key or an unknown, revoked or expired one is 401; a key without the scope the
+call needs is 403 naming the scope; a project-scoped key gets 404 for other
+projects' objects (their existence is not revealed) and 403 for
+organization-level calls.
+"""
+
+from __future__ import annotations
+
+from pulumi_capy.api.errors import Forbidden, NotFound, Unauthorized
+from pulumi_capy.api.models import Principal
+from pulumi_capy.engine import Engine
+
+__all__ = ["authenticate", "require_org_level", "require_project", "require_scope"]
+
+
+def token_from(authorization: str | None, api_key: str | None) -> str | None:
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    if api_key and api_key.strip():
+        return api_key.strip()
+    return None
+
+
+def authenticate(engine: Engine, authorization: str | None, api_key: str | None) -> Principal:
+    token = token_from(authorization, api_key)
+    if token is None:
+        raise Unauthorized(
+            "no API key: send `Authorization: Bearer capy_live_…` or `X-API-Key: capy_live_…`"
+        )
+    principal = engine.authenticate(token)
+    if principal is None:
+        raise Unauthorized("the API key is unknown, revoked or expired")
+    return principal
+
+
+def require_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise Forbidden(f"this key lacks the scope {scope!r} that this call needs")
+
+
+def require_project(principal: Principal, project_id: str) -> None:
+    if principal.project_id is not None and principal.project_id != project_id:
+        raise NotFound(f"project {project_id} not found")
+
+
+def require_org_level(principal: Principal, what: str) -> None:
+    if principal.project_id is not None:
+        raise Forbidden(f"{what} needs an organization key; this key is scoped to one project")
