@@ -169,7 +169,8 @@ def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     scratch = rt.scratch_dir / f"{job.id}.verify"
     try:
         rt.blobs.get_file(backup.backup_key, backup.sha256 or "", scratch)
-        checked = driver.check(scratch)
+        details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
+        checked = driver.check(scratch, project.database_url, details)
     finally:
         _remove_scratch(scratch)
     lease.check()
@@ -269,7 +270,7 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
                 job.preview_database_id or "",
                 {
                     "state": "ready",
-                    "database_name": driver.database_name(target_url),
+                    **driver.connection_fields(target_url),
                     "source_kind": job.payload.get("source_kind"),
                     "source_database": project.database_name,
                     "source_backup_key": backup.backup_key,
@@ -323,7 +324,7 @@ def run_preview_create(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
 
     def materialize(path: Path) -> None:
         if mode == "empty":
-            driver.empty_dump(path)
+            driver.empty_dump(project.database_url, path)
         else:
             driver.dump(project.database_url, path)
 
@@ -335,11 +336,7 @@ def run_preview_create(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
             db,
             "preview_databases",
             job.preview_database_id or "",
-            {
-                "state": "ready",
-                "database_name": driver.database_name(target_url),
-                "updated_at": now,
-            },
+            {"state": "ready", **driver.connection_fields(target_url), "updated_at": now},
         )
 
     return JobDone({"preview_database_id": job.preview_database_id}, outcome, commit)

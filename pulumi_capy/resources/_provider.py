@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import httpx
+import pulumi
 from pulumi.dynamic import (
     CheckFailure,
     ConfigureRequest,
@@ -161,7 +162,11 @@ def forget_listing(kind: str, project_id: str) -> None:
 
 
 def is_unknown(value: Any) -> bool:
-    return bool(value == UNKNOWN)
+    """Whether Pulumi does not know the value yet (preview): the sentinel string, or an
+    output value the engine sent in its place."""
+    if isinstance(value, pulumi.Output):
+        return True
+    return isinstance(value, str) and value == UNKNOWN
 
 
 # Stand-ins that pass validation for values Pulumi does not know yet (preview).
@@ -265,9 +270,10 @@ class CapyProvider(ResourceProvider):
 
     def stored_input(self, olds: Mapping[str, Any], name: str) -> Any:
         """The input as given at creation (some outputs of the same name are resolved)."""
-        requested = olds.get("requested") or {}
-        if name in requested:
-            return requested[name]
+        requested = olds.get("requested")
+        if isinstance(requested, Mapping):
+            # Pulumi drops None entries from maps: a missing key was None
+            return requested.get(name)
         return olds.get(name)
 
     def replace_reasons(self, olds: Mapping[str, Any]) -> list[str]:

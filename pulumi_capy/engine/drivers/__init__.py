@@ -8,7 +8,7 @@ file into a target, reporting what it did as an ``Outcome`` (the job's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,12 +68,20 @@ class Driver(Protocol):
         """Write a consistent copy of the database into ``destination``."""
         ...
 
-    def check(self, dump: Path) -> Outcome:
-        """Verify a dump (the blob, decompressed into a throwaway file) by checking it."""
+    def check(self, dump: Path, url: str, details: Mapping[str, Any]) -> Outcome:
+        """Verify a dump by restoring it into a throwaway database and checking it.
+
+        ``url`` is the database it came from (its server hosts the throwaway one);
+        ``details`` are what ``dump`` reported (e.g. row counts to compare).
+        """
         ...
 
-    def empty_dump(self, destination: Path) -> None:
-        """Write the dump of an empty database (for ``mode: empty`` previews)."""
+    def empty_dump(self, url: str, destination: Path) -> None:
+        """Write the dump of an empty database on ``url``'s server (``mode: empty``)."""
+        ...
+
+    def connection_fields(self, url: str) -> dict[str, Any]:
+        """How to reach a database, as PreviewDatabase fields (no password)."""
         ...
 
     def preview_url(self, project_url: str, preview_id: str, previews_dir: Path) -> str:
@@ -114,15 +122,24 @@ def driver_for(url: str) -> Driver:
         return SqliteDriver()
     scheme = url.split(":", 1)[0] if ":" in url else ""
     if scheme in ("postgres", "postgresql"):
-        raise InvalidInput(
-            [
-                FieldError(
-                    "database_url",
-                    "PostgreSQL projects are not supported by the engine "
-                    "yet; use a sqlite:////absolute/path.db URL",
-                )
-            ]
-        )
+        try:
+            from pulumi_capy.engine.drivers.postgres import PostgresDriver
+        except ImportError as exc:  # psycopg is the `postgres` extra
+            raise InvalidInput(
+                [
+                    FieldError(
+                        "database_url",
+                        f"PostgreSQL needs psycopg: pip install 'pulumi-capy[postgres]' ({exc})",
+                    )
+                ]
+            ) from None
+        return PostgresDriver()
     raise InvalidInput(
-        [FieldError("database_url", "unsupported URL; expected sqlite:////absolute/path.db")]
+        [
+            FieldError(
+                "database_url",
+                "unsupported URL; expected sqlite:////absolute/path.db or "
+                "postgresql://user:password@host:port/database",
+            )
+        ]
     )

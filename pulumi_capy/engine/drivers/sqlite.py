@@ -17,8 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pulumi_capy.api.errors import FieldError, InvalidInput
 from pulumi_capy.engine.blobs import fsync_directory
@@ -123,7 +124,7 @@ class SqliteDriver:
             details={"tables": tables, "size_bytes": size},
         )
 
-    def check(self, dump: Path) -> Outcome:
+    def check(self, dump: Path, url: str = "", details: Mapping[str, Any] | None = None) -> Outcome:
         try:
             db = _connect(dump)
             try:
@@ -142,7 +143,10 @@ class SqliteDriver:
             )
         return Outcome(summary=f"quick_check ok ({tables} tables)", details={"tables": tables})
 
-    def empty_dump(self, destination: Path) -> None:
+    def connection_fields(self, url: str) -> dict[str, Any]:
+        return {"database_name": str(sqlite_path(url))}
+
+    def empty_dump(self, url: str, destination: Path) -> None:
         db = sqlite3.connect(destination)
         try:
             db.execute("PRAGMA user_version = 0")

@@ -218,7 +218,7 @@ def test_dump_check_restore_new_restore_over_drop(harness: DriverHarness, tmp_pa
     driver = harness.driver
     source = harness.create("source", OLD_ROWS)
     first = _dump(harness, source, tmp_path / "dumps", "first")
-    assert driver.check(first).exit_code == 0
+    assert driver.check(first, source, {}).exit_code == 0
 
     # restore into a new database (create=True)
     target = driver.preview_url(source, "prv_contract", harness.previews_dir)
@@ -236,7 +236,7 @@ def test_dump_check_restore_new_restore_over_drop(harness: DriverHarness, tmp_pa
     # restore over it (create=False) from a newer dump
     harness.replace_rows(source, NEW_ROWS)
     second = _dump(harness, source, tmp_path / "dumps", "second")
-    assert driver.check(second).exit_code == 0
+    assert driver.check(second, source, {}).exit_code == 0
     before_commit = _Calls()
     outcome = driver.restore(_copy_of(second), target, create=False, before_commit=before_commit)
     assert outcome.exit_code == 0
@@ -358,12 +358,12 @@ def test_empty_dump_passes_check_and_restores_an_empty_database(
     harness: DriverHarness, tmp_path: Path
 ) -> None:
     driver = harness.driver
-    dump = tmp_path / f"empty.{driver.extension}"
-    driver.empty_dump(dump)
-    assert dump.is_file()
-    assert driver.check(dump).exit_code == 0
-
     source = harness.create("source", OLD_ROWS)
+    dump = tmp_path / f"empty.{driver.extension}"
+    driver.empty_dump(source, dump)
+    assert dump.is_file()
+    assert driver.check(dump, source, {}).exit_code == 0
+
     target = driver.preview_url(source, "prv_empty", harness.previews_dir)
     driver.restore(_copy_of(dump), target, create=True, before_commit=_Calls())
     assert harness.exists(target)
@@ -375,8 +375,9 @@ def test_check_rejects_a_damaged_dump_permanently(harness: DriverHarness, tmp_pa
     driver = harness.driver
     garbage = tmp_path / f"garbage.{driver.extension}"
     garbage.write_bytes(b"this is not a dump of any database\n" * 200)
+    source = harness.create("source", OLD_ROWS)
     with pytest.raises(DriverFailure) as rejected:
-        driver.check(garbage)
+        driver.check(garbage, source, {})
     assert rejected.value.permanent
 
 

@@ -1,0 +1,428 @@
+"""The PostgreSQL driver: projects whose ``database_url`` is ``postgresql://…``.
+
+The data moves through the real ``pg_dump``/``pg_restore`` (their exit code and
+output become the job's ``last_exit_code``/``last_stdout``/``last_stderr``);
+psycopg runs the control statements.
+
+- dump: ``pg_dump -Fc -Z0`` (the engine compresses with zstd, faster than
+  pg_dump's gzip for a blob no larger) inside an exported snapshot, with the
+  row count of every table read in that same snapshot;
+- check: restore into a throwaway database, compare the row counts, drop it;
+- restore: always into a scratch database first (``pg_restore --no-owner
+  -j 2``); only when that succeeded is it renamed into place. Over an existing
+  database: connections are refused and terminated, the target is renamed
+  aside (``<name>__capy_old_…``), the scratch database takes its name, the old
+  one is dropped. A failure at any step leaves the target as it was.
+
+The engine's role needs CREATEDB, ownership of the project database, and the
+right to terminate its connections (``pg_signal_backend``, or the same role).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from pulumi_capy.api.errors import FieldError, InvalidInput
+from pulumi_capy.engine.drivers import DatabaseInfo, DriverFailure, Materialize, Outcome
+
+__all__ = ["PostgresDriver", "redact"]
+
+NAME_LIMIT = 63  # PostgreSQL identifiers
+RESTORE_JOBS = 2
+CONNECT_TIMEOUT = 10
+# what pg_dump / pg_restore / libpq print when retrying may help
+TRANSIENT = (
+    "could not connect",
+    "connection refused",
+    "timeout expired",
+    "server closed the connection",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "too many connections",
+    "could not translate host name",
+)
+PRIVILEGE_HINT = (
+    "the engine's role needs CREATEDB, ownership of the project database and the right to "
+    "terminate its connections (see the README)"
+)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _database(url: str) -> str:
+    name = unquote(urlsplit(url).path.lstrip("/"))
+    if not name:
+        raise InvalidInput([FieldError("database_url", "the URL names no database")])
+    return name
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+
+
+def _env(url: str) -> dict[str, str]:
+    """libpq environment for a URL: the password never goes on a command line."""
+    parts = urlsplit(url)
+    env = dict(os.environ)
+    for key, value in (
+        ("PGHOST", parts.hostname),
+        ("PGPORT", str(parts.port) if parts.port else None),
+        ("PGUSER", unquote(parts.username) if parts.username else None),
+        ("PGPASSWORD", unquote(parts.password) if parts.password else None),
+        ("PGDATABASE", _database(url)),
+        ("PGCONNECT_TIMEOUT", str(CONNECT_TIMEOUT)),
+    ):
+        if value:
+            env[key] = value
+    for item in parts.query.split("&"):
+        key, _, value = item.partition("=")
+        if key == "sslmode" and value:
+            env["PGSSLMODE"] = value
+    return env
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    try:
+        bindir = subprocess.run(
+            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        bindir = ""
+    candidate = Path(bindir) / name if bindir else None
+    if candidate is not None and candidate.is_file():
+        return str(candidate)
+    raise DriverFailure(
+        f"{name} not found on PATH or in `pg_config --bindir`: install Debian's "
+        "postgresql-client package",
+        permanent=True,
+    )
+
+
+def _scratch_name(base: str, tag: str) -> str:
+    suffix = f"__capy_{tag}_{secrets.token_hex(4)}"
+    return base[: NAME_LIMIT - len(suffix)] + suffix
+
+
+def _classify(text: str) -> bool:
+    """True when a failure is permanent."""
+    lowered = text.lower()
+    return not any(marker in lowered for marker in TRANSIENT)
+
+
+def _failure(doing: str, done: subprocess.CompletedProcess[str]) -> DriverFailure:
+    stderr = done.stderr or ""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {done.returncode}"
+    message = f"{doing}: {last}"
+    if "permission denied" in stderr.lower() or "must be owner" in stderr.lower():
+        message += f" ({PRIVILEGE_HINT})"
+    outcome = Outcome(message, done.returncode, done.stdout or "", stderr)
+    return DriverFailure(message, permanent=_classify(stderr), outcome=outcome)
+
+
+def _run(command: list[str], url: str, doing: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(command, env=_env(url), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise _failure(doing, done)
+    return done
+
+
+class PostgresDriver:
+    kind = "postgresql"
+    format = "pg_dump-custom"
+    extension = "pgdump"
+
+    # ------------------------------------------------------------ connections
+
+    @contextmanager
+    def _connect(self, url: str, database: str | None = None) -> Iterator[psycopg.Connection]:
+        target = _with_database(url, database) if database else url
+        try:
+            conn = psycopg.connect(target, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            text = str(exc).replace(urlsplit(url).password or "\0", "***")
+            raise DriverFailure(
+                f"connect to {redact(target)}: {text.strip()}", permanent=_classify(text)
+            ) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _admin(self, url: str) -> Any:
+        """A connection for CREATE/ALTER/DROP DATABASE (to the server's maintenance db)."""
+        return self._connect(url, "postgres")
+
+    def _execute(self, url: str, statement: sql.Composable, doing: str) -> None:
+        with self._admin(url) as conn:
+            try:
+                conn.execute(statement)
+            except psycopg.Error as exc:
+                text = str(exc).strip()
+                hint = (
+                    f" ({PRIVILEGE_HINT})"
+                    if isinstance(exc, psycopg.errors.InsufficientPrivilege)
+                    else ""
+                )
+                raise DriverFailure(f"{doing}: {text}{hint}", permanent=_classify(text)) from None
+
+    # ------------------------------------------------------------ contract
+
+    def inspect(self, url: str) -> DatabaseInfo:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+            raise InvalidInput(
+                [FieldError("database_url", "expected postgresql://user:password@host:port/db")]
+            )
+        name = _database(url)
+        try:
+            with self._connect(url) as conn:
+                conn.execute("SELECT 1")
+        except DriverFailure as exc:
+            raise InvalidInput([FieldError("database_url", str(exc))]) from None
+        return DatabaseInfo(kind=self.kind, url=url, database_name=name)
+
+    def database_name(self, url: str) -> str:
+        return _database(url)
+
+    def connection_fields(self, url: str) -> dict[str, Any]:
+        parts = urlsplit(url)
+        fields: dict[str, Any] = {
+            "database_name": _database(url),
+            "public_host": parts.hostname,
+            "direct_port": parts.port or 5432,
+            "role_name": unquote(parts.username) if parts.username else None,
+        }
+        for item in parts.query.split("&"):
+            key, _, value = item.partition("=")
+            if key == "sslmode":
+                fields["ssl_mode"] = value
+        return fields
+
+    def preview_url(self, project_url: str, preview_id: str, previews_dir: Path) -> str:
+        base = _database(project_url)
+        suffix = f"_{preview_id}"
+        return _with_database(project_url, base[: NAME_LIMIT - len(suffix)] + suffix)
+
+    def _row_counts(self, conn: psycopg.Connection) -> dict[str, int]:
+        tables = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') "
+            "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' "
+            "ORDER BY 1, 2"
+        ).fetchall()
+        counts: dict[str, int] = {}
+        for schema, table in tables:
+            query = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            row = conn.execute(query).fetchone()
+            counts[f"{schema}.{table}"] = int(row[0]) if row else 0
+        return counts
+
+    def dump(self, url: str, destination: Path) -> Outcome:
+        pg_dump = _binary("pg_dump")
+        with self._connect(url) as conn:
+            conn.autocommit = False
+            try:
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                snapshot = str(row[0]) if row else ""
+                counts = self._row_counts(conn)
+                # pg_dump reads the very snapshot the counts were taken in
+                done = _run(
+                    [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "-f", str(destination)],
+                    url,
+                    f"pg_dump of {_database(url)}",
+                )
+            except psycopg.Error as exc:
+                raise DriverFailure(
+                    f"snapshot of {_database(url)}: {str(exc).strip()}",
+                    permanent=_classify(str(exc)),
+                ) from None
+            finally:
+                conn.rollback()
+        size = destination.stat().st_size
+        summary = (
+            f"pg_dump of {_database(url)}: {len(counts)} tables, "
+            f"{sum(counts.values())} rows, {size} bytes"
+        )
+        return Outcome(
+            summary,
+            done.returncode,
+            done.stdout or summary,
+            done.stderr,
+            details={"row_counts": counts, "size_bytes": size},
+        )
+
+    def _restore_into(self, dump: Path, url: str, database: str, doing: str) -> Outcome:
+        pg_restore = _binary("pg_restore")
+        done = _run(
+            [
+                pg_restore,
+                "--no-owner",
+                "--no-acl",
+                "--exit-on-error",
+                f"--jobs={RESTORE_JOBS}",
+                "--dbname",
+                database,
+                str(dump),
+            ],
+            _with_database(url, database),
+            doing,
+        )
+        return Outcome(f"{doing}: done", done.returncode, done.stdout, done.stderr)
+
+    def _create(self, url: str, name: str) -> None:
+        self._execute(
+            url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)), f"create {name}"
+        )
+
+    def _drop(self, url: str, name: str) -> None:
+        self._terminate(url, name)
+        self._execute(
+            url,
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)),
+            f"drop {name}",
+        )
+
+    def _terminate(self, url: str, name: str) -> None:
+        with self._admin(url) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+
+    def _exists(self, url: str, name: str) -> bool:
+        with self._admin(url) as conn:
+            row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        return row is not None
+
+    def check(self, dump: Path, url: str, details: Mapping[str, Any]) -> Outcome:
+        throwaway = _scratch_name(_database(url), "verify")
+        self._create(url, throwaway)
+        try:
+            self._restore_into(dump, url, throwaway, "restore into a throwaway database")
+            with self._connect(url, throwaway) as conn:
+                counts = self._row_counts(conn)
+        finally:
+            self._drop(url, throwaway)
+        expected = details.get("row_counts")
+        if expected is not None and dict(expected) != counts:
+            differing = sorted(
+                name
+                for name in set(expected) | set(counts)
+                if expected.get(name) != counts.get(name)
+            )
+            raise DriverFailure(
+                f"row counts differ after restore in {', '.join(differing[:5])}", permanent=True
+            )
+        return Outcome(f"restored and counted {len(counts)} tables ({sum(counts.values())} rows)")
+
+    def empty_dump(self, url: str, destination: Path) -> None:
+        empty = _scratch_name(_database(url), "empty")
+        self._create(url, empty)
+        try:
+            self.dump(_with_database(url, empty), destination)
+        finally:
+            self._drop(url, empty)
+
+    def restore(
+        self,
+        materialize: Materialize,
+        target_url: str,
+        *,
+        create: bool,
+        before_commit: Callable[[], None],
+    ) -> Outcome:
+        target = _database(target_url)
+        exists = self._exists(target_url, target)
+        if create and exists:
+            raise DriverFailure(
+                f"database {target} exists already; not overwriting it", permanent=True
+            )
+        if not create and not exists:
+            raise DriverFailure(f"the target database {target} is missing", permanent=True)
+        scratch = _scratch_name(target, "new")
+        with tempfile.TemporaryDirectory(prefix="capy-restore-") as workdir:
+            dump = Path(workdir) / f"restore.{self.extension}"
+            materialize(dump)
+            self._create(target_url, scratch)
+            try:
+                restored = self._restore_into(
+                    dump, target_url, scratch, f"pg_restore into {scratch}"
+                )
+                before_commit()
+                if create:
+                    self._rename(target_url, scratch, target)
+                else:
+                    self._swap(target_url, scratch, target)
+            except BaseException:
+                self._drop(target_url, scratch)
+                raise
+        summary = f"restored into {target}" + (" (new database)" if create else " (swapped in)")
+        return Outcome(summary, 0, restored.stdout or summary, restored.stderr)
+
+    def _rename(self, url: str, old: str, new: str) -> None:
+        self._execute(
+            url,
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(old), sql.Identifier(new)
+            ),
+            f"rename {old} to {new}",
+        )
+
+    def _allow_connections(self, url: str, name: str, allow: bool) -> None:
+        self._execute(
+            url,
+            sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.Literal(allow)
+            ),
+            f"{'allow' if allow else 'refuse'} connections to {name}",
+        )
+
+    def _swap(self, url: str, scratch: str, target: str) -> None:
+        """Put ``scratch`` in ``target``'s place; on any failure the target stays as it was."""
+        aside = _scratch_name(target, "old")
+        self._allow_connections(url, target, False)
+        try:
+            self._terminate(url, target)
+            self._rename(url, target, aside)
+        except BaseException:
+            self._allow_connections(url, target, True)
+            raise
+        try:
+            self._rename(url, scratch, target)
+        except BaseException:
+            self._rename(url, aside, target)
+            self._allow_connections(url, target, True)
+            raise
+        self._drop(url, aside)
+
+    def drop(self, url: str) -> None:
+        self._drop(url, _database(url))
