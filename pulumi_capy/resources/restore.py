@@ -12,7 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    Resource,
+)
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, JobFailed, JobTimeout, NotFound
@@ -173,6 +180,20 @@ class RestoreProvider(CapyProvider):
                     outputs["preview_database_url"] = preview_url(preview)
                     outputs["preview_database_name"] = preview.database_name
         return outputs
+
+    def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        result = super().diff(id_, olds, news)
+        named = news.get("preview_name")
+        if (
+            result.replaces
+            and (news.get("target_kind") or "new_preview") == "new_preview"
+            and named is not None
+            and named == olds.get("preview_name")
+            and not olds.get("retain_preview_on_delete")
+        ):
+            # the new restore's preview takes the old one's name: the old must go first
+            result.delete_before_replace = True
+        return result
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
         from pulumi.dynamic import UpdateResult

@@ -61,9 +61,8 @@ class Stack:
             timeout=TIMEOUT,
             check=False,
         )
-        self.log.append(
-            f"$ pulumi {' '.join(args)} -> {done.returncode}\n{done.stdout}\n{done.stderr}"
-        )
+        # what pulumi printed (not the arguments, which may carry a secret being set)
+        self.log.append(f"$ pulumi {args[0]} -> {done.returncode}\n{done.stdout}\n{done.stderr}")
         if check and done.returncode != 0:
             raise AssertionError(
                 f"pulumi {' '.join(args)} exited {done.returncode}\n"

@@ -116,9 +116,14 @@ def test_a_failing_restore_fails_up_with_the_jobs_error(quickstart: Stack) -> No
     assert "checksum mismatch" in text
     assert "failed after 1 attempt(s)" in text
     with _engine(quickstart) as engine:
-        jobs = engine.list_jobs(outputs["project_id"], 5)
-    assert jobs[0].state == JobState.failed
-    assert jobs[0].retry_classification == "permanent"
+        jobs = engine.list_jobs(outputs["project_id"], 10)
+        previews = engine.list_preview_databases(outputs["project_id"])
+    restore = next(job for job in jobs if job.type == "project.restore")
+    assert restore.state == JobState.failed
+    assert restore.retry_classification == "permanent"
+    # the failed restore's preview was removed again: nothing the stack does not know of
+    assert [job.type for job in jobs[:1]] == ["preview.delete"]
+    assert all(p.id != restore.preview_database_id for p in previews)
 
 
 def test_destroy_removes_what_the_stack_made_and_keeps_backups_without_force(
