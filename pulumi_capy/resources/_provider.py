@@ -27,6 +27,7 @@ from pulumi.dynamic import (
     DiffResult,
     ResourceProvider,
 )
+from pulumi.output import Unknown
 from pydantic import BaseModel, ValidationError
 
 from pulumi_capy.api.backend import Backend
@@ -162,9 +163,9 @@ def forget_listing(kind: str, project_id: str) -> None:
 
 
 def is_unknown(value: Any) -> bool:
-    """Whether Pulumi does not know the value yet (preview): the sentinel string, or an
-    output value the engine sent in its place."""
-    if isinstance(value, pulumi.Output):
+    """Whether Pulumi does not know the value yet (preview). The SDK hands it over as
+    ``pulumi.output.Unknown``, as an output value, or as the sentinel string."""
+    if isinstance(value, pulumi.Output | Unknown):
         return True
     return isinstance(value, str) and value == UNKNOWN
 

@@ -26,6 +26,10 @@ def _rows(path: Path, table: str) -> list[tuple[object, ...]]:
 
 
 def test_up_creates_everything_and_a_second_up_changes_nothing(quickstart: Stack) -> None:
+    # a preview of a new stack: every id is unknown, and nothing may fail or be made
+    planned = quickstart.preview()
+    assert "4 to create" in planned.stdout
+    assert not quickstart.engine_dir.exists() or not list(quickstart.engine_dir.rglob("*.zst"))
     quickstart.up()
     outputs = quickstart.outputs()
 

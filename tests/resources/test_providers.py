@@ -24,6 +24,7 @@ import pytest
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
 from pulumi.dynamic.dynamic import serialize_provider
+from pulumi.output import Unknown
 
 from pulumi_capy.api.errors import Conflict, NotFound
 from pulumi_capy.api.models import (
@@ -359,14 +360,24 @@ UNKNOWN_INPUTS = [
 ]
 
 
+SDK_UNKNOWN: Any = Unknown()  # type: ignore[no-untyped-call]
+
+
+def _as_sdk_unknowns(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The same inputs as the SDK really hands them over in a preview: pulumi.output.Unknown."""
+    return {key: SDK_UNKNOWN if value == UNKNOWN else value for key, value in inputs.items()}
+
+
+@pytest.mark.parametrize("form", ["sentinel", "sdk"])
 @pytest.mark.parametrize(("provider_class", "inputs"), UNKNOWN_INPUTS)
 def test_check_lets_unknown_values_through(
-    provider_class: type[CapyProvider], inputs: dict[str, Any]
+    provider_class: type[CapyProvider], inputs: dict[str, Any], form: str
 ) -> None:
-    result = provider_class().check({}, dict(inputs))
+    given = _as_sdk_unknowns(inputs) if form == "sdk" else dict(inputs)
+    result = provider_class().check({}, dict(given))
 
     assert [(failure.property, failure.reason) for failure in result.failures] == []
-    assert result.inputs == inputs  # the unknown markers stay for the engine to resolve
+    assert result.inputs == given  # the unknown markers stay for the engine to resolve
 
 
 # ---------------------------------------------------------------- diff
