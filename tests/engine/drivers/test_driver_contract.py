@@ -9,17 +9,21 @@ its harness to ``HARNESSES``. Each database holds one table,
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from pulumi_capy.api.errors import InvalidInput
 from pulumi_capy.engine.drivers import Driver, DriverFailure, Materialize
 from pulumi_capy.engine.drivers.sqlite import SqliteDriver
+from tests.pg import PostgresServer
 
 Rows = list[tuple[int, str]]
 
@@ -66,7 +70,7 @@ class DriverHarness(Protocol):
 
 
 class SqliteHarness:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, request: pytest.FixtureRequest | None = None) -> None:
         self.root = root
         self.driver: Driver = SqliteDriver()
         self.previews_dir = root / "previews"
@@ -137,13 +141,107 @@ class SqliteHarness:
         pass
 
 
-HARNESSES: list[Callable[[Path], DriverHarness]] = [SqliteHarness]
+# ---------------------------------------------------------------- PostgreSQL
+
+
+class PostgresHarness:
+    """Databases on the session's real PostgreSQL (tests/pg.py), one prefix per test."""
+
+    def __init__(self, root: Path, request: pytest.FixtureRequest | None = None) -> None:
+        assert request is not None
+        from pulumi_capy.engine.drivers.postgres import PostgresDriver
+
+        self.server: PostgresServer = request.getfixturevalue("postgres_server")
+        self.driver: Driver = PostgresDriver()
+        self.previews_dir = root / "previews"
+        self.prefix = f"c_{secrets.token_hex(4)}"
+
+    def _admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.server.url(), autocommit=True)
+
+    def _connect(self, url: str) -> psycopg.Connection:
+        return psycopg.connect(url, autocommit=True)
+
+    def create(self, name: str, rows: Sequence[tuple[int, str]]) -> str:
+        database = f"{self.prefix}_{name}"
+        with self._admin() as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        url = self.server.url(database)
+        self.replace_rows(url, rows, create=True)
+        return url
+
+    def replace_rows(
+        self, url: str, rows: Sequence[tuple[int, str]], *, create: bool = False
+    ) -> None:
+        with self._connect(url) as db, db.transaction():
+            if create:
+                db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, label TEXT)")
+            db.execute("DELETE FROM items")
+            with db.cursor() as cursor:
+                cursor.executemany("INSERT INTO items (id, label) VALUES (%s, %s)", list(rows))
+
+    def rows(self, url: str) -> Rows | None:
+        if "items" not in self.tables(url):
+            return None
+        with self._connect(url) as db:
+            return [
+                (int(i), str(label)) for i, label in db.execute("SELECT * FROM items ORDER BY id")
+            ]
+
+    def tables(self, url: str) -> list[str]:
+        with self._connect(url) as db:
+            return [
+                str(row[0])
+                for row in db.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+                )
+            ]
+
+    def exists(self, url: str) -> bool:
+        database = url.rsplit("/", 1)[1]
+        with self._admin() as admin:
+            found = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (database,)
+            ).fetchone()
+        return found is not None
+
+    def missing_url(self, name: str) -> str:
+        return self.server.url(f"{self.prefix}_missing_{name}")
+
+    def bad_urls(self) -> list[str]:
+        existing = self.create("inspected", [])
+        return [
+            "",
+            "postgresql://",
+            "postgresql://127.0.0.1/",
+            self.missing_url("inspect"),
+            existing.replace(self.server.password, "wrong-password"),
+        ]
+
+    def close(self) -> None:
+        with self._admin() as admin:
+            names = [
+                str(row[0])
+                for row in admin.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (self.prefix + "%",)
+                )
+            ]
+            for name in names:
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+HARNESSES: list[Callable[[Path, pytest.FixtureRequest], DriverHarness]] = [
+    SqliteHarness,
+    PostgresHarness,
+]
 
 
 @pytest.fixture(params=HARNESSES, ids=lambda factory: factory.__name__.removesuffix("Harness"))
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DriverHarness]:
-    factory: Callable[[Path], DriverHarness] = request.param
-    instance = factory(tmp_path / "databases")
+    factory: Callable[[Path, pytest.FixtureRequest], DriverHarness] = request.param
+    instance = factory(tmp_path / "databases", request)
     try:
         yield instance
     finally:
