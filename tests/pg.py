@@ -34,14 +34,22 @@ class PostgresServer:
 
 
 def bindir() -> Path | None:
+    """The server binaries: `pg_config --bindir` (libpq-dev), else Debian's layout."""
+    candidates: list[Path] = []
     try:
         found = subprocess.run(
             ["pg_config", "--bindir"], capture_output=True, text=True, check=True
         ).stdout.strip()
+        candidates.append(Path(found))
     except (OSError, subprocess.CalledProcessError):
-        return None
-    path = Path(found)
-    return path if (path / "initdb").exists() and (path / "pg_ctl").exists() else None
+        pass
+    candidates += sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True
+    )
+    for path in candidates:
+        if (path / "initdb").exists() and (path / "pg_ctl").exists():
+            return path
+    return None
 
 
 def _free_port() -> int:

@@ -111,9 +111,12 @@ def _binary(name: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         bindir = ""
-    candidate = Path(bindir) / name if bindir else None
-    if candidate is not None and candidate.is_file():
-        return str(candidate)
+    candidates = [Path(bindir) / name] if bindir else []
+    # Debian keeps the versioned binaries here when pg_config (libpq-dev) is absent
+    candidates += sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True)
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
     raise DriverFailure(
         f"{name} not found on PATH or in `pg_config --bindir`: install Debian's "
         "postgresql-client package",
