@@ -1,1 +1,1 @@
-"""The ``capy`` command line."""
+"""The ``capy`` command line (click): one module per command group, ``main`` the entry."""

@@ -1,68 +1,99 @@
 """``capy``: the command line of pulumi_capy.
 
-Only ``--help``, ``version`` and ``schema`` exist so far; the commands of the
-self-hosted server issue (serve, worker, projects, keys, backups,
-restore-points, restore, jobs, previews) arrive with it.
+Every command works against any back end, chosen like the provider chooses
+it: ``--engine-dir`` (embedded), ``--api-url`` (hosted CapyDB or a ``capy
+serve``), ``--mode``, else ``CAPY_MODE`` / ``CAPYDB_API_URL`` /
+``CAPYDB_API_KEY`` / ``CAPY_ENGINE_DIR``. The API key comes only from
+``CAPYDB_API_KEY``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+import click
 
 from pulumi_capy._version import __version__
+from pulumi_capy.cli import backups, jobs, keys, previews, projects, restores, server
+from pulumi_capy.cli.common import CapyGroup, State, backend_options, example, json_option
 
-EPILOG = """example:
-  capy version        print the installed version
+__all__ = ["cli", "main"]
+
+HELP = """Database restore points and restores as code (pulumi_capy).
+
+\b
+The back end, as for the Pulumi provider (flags beat the environment):
+  --engine-dir DIR   the embedded restore engine in DIR (CAPY_ENGINE_DIR)
+  --api-url URL      hosted CapyDB or a `capy serve` (CAPYDB_API_URL)
+  --mode MODE        api or embedded (CAPY_MODE); default api when a key is set
+The API key is read only from CAPYDB_API_KEY: never a flag, so it stays out
+of shell history. Set CAPY_DEBUG=1 to see the traceback of an unexpected error.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="capy",
-        description="Database restore points and restores as code (pulumi_capy).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands.add_parser(
-        "version",
-        help="print the installed version",
-        description="Print the installed pulumi_capy version.",
-        epilog="example:\n  capy version",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    schema = commands.add_parser(
-        "schema",
-        help="print the Pulumi package schema (schema.json)",
-        description="Print the Pulumi package schema of capy, generated from the code.",
-        epilog="example:\n  capy schema --output schema.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    schema.add_argument("--output", "-o", help="write to this file instead of stdout")
-    return parser
+@click.group(
+    "capy",
+    cls=CapyGroup,
+    help=HELP,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=example(
+        "capy --engine-dir .capy projects list",
+        "CAPYDB_API_KEY=capy_live_… capy --api-url http://capy:8080 backups list --project prj_1",
+    ),
+)
+@backend_options
+@json_option
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    ctx.ensure_object(State)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "version":
-        print(f"pulumi-capy {__version__}")
-        return 0
-    if args.command == "schema":
-        from pulumi_capy.schema import render
+@cli.command(epilog=example("capy version"))
+def version() -> None:
+    """Print the installed pulumi_capy version."""
+    click.echo(f"pulumi-capy {__version__}")
 
-        text = render()
-        if args.output:
-            with open(args.output, "w", encoding="utf-8") as handle:
-                handle.write(text)
-        else:
-            sys.stdout.write(text)
-        return 0
-    parser.print_help(sys.stdout)
-    return 0
+
+@cli.command(epilog=example("capy schema -o schema.json"))
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+def schema(output: Path | None) -> None:
+    """Print the Pulumi package schema of capy (schema.json), generated from the code."""
+    from pulumi_capy.schema import render
+
+    text = render()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+for group in (
+    server.serve,
+    server.worker,
+    projects.projects,
+    keys.keys,
+    backups.backups,
+    restores.restore_points,
+    restores.restore,
+    jobs.jobs,
+    previews.previews,
+):
+    cli.add_command(group)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``capy`` console script."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="capy")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,0 +1,5 @@
+"""``python -m pulumi_capy.cli``."""
+
+from pulumi_capy.cli.main import main
+
+main()

@@ -1,0 +1,212 @@
+"""``capy backups create|list`` and ``capy backups schedule get|set|disable``."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from pulumi_capy.api.errors import JobFailed, JobTimeout
+from pulumi_capy.api.models import (
+    CreateBackup,
+    Job,
+    PutScheduledBackup,
+    ScheduledBackup,
+    VerificationState,
+)
+from pulumi_capy.cli.common import (
+    CapyGroup,
+    backend,
+    backend_options,
+    describe_job,
+    echo,
+    emit,
+    example,
+    json_option,
+    note,
+    project_option,
+    request,
+    show_table,
+    timeout_option,
+    wait_for,
+)
+
+__all__ = ["backups", "take_backup"]
+
+VERIFY_POLL = 2.0  # seconds between looks at a backup whose verify job is unknown
+
+
+@click.group(cls=CapyGroup, epilog=example("capy backups create --project prj_1 --wait"))
+def backups() -> None:
+    """Take and list backups; manage the daily backup schedule."""
+
+
+def take_backup(project: str, label: str | None, timeout_minutes: float) -> Job:
+    """Back up ``project`` and wait for the backup and its verification; the backup job."""
+    chosen = backend()
+    job = chosen.create_backup(project, request(CreateBackup, label=label))
+    done = wait_for(job, timeout_minutes, "backup")
+    result = done.result or {}
+    verify_id = result.get("verify_job_id")
+    if isinstance(verify_id, str):
+        wait_for(chosen.get_job(verify_id), timeout_minutes, "verification")
+        return done
+    # no verify job named (a server that does not report it): watch the backup itself
+    key = result.get("backup_key")
+    deadline = time.monotonic() + timeout_minutes * 60
+    while key is not None:
+        backup = next((b for b in chosen.list_backups(project) if b.backup_key == key), None)
+        state = backup.verification_state if backup else None
+        if state == VerificationState.verified or backup is None:
+            break
+        if state == VerificationState.failed:
+            raise JobFailed(done.model_copy(update={"error": backup.verification_error}))
+        if time.monotonic() >= deadline:
+            raise JobTimeout(done, timeout_minutes * 60)
+        time.sleep(VERIFY_POLL)
+    return done
+
+
+@backups.command(
+    epilog=example(
+        "capy backups create --project prj_1 --label before-migration --wait",
+        "capy backups create --project prj_1 --json",
+    )
+)
+@project_option
+@click.option("--label", help="A label for the backup.")
+@click.option(
+    "--wait", is_flag=True, help="Wait until the backup is taken and verified (exit 1 otherwise)."
+)
+@timeout_option
+@backend_options
+@json_option
+def create(project: str, label: str | None, wait: bool, timeout: float) -> None:
+    """Take a backup of a project (a job)."""
+    if wait:
+        job = take_backup(project, label, timeout)
+        key = (job.result or {}).get("backup_key")
+        emit(job, lambda: echo(f"backup {key} completed and verified (job {job.id})"))
+        return
+    job = backend().create_backup(project, request(CreateBackup, label=label))
+
+    def human() -> None:
+        echo(describe_job(job))
+        note(f"follow it with: capy jobs get --job-id {job.id} --wait")
+
+    emit(job, human)
+
+
+@backups.command("list", epilog=example("capy backups list --project prj_1"))
+@project_option
+@backend_options
+@json_option
+def list_(project: str) -> None:
+    """List a project's backups, newest first."""
+    found = backend().list_backups(project)
+    emit(
+        found,
+        lambda: show_table(
+            found,
+            [
+                ("ID", lambda b: b.id),
+                ("BACKUP KEY", lambda b: b.backup_key),
+                ("LABEL", lambda b: b.label),
+                ("STATE", lambda b: b.state),
+                ("VERIFICATION", lambda b: b.verification_state),
+                ("SIZE", lambda b: b.size_bytes),
+                ("CREATED", lambda b: b.created_at),
+            ],
+            f"no backups in project {project}",
+        ),
+    )
+
+
+# ---------------------------------------------------------------- schedule
+
+
+@backups.group(
+    cls=CapyGroup,
+    epilog=example("capy backups schedule set --project prj_1 --hour 3 --minute 30"),
+)
+def schedule() -> None:
+    """The daily backup schedule of a project (UTC)."""
+
+
+def _schedule_line(found: ScheduledBackup) -> str:
+    state = "active" if found.is_active else "disabled"
+    retention = f", kept {found.retention_days} days" if found.retention_days else ""
+    label = f", label {found.label}" if found.label else ""
+    return (
+        f"daily backup of {found.project_id} at {found.cron_hour:02d}:{found.cron_minute:02d} "
+        f"UTC ({state}{retention}{label}); last run {found.last_run_at or 'never'}"
+    )
+
+
+@schedule.command("get", epilog=example("capy backups schedule get --project prj_1"))
+@project_option
+@backend_options
+@json_option
+def get_(project: str) -> None:
+    """Show the schedule (JSON null when there is none)."""
+    found = backend().get_scheduled_backup(project)
+    emit(
+        found,
+        lambda: echo(_schedule_line(found) if found else f"no backup schedule for {project}"),
+    )
+
+
+@schedule.command(
+    "set",
+    epilog=example(
+        "capy backups schedule set --project prj_1 --hour 3 --minute 30 --retention-days 14"
+    ),
+)
+@project_option
+@click.option("--hour", type=int, required=True, help="UTC hour, 0-23.")
+@click.option("--minute", type=int, required=True, help="Minute, 0-59.")
+@click.option("--label", help="The label of the scheduled backups.")
+@click.option("--retention-days", type=int, help="Remove backups older than this (1-365).")
+@backend_options
+@json_option
+def set_(
+    project: str, hour: int, minute: int, label: str | None, retention_days: int | None
+) -> None:
+    """Back up daily at HOUR:MINUTE UTC (creates or replaces the schedule)."""
+    saved = backend().put_scheduled_backup(
+        project,
+        request(
+            PutScheduledBackup,
+            cron_hour=hour,
+            cron_minute=minute,
+            is_active=True,
+            label=label,
+            retention_days=retention_days,
+        ),
+    )
+    emit(saved, lambda: echo(_schedule_line(saved)))
+
+
+@schedule.command(epilog=example("capy backups schedule disable --project prj_1"))
+@project_option
+@backend_options
+@json_option
+def disable(project: str) -> None:
+    """Stop the scheduled backups (the schedule is kept, inactive)."""
+    chosen = backend()
+    found = chosen.get_scheduled_backup(project)
+    if found is None:
+        emit(None, lambda: echo(f"no backup schedule for {project}: nothing to disable"))
+        return
+    saved = chosen.put_scheduled_backup(
+        project,
+        request(
+            PutScheduledBackup,
+            cron_hour=found.cron_hour,
+            cron_minute=found.cron_minute,
+            is_active=False,
+            label=found.label,
+            retention_days=found.retention_days,
+        ),
+    )
+    emit(saved, lambda: echo(_schedule_line(saved)))

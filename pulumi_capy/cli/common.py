@@ -1,0 +1,360 @@
+"""What every ``capy`` command shares: the back end, ``--json``, output, ``--wait``, errors.
+
+Commands stay thin: build the library objects (``backend()``), call one method,
+print with ``emit``. Every ``CapyError`` is turned into one line on stderr
+(``capy: error: …``) and exit code 1 by ``CapyGroup``, the one boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import IO, Any, TypeVar
+
+import click
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pulumi_capy.api.backend import Backend
+from pulumi_capy.api.errors import CapyError, ConfigError, JobFailed, JobTimeout
+from pulumi_capy.api.models import ApiRequest, Job, parse_request
+
+__all__ = [
+    "CapyGroup",
+    "Failure",
+    "State",
+    "backend",
+    "backend_options",
+    "describe_job",
+    "echo",
+    "emit",
+    "engine_dir_option",
+    "example",
+    "fmt",
+    "json_option",
+    "note",
+    "project_option",
+    "request",
+    "show_table",
+    "state",
+    "timeout_option",
+    "wait_for",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+RequestT = TypeVar("RequestT", bound=ApiRequest)
+
+DEBUG_ENV = "CAPY_DEBUG"  # set to 1 to see the traceback of an unexpected error
+WIDE = 4096  # columns when stdout is not a terminal (pipes, logs): rows are not folded
+
+
+# ---------------------------------------------------------------- errors
+
+
+class Failure(click.ClickException):
+    """An error of a command: one line on stderr, ``capy: error: …``, exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+        super().__init__(lines[0] if lines else "failed")
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"capy: error: {self.format_message()}", err=True)
+
+
+def _one_line(error: CapyError) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, JobFailed):
+        text += f" (output: capy jobs get --job-id {error.job.id} --json)"
+    return text
+
+
+class CapyGroup(click.Group):
+    """A command group whose ``invoke`` is the error boundary of the whole CLI."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except CapyError as exc:
+            raise Failure(_one_line(exc)) from None
+        except OSError as exc:
+            raise Failure(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV):
+                raise
+            raise Failure(
+                f"unexpected {type(exc).__name__}: {exc} "
+                f"(set {DEBUG_ENV}=1 to see the traceback, and please report it)"
+            ) from None
+
+
+# ---------------------------------------------------------------- state and options
+
+
+@dataclass
+class State:
+    """What the options of the group and of the command said; the back end, made once."""
+
+    engine_dir: str | None = None
+    api_url: str | None = None
+    mode: str | None = None
+    json: bool = False
+    _backend: Backend | None = None
+
+
+def state() -> State:
+    return click.get_current_context().ensure_object(State)
+
+
+def _remember(name: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """An option callback that stores a given value in ``State`` (a command's beats the group's)."""
+
+    def callback(ctx: click.Context, _: click.Parameter, value: Any) -> Any:
+        if value is not None and value is not False:
+            setattr(ctx.ensure_object(State), name, value)
+        return value
+
+    return callback
+
+
+def engine_dir_option(function: F) -> F:
+    return click.option(
+        "--engine-dir",
+        metavar="DIR",
+        expose_value=False,
+        callback=_remember("engine_dir"),
+        help="Use the embedded restore engine in DIR (env CAPY_ENGINE_DIR; default .capy).",
+    )(function)
+
+
+def backend_options(function: F) -> F:
+    """``--engine-dir``, ``--api-url``, ``--mode``: which back end (accepted on the group too)."""
+    function = click.option(
+        "--mode",
+        type=click.Choice(["api", "embedded"], case_sensitive=False),
+        expose_value=False,
+        callback=_remember("mode"),
+        help="Force the back end (env CAPY_MODE; default: api when CAPYDB_API_KEY is set).",
+    )(function)
+    function = click.option(
+        "--api-url",
+        metavar="URL",
+        expose_value=False,
+        callback=_remember("api_url"),
+        help="CapyDB or a `capy serve` (env CAPYDB_API_URL). The API key is read only "
+        "from CAPYDB_API_KEY, never from a flag, so it stays out of shell history.",
+    )(function)
+    return engine_dir_option(function)
+
+
+def json_option(function: F) -> F:
+    return click.option(
+        "--json",
+        "json_output",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember("json"),
+        help="Print machine-readable JSON on stdout, and nothing else.",
+    )(function)
+
+
+def project_option(function: F) -> F:
+    return click.option("--project", required=True, metavar="ID", help="The project id.")(function)
+
+
+def timeout_option(function: F) -> F:
+    return click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=60.0,
+        show_default=True,
+        metavar="MIN",
+        help="With --wait: give up waiting after MIN minutes (the job goes on).",
+    )(function)
+
+
+def example(*lines: str) -> str:
+    """A command's epilog: ``Example:`` and its command lines, kept as written."""
+    return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# ---------------------------------------------------------------- the back end
+
+
+def backend() -> Backend:
+    """The back end the options and the environment select, made once per command."""
+    current = state()
+    if current._backend is None:
+        from pulumi_capy.settings import Mode, resolve
+
+        mode = current.mode
+        if mode is None and current.api_url and current.engine_dir:
+            raise click.UsageError(
+                "--api-url and --engine-dir select different back ends; give one (or --mode)"
+            )
+        if mode is None and current.api_url:
+            mode = "api"
+        elif mode is None and current.engine_dir:
+            mode = "embedded"
+        if mode == "api" and not os.environ.get("CAPYDB_API_KEY"):
+            raise ConfigError(
+                "the api back end needs an API key: set CAPYDB_API_KEY (keys are never "
+                "flags, so they stay out of shell history)"
+            )
+        settings = resolve(mode=mode, api_url=current.api_url, engine_dir=current.engine_dir)
+        made: Backend
+        if settings.mode is Mode.embedded:
+            from pulumi_capy.engine import Engine
+
+            made = Engine(settings.engine_dir)
+        else:
+            from pulumi_capy.api.client import CapyClient
+
+            made = CapyClient(settings.api_url, settings.api_key)
+        click.get_current_context().find_root().call_on_close(made.close)
+        current._backend = made
+    return current._backend
+
+
+def request(model: type[RequestT], **fields: Any) -> RequestT:
+    """A request from the options given (``None`` left out); ``InvalidInput`` names the field."""
+    return parse_request(
+        model, {name: value for name, value in fields.items() if value is not None}
+    )
+
+
+# ---------------------------------------------------------------- output
+
+
+def _console(*, stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.width = WIDE
+    return console
+
+
+def jsonable(data: Any) -> Any:
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, list | tuple):
+        return [jsonable(item) for item in data]
+    if isinstance(data, dict):
+        return {key: jsonable(value) for key, value in data.items()}
+    return data
+
+
+def emit(data: Any, human: Callable[[], None]) -> None:
+    """``--json``: ``data`` as JSON on stdout; otherwise ``human()`` prints it for people."""
+    if state().json:
+        click.echo(json.dumps(jsonable(data), indent=2))
+    else:
+        human()
+
+
+def echo(text: str) -> None:
+    """One line for people on stdout."""
+    click.echo(text)
+
+
+def note(text: str) -> None:
+    """A remark on stderr (never in the way of ``--json``)."""
+    click.echo(text, err=True)
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, list | tuple):
+        return " ".join(fmt(item) for item in value) or "-"
+    return str(value)
+
+
+Column = tuple[str, Callable[[Any], Any]]
+
+
+def show_table(rows: Sequence[Any], columns: Iterable[Column], empty: str) -> None:
+    """A table on stdout, or the ``empty`` line when there are no rows."""
+    if not rows:
+        echo(empty)
+        return
+    columns = list(columns)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header, _ in columns:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(fmt(get(row))) for _, get in columns))
+    console = _console()
+    with console.capture() as captured:
+        console.print(table)
+    echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+# ---------------------------------------------------------------- waiting for jobs
+
+
+def describe_job(job: Job) -> str:
+    text = f"job {job.id} ({job.type}): {fmt(job.state)}"
+    if job.attempts:
+        text += f", attempt {job.attempts}/{job.max_attempts}"
+    if job.error:
+        text += f"; last error: {job.error.strip().splitlines()[0]}"
+    return text
+
+
+class _StatusLine:
+    """The live line of ``--wait``; rendered afresh at each refresh, so the clock moves."""
+
+    def __init__(self, job: Job, what: str) -> None:
+        self.job = job
+        self.what = what
+        self.started = time.monotonic()
+
+    def text(self) -> str:
+        elapsed = int(time.monotonic() - self.started)
+        return f"{self.what}: {describe_job(self.job)} [{elapsed // 60}:{elapsed % 60:02d}]"
+
+    def __rich__(self) -> Text:
+        return Text(self.text())
+
+
+def wait_for(job: Job, timeout_minutes: float, what: str | None = None) -> Job:
+    """Wait until ``job`` ends, showing its status on stderr; return it completed.
+
+    Raises ``JobFailed`` / ``JobTimeout`` (exit 1) otherwise; with ``--json`` the
+    job as last seen is printed first. Embedded, the work runs in this process.
+    """
+    chosen = backend()
+    line = _StatusLine(job, what or "waiting")
+    console = _console(stderr=True)
+
+    def update(seen: Job) -> None:
+        line.job = seen
+        if not console.is_terminal:  # no live line in a log: one line per change instead
+            console.print(Text(line.text()))
+
+    try:
+        if console.is_terminal:
+            with console.status(line):
+                return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
+        return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
+    except (JobFailed, JobTimeout) as exc:
+        if state().json:
+            click.echo(json.dumps(jsonable(exc.job), indent=2))
+        raise

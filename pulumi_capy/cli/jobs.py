@@ -1,0 +1,82 @@
+"""``capy jobs get|list``."""
+
+from __future__ import annotations
+
+import click
+
+from pulumi_capy.cli.common import (
+    CapyGroup,
+    backend,
+    backend_options,
+    describe_job,
+    echo,
+    emit,
+    example,
+    json_option,
+    project_option,
+    show_table,
+    timeout_option,
+    wait_for,
+)
+
+__all__ = ["jobs"]
+
+
+@click.group(cls=CapyGroup, epilog=example("capy jobs get --job-id job_1 --wait"))
+def jobs() -> None:
+    """Follow the asynchronous work: backups, restores, verifications, previews."""
+
+
+@jobs.command(
+    "get",
+    epilog=example("capy jobs get --job-id job_1", "capy jobs get --job-id job_1 --wait --json"),
+)
+@click.option("--job-id", required=True, metavar="ID", help="The job id.")
+@click.option("--wait", is_flag=True, help="Wait until it ends (exit 1 unless it completed).")
+@timeout_option
+@backend_options
+@json_option
+def get_(job_id: str, wait: bool, timeout: float) -> None:
+    """Show a job; with --wait, follow it to its end (embedded: run it here)."""
+    job = backend().get_job(job_id)
+    if wait:
+        job = wait_for(job, timeout, "waiting")
+
+    def human() -> None:
+        echo(describe_job(job))
+        if job.result:
+            echo("result: " + ", ".join(f"{k}={v}" for k, v in job.result.items()))
+
+    emit(job, human)
+
+
+@jobs.command("list", epilog=example("capy jobs list --project prj_1 --limit 10"))
+@project_option
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=25,
+    show_default=True,
+    help="At most this many.",
+)
+@backend_options
+@json_option
+def list_(project: str, limit: int) -> None:
+    """List a project's jobs, newest first."""
+    found = backend().list_jobs(project, limit)
+    emit(
+        found,
+        lambda: show_table(
+            found,
+            [
+                ("ID", lambda j: j.id),
+                ("TYPE", lambda j: j.type),
+                ("STATE", lambda j: j.state),
+                ("ATTEMPTS", lambda j: f"{j.attempts}/{j.max_attempts}"),
+                ("CREATED", lambda j: j.created_at),
+                ("COMPLETED", lambda j: j.completed_at),
+                ("ERROR", lambda j: j.error.strip().splitlines()[0] if j.error else None),
+            ],
+            f"no jobs in project {project}",
+        ),
+    )

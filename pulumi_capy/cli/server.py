@@ -1,0 +1,110 @@
+"""``capy serve`` and ``capy worker``: the engine as a service (``pulumi_capy.server.runner``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import click
+
+from pulumi_capy.cli.common import Failure, engine_dir_option, example, note, state
+
+__all__ = ["serve", "worker"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def _engine_dir() -> Path:
+    """--engine-dir, else CAPY_ENGINE_DIR, else .capy (the settings' rules, minus the mode)."""
+    from pulumi_capy.settings import resolve
+
+    environ = {name: os.environ[name] for name in ("CAPY_ENGINE_DIR",) if name in os.environ}
+    return resolve(mode="embedded", engine_dir=state().engine_dir, environ=environ).engine_dir
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@click.command(
+    epilog=example(
+        "capy serve --engine-dir /srv/capy --host 0.0.0.0 --port 8080 --workers 2",
+        "capy keys create --engine-dir /srv/capy --name admin --scopes all   # the first key",
+    )
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Worker threads that run jobs in this process (0: run `capy worker` apart).",
+)
+@click.option(
+    "--tick-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds between runs of the time-driven work (schedules, retention, TTLs).",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@engine_dir_option
+def serve(host: str, port: int, workers: int, tick_interval: float, log_level: str) -> None:
+    """Serve CapyDB's REST API over the engine (keys: `capy keys create`).
+
+    SIGINT/SIGTERM stop it gracefully: requests in flight and running jobs finish.
+    """
+    try:
+        from pulumi_capy.server.runner import serve as run
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise Failure(
+            f"capy serve needs the server extra ({exc.name} is missing): "
+            "pip install 'pulumi-capy[server]'"
+        ) from None
+    directory = _engine_dir()
+    _logging(log_level)
+    note(f"capy serve: engine {directory}, http://{host}:{port}/v1, {workers} worker thread(s)")
+    run(directory, host, port, workers, tick_interval=tick_interval, log_level=log_level)
+
+
+@click.command(epilog=example("capy worker --engine-dir /srv/capy --threads 2 --tick-interval 30"))
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--tick-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds between runs of the time-driven work (schedules, retention, TTLs).",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    metavar="S",
+    help="Seconds an idle worker waits before it looks for jobs again.",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@engine_dir_option
+def worker(threads: int, tick_interval: float, poll_interval: float, log_level: str) -> None:
+    """Run jobs (and the scheduled work) from the engine directory until stopped.
+
+    SIGTERM or ctrl-C: the running jobs finish, then it exits 0; a second signal
+    quits at once (the jobs' leases expire and another worker takes them over).
+    """
+    from pulumi_capy.server.runner import run_workers, stop_on_signals
+
+    directory = _engine_dir()
+    _logging(log_level)
+    note(f"capy worker: engine {directory}, {threads} thread(s); SIGTERM or ctrl-C stops it")
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        run_workers(directory, threads, tick_interval, stop, poll_interval=poll_interval)
+    note("capy worker: stopped")
