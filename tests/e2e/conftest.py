@@ -135,3 +135,8 @@ def quickstart(tmp_path: Path, pulumi_bin: Path) -> Stack:
 @pytest.fixture
 def pre_migration(tmp_path: Path, pulumi_bin: Path) -> Stack:
     return make_stack("pre-migration", tmp_path, pulumi_bin)
+
+
+@pytest.fixture
+def hosted(tmp_path: Path, pulumi_bin: Path) -> Stack:
+    return make_stack("hosted", tmp_path, pulumi_bin)
