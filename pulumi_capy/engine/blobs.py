@@ -113,12 +113,15 @@ class LocalBlobStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def put_file(self, key: str, source: Path, manifest: dict[str, Any]) -> BlobInfo:
+    def put_file(
+        self, key: str, source: Path, manifest: dict[str, Any], *, level: int | None = None
+    ) -> BlobInfo:
         """Compress ``source`` into the blob ``key``; write its manifest beside it."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = target.with_name(target.name + ".tmp")
-        compressor = zstandard.ZstdCompressor(level=self.level, threads=self.threads)
+        level = self.level if level is None else level
+        compressor = zstandard.ZstdCompressor(level=level, threads=self.threads)
         try:
             with source.open("rb") as reader, scratch.open("wb") as raw:
                 sink = _HashingWriter(raw)
@@ -129,7 +132,7 @@ class LocalBlobStore:
                 os.fsync(raw.fileno())
             info = BlobInfo(key, sink.digest.hexdigest(), sink.count, int(source_bytes))
             self._write_manifest(
-                key, {**manifest, **asdict(info), "compression": "zstd", "zstd_level": self.level}
+                key, {**manifest, **asdict(info), "compression": "zstd", "zstd_level": level}
             )
             scratch.replace(target)
             fsync_directory(target.parent)

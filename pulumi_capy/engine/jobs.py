@@ -113,6 +113,7 @@ def snapshot(
                 },
                 "details": dumped.details,
             },
+            level=driver.zstd_level,
         )
     finally:
         _remove_scratch(scratch)
@@ -135,7 +136,16 @@ def snapshot(
         f"{dumped.summary}; blob {key}: {info.blob_bytes} bytes "
         f"({info.blob_bytes / max(info.source_bytes, 1):.0%}), sha256 {info.sha256[:16]}"
     )
-    return row, Outcome(summary=summary, stdout=summary, details=dumped.details)
+    outcome = Outcome(
+        summary=summary,
+        exit_code=dumped.exit_code,
+        stdout=f"{dumped.stdout}\n{summary}".strip()
+        if dumped.stdout != dumped.summary
+        else summary,
+        stderr=dumped.stderr,  # pg_dump's warnings, kept for whoever reads the job
+        details=dumped.details,
+    )
+    return row, outcome
 
 
 def record_backup(rt: Runtime, db: sqlite3.Connection, row: dict[str, Any]) -> str:

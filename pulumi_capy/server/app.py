@@ -17,11 +17,21 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pulumi_capy._version import __version__
-from pulumi_capy.api.errors import ApiError, CapyError, Forbidden, NotFound, NotSupported
+from pulumi_capy.api.errors import (
+    ApiError,
+    CapyError,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotSupported,
+)
 from pulumi_capy.api.models import (
     CreateApiKey,
     CreateBackup,
@@ -33,6 +43,7 @@ from pulumi_capy.api.models import (
     Principal,
     PutScheduledBackup,
     RestoreRequest,
+    RuleError,
     TargetKind,
 )
 from pulumi_capy.engine import Engine
@@ -68,19 +79,34 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
+        too_large = started = refused = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                too_large = True
                 raise _TooLarge
             return message
 
+        async def guarded(message: Message) -> None:
+            # FastAPI turns the error of a body read into its own 400: answer 413 instead
+            nonlocal started, refused
+            if too_large and not started:
+                if not refused:
+                    refused = True
+                    await self._refuse(send)
+                return
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
+            await self.app(scope, limited, guarded)
         except _TooLarge:
-            await self._refuse(send)
+            if not started and not refused:
+                refused = True
+                await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         response = JSONResponse(
@@ -110,6 +136,15 @@ def _field_name(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and isinstance(route, APIRoute):
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
 def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastAPI:
     """The ASGI app over the engine in ``engine_dir`` (one ``Engine``, shared by threads)."""
     engine = Engine(engine_dir)
@@ -133,20 +168,30 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
+        problems: list[FieldError] = []
         for error in exc.errors():
+            cause = (error.get("ctx") or {}).get("error")
+            if isinstance(cause, RuleError):  # a rule over several fields names each of them
+                problems.extend(FieldError(name, cause.message) for name in cause.fields)
+                continue
             field = _field_name(tuple(error.get("loc", ())))
             message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
             if error.get("type") == "json_invalid" or field == "body":
                 field, message = "body", "must be a JSON object (is it valid JSON?)"
             elif error.get("type") == "extra_forbidden":
                 message = "unknown field"
-            problems.append(f"{field}: {message}")
-        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=400)
+            problems.append(FieldError(field, message))
+        return JSONResponse({"error": InvalidInput(problems).detail}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; a path has one route per method
+            headers["Allow"] = _allowed_methods(app, request)
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=headers
+        )
 
     @app.exception_handler(Exception)
     async def fault(_: Request, exc: Exception) -> JSONResponse:
@@ -409,4 +454,20 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
         engine.delete_api_key(organization_id, key_id)
         return env.Deleted()
 
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document without the 422 it adds to every operation: invalid input is a
+        400 ``{"error": …}`` here (``invalid_request``), never a 422."""
+        if app.openapi_schema is None:
+            document = generate_openapi()
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            schemas = document.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+        return app.openapi_schema or generate_openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -59,6 +59,7 @@ class Driver(Protocol):
     kind: str
     format: str  # the dump format recorded in the manifest
     extension: str  # of the blob, before ".zst"
+    zstd_level: int  # what bench/ measured as the best speed for a blob no larger than needed
 
     def inspect(self, url: str) -> DatabaseInfo:
         """Validate a project's ``database_url``; raise ``InvalidInput`` naming it."""
