@@ -201,7 +201,8 @@ def to_timestamp(value: datetime | None) -> str | None:
 def from_timestamp(value: str | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat reads our fixed format (Python >= 3.11) several times faster than strptime
+    return datetime.fromisoformat(value)
 
 
 class ProjectRecord(Project):
