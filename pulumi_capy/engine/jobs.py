@@ -91,8 +91,8 @@ def snapshot(
     """Dump the project, compress and hash it into a blob; return the backup row."""
     driver = driver_for(project.database_url)
     key = backup_key(project.id, backup_id, driver)
-    scratch = rt.scratch_dir / f"{job.id}-{backup_id}.dump"
-    try:
+    with rt.scratch_space(driver.size_estimate(project.database_url)) as where:
+        scratch = where / f"{job.id}-{backup_id}.dump"
         dumped = driver.dump(project.database_url, scratch)
         rt.hook("backup.after_dump", job)
         now = rt.now()
@@ -115,8 +115,7 @@ def snapshot(
             },
             level=driver.zstd_level,
         )
-    finally:
-        _remove_scratch(scratch)
+
     row = {
         "id": backup_id,
         "project_id": project.id,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,9 +21,16 @@ from pulumi_capy.engine.store import JobRecord, Store
 __all__ = ["DEFAULT_ORGANIZATION_ID", "Hook", "Runtime"]
 
 DEFAULT_ORGANIZATION_ID = "org_default"
+SHM = Path("/dev/shm")  # noqa: S108 - only ever used through a private mkdtemp directory
 
 # A test seam: called with the job at named points ("restore.before_commit", …).
 Hook = Callable[[JobRecord], None]
+
+
+def _me() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 @dataclass
@@ -42,6 +53,40 @@ class Runtime:
         path = self.directory / "tmp"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextmanager
+    def scratch_space(self, expected_bytes: int | None) -> Iterator[Path]:
+        """A private directory for a throwaway copy of about ``expected_bytes``, removed
+        afterwards: in memory-backed ``/dev/shm`` when the copy fits in a quarter of what is
+        free there (it never needs to reach the disk), else under ``<engine dir>/tmp``."""
+        base = self.scratch_dir
+        if expected_bytes is not None and SHM.is_dir() and os.access(SHM, os.W_OK):
+            try:
+                stats = os.statvfs(SHM)
+                if expected_bytes * 4 < stats.f_bavail * stats.f_frsize:
+                    base = SHM
+            except OSError:
+                pass
+        # mode 0700; the pid lets sweep_scratch() find what a killed process left
+        private = Path(tempfile.mkdtemp(prefix=f"capy-{os.getpid()}-", dir=base))
+        try:
+            yield private
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+
+    def sweep_scratch(self) -> None:
+        """Remove scratch directories of processes that no longer run (killed workers)."""
+        for base in (SHM, self.directory / "tmp"):
+            for leftover in base.glob("capy-*-*") if base.is_dir() else ():
+                pid = leftover.name.split("-")[1]
+                if not pid.isdigit() or leftover.owner() != _me():
+                    continue
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    shutil.rmtree(leftover, ignore_errors=True)
+                except PermissionError:
+                    continue
 
     def hook(self, name: str, job: JobRecord) -> None:
         callback = self.hooks.get(name)

@@ -105,6 +105,7 @@ class Engine:
             hooks=hooks or {},
         )
         store.ensure_organization(DEFAULT_ORGANIZATION_ID, "default", self.rt.now())
+        self.rt.sweep_scratch()
         self.worker = Worker(self.rt)
 
     @property
