@@ -91,7 +91,7 @@ def snapshot(
     """Dump the project, compress and hash it into a blob; return the backup row."""
     driver = driver_for(project.database_url)
     key = backup_key(project.id, backup_id, driver)
-    with rt.scratch_space(driver.size_estimate(project.database_url)) as where:
+    with rt.scratch_space() as where:
         scratch = where / f"{job.id}-{backup_id}.dump"
         dumped = driver.dump(project.database_url, scratch)
         rt.hook("backup.after_dump", job)

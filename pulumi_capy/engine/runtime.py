@@ -21,7 +21,6 @@ from pulumi_capy.engine.store import JobRecord, Store
 __all__ = ["DEFAULT_ORGANIZATION_ID", "Hook", "Runtime"]
 
 DEFAULT_ORGANIZATION_ID = "org_default"
-SHM = Path("/dev/shm")  # noqa: S108 - only ever used through a private mkdtemp directory
 
 # A test seam: called with the job at named points ("restore.before_commit", …).
 Hook = Callable[[JobRecord], None]
@@ -55,20 +54,12 @@ class Runtime:
         return path
 
     @contextmanager
-    def scratch_space(self, expected_bytes: int | None) -> Iterator[Path]:
-        """A private directory for a throwaway copy of about ``expected_bytes``, removed
-        afterwards: in memory-backed ``/dev/shm`` when the copy fits in a quarter of what is
-        free there (it never needs to reach the disk), else under ``<engine dir>/tmp``."""
-        base = self.scratch_dir
-        if expected_bytes is not None and SHM.is_dir() and os.access(SHM, os.W_OK):
-            try:
-                stats = os.statvfs(SHM)
-                if expected_bytes * 4 < stats.f_bavail * stats.f_frsize:
-                    base = SHM
-            except OSError:
-                pass
-        # mode 0700; the pid lets sweep_scratch() find what a killed process left
-        private = Path(tempfile.mkdtemp(prefix=f"capy-{os.getpid()}-", dir=base))
+    def scratch_space(self) -> Iterator[Path]:
+        """A private directory (mode 0700) under ``<engine dir>/tmp`` for a throwaway copy,
+        removed afterwards; its name carries the pid so that ``sweep_scratch`` can remove
+        what a killed process left. (Memory-backed /dev/shm measured slower end to end in
+        bench/sqlite_backup.py: 2.3-2.5x the raw copy against 1.4-1.6x on disk.)"""
+        private = Path(tempfile.mkdtemp(prefix=f"capy-{os.getpid()}-", dir=self.scratch_dir))
         try:
             yield private
         finally:
@@ -76,8 +67,9 @@ class Runtime:
 
     def sweep_scratch(self) -> None:
         """Remove scratch directories of processes that no longer run (killed workers)."""
-        for base in (SHM, self.directory / "tmp"):
-            for leftover in base.glob("capy-*-*") if base.is_dir() else ():
+        base = self.directory / "tmp"
+        if base.is_dir():
+            for leftover in base.glob("capy-*-*"):
                 pid = leftover.name.split("-")[1]
                 if not pid.isdigit() or leftover.owner() != _me():
                     continue

@@ -1,4 +1,4 @@
-"""Scratch space for throwaway dumps: memory-backed when it fits, private, swept after a kill."""
+"""Scratch space for throwaway dumps: private, removed after use, swept after a kill."""
 
 from __future__ import annotations
 
@@ -7,23 +7,16 @@ import subprocess
 from pathlib import Path
 
 from pulumi_capy.engine import Engine
-from pulumi_capy.engine.runtime import SHM
 
 
-def test_a_small_dump_goes_to_a_private_dir_in_shm_that_is_removed(tmp_path: Path) -> None:
+def test_scratch_space_is_private_under_the_engine_dir_and_removed(tmp_path: Path) -> None:
     with Engine(tmp_path / "engine") as engine:
-        with engine.rt.scratch_space(1024) as where:
-            if SHM.is_dir() and os.access(SHM, os.W_OK):
-                assert where.parent == SHM
+        with engine.rt.scratch_space() as where:
+            assert where.parent == engine.directory / "tmp"
             assert where.name.startswith(f"capy-{os.getpid()}-")
             assert (where.stat().st_mode & 0o777) == 0o700
             (where / "dump").write_bytes(b"x")
         assert not where.exists()
-
-
-def test_a_dump_too_large_for_memory_goes_under_the_engine_dir(tmp_path: Path) -> None:
-    with Engine(tmp_path / "engine") as engine, engine.rt.scratch_space(1 << 60) as where:
-        assert where.parent == engine.directory / "tmp"
 
 
 def test_opening_an_engine_sweeps_what_killed_processes_left(tmp_path: Path) -> None:

@@ -65,10 +65,6 @@ class Driver(Protocol):
         """Validate a project's ``database_url``; raise ``InvalidInput`` naming it."""
         ...
 
-    def size_estimate(self, url: str) -> int | None:
-        """About how large a dump of the database will be (None: unknown)."""
-        ...
-
     def dump(self, url: str, destination: Path) -> Outcome:
         """Write a consistent copy of the database into ``destination``."""
         ...

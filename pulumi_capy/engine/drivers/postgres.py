@@ -261,14 +261,6 @@ class PostgresDriver:
             counts[f"{schema}.{table}"] = int(row[0]) if row else 0
         return counts
 
-    def size_estimate(self, url: str) -> int | None:
-        try:
-            with self._connect(url) as conn:
-                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        except (DriverFailure, psycopg.Error):
-            return None
-        return int(row[0]) if row else None
-
     def dump(self, url: str, destination: Path) -> Outcome:
         pg_dump = _binary("pg_dump")
         with self._connect(url) as conn:

@@ -98,12 +98,6 @@ class SqliteDriver:
             raise InvalidInput([FieldError("database_url", f"{path} is not a SQLite database")])
         return DatabaseInfo(kind=self.kind, url=_url(path), database_name=str(path))
 
-    def size_estimate(self, url: str) -> int | None:
-        try:
-            return sqlite_path(url).stat().st_size
-        except OSError:
-            return None
-
     def dump(self, url: str, destination: Path) -> Outcome:
         source_path = sqlite_path(url)
         if not source_path.is_file():
