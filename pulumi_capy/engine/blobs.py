@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -192,7 +191,3 @@ class LocalBlobStore:
             path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             fsync_directory(self.path(key).parent)
-
-    def keys(self) -> Iterator[str]:
-        for path in self.root.rglob("*.zst"):
-            yield path.relative_to(self.root).as_posix()

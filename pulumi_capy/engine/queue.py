@@ -131,10 +131,6 @@ class Lease:
             self._lost.set()
         return kept
 
-    @property
-    def lost(self) -> bool:
-        return self._lost.is_set()
-
     def check(self) -> None:
         """Raise ``LeaseLost`` unless this worker still holds the job (asks the store)."""
         if self._lost.is_set() or not self.renew():

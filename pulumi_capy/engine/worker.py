@@ -7,7 +7,6 @@ a loop by ``Engine.run_worker`` (``capy worker``).
 from __future__ import annotations
 
 import logging
-import threading
 import traceback
 from datetime import timedelta
 from typing import Any
@@ -61,11 +60,6 @@ class Worker:
             return False
         self.execute(job)
         return True
-
-    def run_until(self, stop: threading.Event, poll_interval: float = 1.0) -> None:
-        while not stop.is_set():
-            if not self.run_once():
-                stop.wait(poll_interval)
 
     def execute(self, job: JobRecord) -> None:
         handler = HANDLERS.get(str(job.type))

@@ -26,13 +26,14 @@ from pulumi.dynamic import (
     ConfigureRequest,
     DiffResult,
     ResourceProvider,
+    UpdateResult,
 )
 from pulumi.output import Unknown
 from pydantic import BaseModel, ValidationError
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.client import CapyClient
-from pulumi_capy.api.errors import CapyError, InvalidInput
+from pulumi_capy.api.errors import CapyError
 from pulumi_capy.api.models import ApiRequest, Job, field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
@@ -310,8 +311,7 @@ class CapyProvider(ResourceProvider):
                 result[name] = value.strip()
         return result
 
-    @staticmethod
-    def invalid(exc: InvalidInput) -> list[CheckFailure]:
-        return [
-            CheckFailure(error.field, f"{error.field}: {error.message}") for error in exc.errors
-        ]
+    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """Only ``updatable`` inputs change without a replacement, and none of them touches
+        the object itself (how long to wait, what delete keeps): record them."""
+        return UpdateResult({**olds, **self.inputs_of(news)})

@@ -100,11 +100,6 @@ class BackupProvider(CapyProvider):
                 return backup
         return None
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        from pulumi.dynamic import UpdateResult
-
-        return UpdateResult({**olds, **self.inputs_of(news)})
-
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         project_id = str(props.get("project_id"))
         with backend_session() as backend:

@@ -79,11 +79,6 @@ class ProjectProvider(CapyProvider):
         result.delete_before_replace = bool(result.replaces)
         return result
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        from pulumi.dynamic import UpdateResult
-
-        return UpdateResult({**olds, **self.inputs_of(news)})
-
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         with backend_session() as backend:
             try:

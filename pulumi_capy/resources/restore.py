@@ -195,13 +195,6 @@ class RestoreProvider(CapyProvider):
             result.delete_before_replace = True
         return result
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        from pulumi.dynamic import UpdateResult
-
-        outputs = dict(olds)
-        outputs.update(self.inputs_of(news))
-        return UpdateResult(outputs)
-
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         with backend_session() as backend:
             try:
