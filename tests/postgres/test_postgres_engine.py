@@ -675,8 +675,8 @@ def test_a_missing_pg_dump_fails_the_backup_permanently_naming_the_package(
     if DEBIAN_BINARIES.is_dir():
         # the driver also looks in Debian's /usr/lib/postgresql/*/bin: hide it from the
         # worker (only) under an empty tmpfs, in a private mount namespace
-        # CI runs as root on machines with util-linux, where this works: there a missing
-        # piece is a failure, elsewhere (a developer's laptop) a reasoned skip
+        # CI runs as root on machines with util-linux, where this works (it passed there):
+        # under CI=true a missing piece fails, so the skip is only ever a developer's laptop
         give_up = pytest.fail if os.environ.get("CI") else pytest.skip
         if os.geteuid() != 0 or not (sh and unshare and mount):
             give_up("hiding /usr/lib/postgresql needs root, unshare and mount")
