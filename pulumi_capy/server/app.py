@@ -16,9 +16,11 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -48,7 +50,14 @@ from pulumi_capy.api.models import (
 )
 from pulumi_capy.engine import Engine
 from pulumi_capy.server import envelopes as env
-from pulumi_capy.server.auth import authenticate, require_org_level, require_project, require_scope
+from pulumi_capy.server.auth import (
+    require_org_level,
+    require_project,
+    require_scope,
+    token_from,
+    unauthorized,
+)
+from pulumi_capy.server.cache import Principals, ReadCache, ReadStats, StoreVersion
 
 __all__ = ["BODY_LIMIT", "create_app"]
 
@@ -145,6 +154,12 @@ def _allowed_methods(app: FastAPI, request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
+def _answer(model: BaseModel) -> Response:
+    """A 200 of ``model``, serialized once by pydantic (what FastAPI would answer for the
+    route's ``response_model``, without its dump, re-validation and second serialization)."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
 def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastAPI:
     """The ASGI app over the engine in ``engine_dir`` (one ``Engine``, shared by threads)."""
     engine = Engine(engine_dir)
@@ -157,7 +172,10 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
         redoc_url=None,
     )
     app.state.engine = engine
+    principals = Principals(engine, StoreVersion(engine.rt.store.path))
     app.add_middleware(BodyLimit, limit=body_limit)
+    app.state.read_stats = ReadStats()
+    app.add_middleware(ReadCache, principals=principals, stats=app.state.read_stats)
 
     @app.exception_handler(CapyError)
     async def capy_error(_: Request, exc: CapyError) -> JSONResponse:
@@ -201,12 +219,21 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
     bearer = HTTPBearer(auto_error=False)
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
-    def principal(
+    async def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
         api_key: Annotated[str | None, Security(api_key_header)],
     ) -> Principal:
         authorization = f"Bearer {credentials.credentials}" if credentials else None
-        return authenticate(engine, authorization, api_key)
+        token = token_from(authorization, api_key)
+        if token is None:
+            raise unauthorized(None)
+        version = principals.version.current()
+        known = principals.lookup(token, version)
+        if known is None:  # the engine's answer, off the event loop (it may record last use)
+            known = await run_in_threadpool(principals.remember, token, version)
+        if known.principal is None:
+            raise unauthorized(token)
+        return known.principal
 
     Caller = Annotated[Principal, Depends(principal)]
     errors: dict[int | str, dict[str, Any]] = {
@@ -227,12 +254,12 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
     # ------------------------------------------------------------ projects
 
     @app.get("/v1/projects", response_model=env.ProjectList, responses=errors)
-    def list_projects(caller: Caller) -> env.ProjectList:
+    def list_projects(caller: Caller) -> Response:
         require_scope(caller, "projects:read")
         projects = engine.list_projects()
         if caller.project_id is not None:
             projects = [project for project in projects if project.id == caller.project_id]
-        return env.ProjectList(projects=projects)
+        return _answer(env.ProjectList(projects=projects))
 
     @app.post(
         "/v1/projects",
@@ -247,9 +274,9 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
         return env.ProjectCreatedEnvelope(project=created.project, job=created.job)
 
     @app.get("/v1/projects/{project_id}", response_model=env.ProjectEnvelope, responses=errors)
-    def get_project(caller: Caller, project_id: str) -> env.ProjectEnvelope:
+    def get_project(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "projects:read")
-        return env.ProjectEnvelope(project=engine.get_project(project_id))
+        return _answer(env.ProjectEnvelope(project=engine.get_project(project_id)))
 
     @app.delete("/v1/projects/{project_id}", response_model=env.Deleted, responses=errors)
     def delete_project(
@@ -267,9 +294,9 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
         response_model=env.RestorePointList,
         responses=errors,
     )
-    def list_restore_points(caller: Caller, project_id: str) -> env.RestorePointList:
+    def list_restore_points(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "backups:read")
-        return env.RestorePointList(restore_points=engine.list_restore_points(project_id))
+        return _answer(env.RestorePointList(restore_points=engine.list_restore_points(project_id)))
 
     @app.post(
         "/v1/projects/{project_id}/restore-points",
@@ -312,9 +339,9 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
     # ------------------------------------------------------------ backups
 
     @app.get("/v1/projects/{project_id}/backups", response_model=env.BackupList, responses=errors)
-    def list_backups(caller: Caller, project_id: str) -> env.BackupList:
+    def list_backups(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "backups:read")
-        return env.BackupList(backups=engine.list_backups(project_id))
+        return _answer(env.BackupList(backups=engine.list_backups(project_id)))
 
     @app.post(
         "/v1/projects/{project_id}/backups",
@@ -343,10 +370,10 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
         response_model=env.ScheduledBackupList,
         responses=errors,
     )
-    def list_schedules(caller: Caller, project_id: str) -> env.ScheduledBackupList:
+    def list_schedules(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "backups:read")
         schedule = engine.get_scheduled_backup(project_id)
-        return env.ScheduledBackupList(scheduled_backups=[schedule] if schedule else [])
+        return _answer(env.ScheduledBackupList(scheduled_backups=[schedule] if schedule else []))
 
     @app.put(
         "/v1/projects/{project_id}/scheduled-backups/default",
@@ -366,17 +393,17 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
     @app.get("/v1/projects/{project_id}/jobs", response_model=env.JobList, responses=errors)
     def list_jobs(
         caller: Caller, project_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 25
-    ) -> env.JobList:
+    ) -> Response:
         project_access(caller, project_id, "jobs:read")
-        return env.JobList(jobs=engine.list_jobs(project_id, limit))
+        return _answer(env.JobList(jobs=engine.list_jobs(project_id, limit)))
 
     @app.get("/v1/jobs/{job_id}", response_model=env.JobEnvelope, responses=errors)
-    def get_job(caller: Caller, job_id: str) -> env.JobEnvelope:
+    def get_job(caller: Caller, job_id: str) -> Response:
         require_scope(caller, "jobs:read")
         job = engine.get_job(job_id)
         if caller.project_id is not None and job.project_id != caller.project_id:
             raise NotFound(f"job {job_id} not found")
-        return env.JobEnvelope(job=job)
+        return _answer(env.JobEnvelope(job=job))
 
     # ------------------------------------------------------------ previews
 
@@ -385,9 +412,9 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
         response_model=env.PreviewList,
         responses=errors,
     )
-    def list_previews(caller: Caller, project_id: str) -> env.PreviewList:
+    def list_previews(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "projects:read")
-        return env.PreviewList(preview_databases=engine.list_preview_databases(project_id))
+        return _answer(env.PreviewList(preview_databases=engine.list_preview_databases(project_id)))
 
     @app.post(
         "/v1/projects/{project_id}/preview-databases",

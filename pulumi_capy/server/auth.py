@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from pulumi_capy.api.errors import Forbidden, NotFound, Unauthorized
 from pulumi_capy.api.models import Principal
-from pulumi_capy.engine import Engine
 
-__all__ = ["authenticate", "require_org_level", "require_project", "require_scope"]
+__all__ = [
+    "require_org_level",
+    "require_project",
+    "require_scope",
+    "token_from",
+    "unauthorized",
+]
 
 
 def token_from(authorization: str | None, api_key: str | None) -> str | None:
@@ -26,16 +31,13 @@ def token_from(authorization: str | None, api_key: str | None) -> str | None:
     return None
 
 
-def authenticate(engine: Engine, authorization: str | None, api_key: str | None) -> Principal:
-    token = token_from(authorization, api_key)
+def unauthorized(token: str | None) -> Unauthorized:
+    """The 401 for a request without a key (``token`` is None) or with a bad one."""
     if token is None:
-        raise Unauthorized(
+        return Unauthorized(
             "no API key: send `Authorization: Bearer capy_live_…` or `X-API-Key: capy_live_…`"
         )
-    principal = engine.authenticate(token)
-    if principal is None:
-        raise Unauthorized("the API key is unknown, revoked or expired")
-    return principal
+    return Unauthorized("the API key is unknown, revoked or expired")
 
 
 def require_scope(principal: Principal, scope: str) -> None:

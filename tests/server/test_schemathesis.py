@@ -94,7 +94,8 @@ def run_schemathesis(url: str, key: str, project_id: str) -> Run:
                         response = interaction.response
                         body = (response.content or b"")[:300]
                         detail = (
-                            f" <- {request.method} {request.uri} -> {response.status_code} {body!r}"
+                            f" <- {request.method} {request.uri} {request.body!r} "
+                            f"-> {response.status_code} {body!r}"
                         )
                     title = check.failure_info.failure.title if check.failure_info else ""
                     run.failures.append(f"{event.recorder.label}: {check.name}: {title}{detail}")
