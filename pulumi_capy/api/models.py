@@ -19,11 +19,14 @@ from enum import StrEnum
 from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     SerializationInfo,
+    Strict,
     ValidationError,
     field_serializer,
     field_validator,
@@ -192,6 +195,15 @@ def _aware_utc(value: datetime, *, strict: bool) -> datetime:
     return value.astimezone(UTC)
 
 
+def _lenient_utc(value: datetime) -> datetime:
+    return _aware_utc(value, strict=False)
+
+
+# An answer's timestamp: made UTC when read (naive ones taken as UTC), written by pydantic's
+# own serializer, which writes an aware UTC datetime as format_timestamp does (``…Z``).
+Timestamp = Annotated[datetime, AfterValidator(_lenient_utc)]
+
+
 # ---------------------------------------------------------------- objects
 
 
@@ -200,19 +212,6 @@ class ApiObject(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _utc(cls, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return _aware_utc(value, strict=False)
-        return value
-
-    @field_serializer("*", when_used="json-unless-none")
-    def _serialize(self, value: Any) -> Any:
-        if isinstance(value, datetime):
-            return format_timestamp(value)
-        return value
-
 
 class Job(ApiObject):
     id: str
@@ -220,13 +219,13 @@ class Job(ApiObject):
     state: OpenJobState
     attempts: int = 0
     max_attempts: int = 3
-    claimed_at: datetime | None = None
+    claimed_at: Timestamp | None = None
     claimed_by: str | None = None
     cluster_id: str | None = None
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
     error: str | None = None
     last_exit_code: int | None = None
     last_stdout: str | None = None
@@ -252,12 +251,12 @@ class RestorePoint(ApiObject):
     kind: OpenKind
     backup_id: str | None = None
     backup_key: str | None = None
-    pitr_time: datetime | None = None
+    pitr_time: Timestamp | None = None
     state: OpenRestorePointState = RestorePointState.active
     created_by_actor_id: str | None = None
     created_by_actor_kind: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class Backup(ApiObject):
@@ -270,8 +269,8 @@ class Backup(ApiObject):
     state: OpenBackupState = BackupState.completed
     verification_state: OpenVerification = VerificationState.pending
     verification_error: str | None = None
-    verified_at: datetime | None = None
-    created_at: datetime | None = None
+    verified_at: Timestamp | None = None
+    created_at: Timestamp | None = None
 
 
 class ScheduledBackup(ApiObject):
@@ -284,9 +283,9 @@ class ScheduledBackup(ApiObject):
     label: str | None = None
     retention_days: int | None = None
     last_job_id: str | None = None
-    last_run_at: datetime | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    last_run_at: Timestamp | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class PreviewDatabase(ApiObject):
@@ -304,11 +303,11 @@ class PreviewDatabase(ApiObject):
     source_kind: str | None = None
     source_database: str | None = None
     source_backup_key: str | None = None
-    source_restore_time: datetime | None = None
-    ttl_expires_at: datetime | None = None
+    source_restore_time: Timestamp | None = None
+    ttl_expires_at: Timestamp | None = None
     last_error: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class Project(ApiObject):
@@ -320,8 +319,8 @@ class Project(ApiObject):
     # [ours] what the engine protects, without credentials: ``sqlite`` or ``postgresql``
     database_kind: str | None = None
     database_name: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
 
 
 class ApiKey(ApiObject):
@@ -331,10 +330,10 @@ class ApiKey(ApiObject):
     project_id: str | None = None
     scopes: list[str] = Field(default_factory=list)
     prefix: str | None = None
-    created_at: datetime | None = None
-    expires_at: datetime | None = None
-    revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
+    created_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    revoked_at: Timestamp | None = None
+    last_used_at: Timestamp | None = None
 
 
 class CreatedApiKey(ApiObject):
@@ -394,7 +393,23 @@ class ProjectCreated(ApiObject):
 # ---------------------------------------------------------------- requests
 
 Label = Annotated[str, Field(min_length=1, max_length=LABEL_MAX)]
-TtlHours = Annotated[int, Field(ge=1, le=TTL_HOURS_MAX)]
+
+
+# A request's true/false: JSON's own booleans only (lax bools would take 0, 1 or "yes")
+Flag = Annotated[bool, Strict()]
+
+
+def _not_a_flag(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true/false")
+    return value
+
+
+# A request's whole number: 3 or 3.0 (Pulumi's numbers are floats), never true/false.
+# (Range first: after a validator, pydantic would write the range into the JSON schema
+# under its own names, ``ge``/``le``, instead of ``minimum``/``maximum``.)
+NotFlag = BeforeValidator(_not_a_flag)
+TtlHours = Annotated[int, Field(ge=1, le=TTL_HOURS_MAX), NotFlag]
 
 
 class ApiRequest(BaseModel):
@@ -470,9 +485,9 @@ class RestoreRequest(ApiRequest):
     preview_id: Annotated[str, Field(min_length=1)] | None = None
     preview_name: Annotated[str, Field(min_length=1, max_length=63)] | None = None
     ttl_hours: TtlHours | None = None
-    recreate: bool = False
-    allow_unverified_backup: bool = False
-    confirm_project_overwrite: bool = False
+    recreate: Flag = False
+    allow_unverified_backup: Flag = False
+    confirm_project_overwrite: Flag = False
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
@@ -514,11 +529,11 @@ class CreateBackup(ApiRequest):
 
 
 class PutScheduledBackup(ApiRequest):
-    cron_hour: Annotated[int, Field(ge=0, le=23)]
-    cron_minute: Annotated[int, Field(ge=0, le=59)]
-    is_active: bool
+    cron_hour: Annotated[int, Field(ge=0, le=23), NotFlag]
+    cron_minute: Annotated[int, Field(ge=0, le=59), NotFlag]
+    is_active: Flag
     label: Label | None = None
-    retention_days: Annotated[int, Field(ge=1, le=365)] | None = None
+    retention_days: Annotated[int, Field(ge=1, le=365), NotFlag] | None = None
 
 
 class CreatePreview(ApiRequest):

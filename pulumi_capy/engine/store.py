@@ -12,10 +12,11 @@ worker whose lease was taken over changes nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,18 +254,43 @@ _JSON_COLUMNS = {"payload", "result", "scopes"}
 _BOOL_COLUMNS = {"is_active"}
 
 
+def _json(value: Any) -> Any:
+    return json.loads(value)
+
+
+def _timestamp(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
+@functools.cache
+def _reader(key: str) -> Callable[[Any], Any] | None:
+    """How a column's stored value becomes its model value (``None`` stays ``None``)."""
+    if key in _JSON_COLUMNS:
+        return _json
+    if key in _BOOL_COLUMNS:
+        return bool
+    if key.endswith(("_at", "_time")):
+        return _timestamp
+    return None
+
+
 def _row(row: sqlite3.Row) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for key in row.keys():  # noqa: SIM118 - sqlite3.Row has no __iter__ over keys
-        value = row[key]
-        if key in _JSON_COLUMNS and value is not None:
-            value = json.loads(value)
-        elif key in _BOOL_COLUMNS and value is not None:
-            value = bool(value)
-        elif isinstance(value, str) and key.endswith(("_at", "_time")):
-            value = from_timestamp(value)
-        data[key] = value
-    return data
+    return _rows([row])[0]
+
+
+def _rows(rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
+    """Rows of one query as dicts, each column read as :func:`_reader` says (one plan per
+    query, not per cell: listing answers are the server's hottest path)."""
+    if not rows:
+        return []
+    plan = [(key, _reader(key)) for key in rows[0].keys()]  # noqa: SIM118 - no __iter__ of keys
+    out: list[dict[str, Any]] = []
+    for row in rows:
+        data: dict[str, Any] = {}
+        for (key, reader), value in zip(plan, row, strict=True):
+            data[key] = value if reader is None or value is None else reader(value)
+        out.append(data)
+    return out
 
 
 def _value(key: str, value: Any) -> Any:
@@ -424,7 +450,7 @@ class Store:
     def _all(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(sql, params).fetchall()
-        return [_row(row) for row in rows]
+        return _rows(rows)
 
     def _insert(self, db: sqlite3.Connection, table: str, fields: Mapping[str, Any]) -> None:
         names = _columns(fields)
