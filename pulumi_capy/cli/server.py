@@ -34,6 +34,8 @@ def _logging(level: str) -> None:
     epilog=example(
         "capy serve --engine-dir /srv/capy --host 0.0.0.0 --port 8080 --workers 2",
         "capy keys create --engine-dir /srv/capy --name admin --scopes all   # the first key",
+        "capy serve --engine-dir /srv/capy --session-jwks /etc/capy/idp.jwks.json "
+        "--session-org acme=org_default",
     )
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -54,8 +56,39 @@ def _logging(level: str) -> None:
     help="Seconds between runs of the time-driven work (schedules, retention, TTLs).",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option(
+    "--session-jwks",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also accept session JWTs (RS256/ES256) signed by a key of this JWKS file "
+    "[env: CAPY_SESSION_JWKS].",
+)
+@click.option("--session-audience", help="The `aud` session tokens must have.")
+@click.option("--session-issuer", help="The `iss` session tokens must have.")
+@click.option(
+    "--session-org-claim",
+    metavar="CLAIM",
+    help="The claim that names the token's organization (default: org_id).",
+)
+@click.option(
+    "--session-org",
+    "session_orgs",
+    multiple=True,
+    metavar="EXTERNAL=ORG_ID",
+    help="Map an organization of the identity provider to one of the engine (repeatable).",
+)
 @engine_dir_option
-def serve(host: str, port: int, workers: int, tick_interval: float, log_level: str) -> None:
+def serve(
+    host: str,
+    port: int,
+    workers: int,
+    tick_interval: float,
+    log_level: str,
+    session_jwks: Path | None,
+    session_audience: str | None,
+    session_issuer: str | None,
+    session_org_claim: str | None,
+    session_orgs: tuple[str, ...],
+) -> None:
     """Serve CapyDB's REST API over the engine (keys: `capy keys create`).
 
     SIGINT/SIGTERM stop it gracefully: requests in flight and running jobs finish.
@@ -67,10 +100,25 @@ def serve(host: str, port: int, workers: int, tick_interval: float, log_level: s
             f"capy serve needs the server extra ({exc.name} is missing): "
             "pip install 'pulumi-capy[server]'"
         ) from None
+    from pulumi_capy.server.sessions import session_settings_from_env
+
     directory = _engine_dir()
+    sessions = session_settings_from_env(
+        session_jwks, session_audience, session_issuer, session_org_claim, session_orgs
+    )
     _logging(log_level)
     note(f"capy serve: engine {directory}, http://{host}:{port}/v1, {workers} worker thread(s)")
-    run(directory, host, port, workers, tick_interval=tick_interval, log_level=log_level)
+    if sessions is not None:
+        note(f"capy serve: session tokens signed by a key of {sessions.jwks} are accepted")
+    run(
+        directory,
+        host,
+        port,
+        workers,
+        tick_interval=tick_interval,
+        log_level=log_level,
+        sessions=sessions,
+    )
 
 
 @click.command(epilog=example("capy worker --engine-dir /srv/capy --threads 2 --tick-interval 30"))

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from pulumi_capy._version import __version__
+from pulumi_capy.api.credentials import API_KEY_PREFIX
 from pulumi_capy.api.errors import (
     ApiError,
     CapyError,
@@ -58,6 +59,7 @@ from pulumi_capy.server.auth import (
     unauthorized,
 )
 from pulumi_capy.server.cache import Principals, ReadCache, ReadStats, StoreVersion
+from pulumi_capy.server.sessions import SessionSettings, SessionVerifier
 
 __all__ = ["BODY_LIMIT", "create_app"]
 
@@ -160,9 +162,20 @@ def _answer(model: BaseModel) -> Response:
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastAPI:
-    """The ASGI app over the engine in ``engine_dir`` (one ``Engine``, shared by threads)."""
+def create_app(
+    engine_dir: str | Path,
+    *,
+    body_limit: int = BODY_LIMIT,
+    sessions: SessionSettings | None = None,
+) -> FastAPI:
+    """The ASGI app over the engine in ``engine_dir`` (one ``Engine``, shared by threads);
+    ``sessions`` also accepts session JWTs (``server/sessions.py``)."""
     engine = Engine(engine_dir)
+    try:
+        verifier = SessionVerifier(sessions, engine) if sessions is not None else None
+    except BaseException:
+        engine.close()
+        raise
     app = FastAPI(
         title="pulumi-capy",
         version=__version__,
@@ -227,6 +240,11 @@ def create_app(engine_dir: str | Path, *, body_limit: int = BODY_LIMIT) -> FastA
         token = token_from(authorization, api_key)
         if token is None:
             raise unauthorized(None)
+        if verifier is not None and not token.startswith(API_KEY_PREFIX):
+            session = verifier.principal(token)
+            if session is None:
+                raise unauthorized(token)
+            return session
         version = principals.version.current()
         known = principals.lookup(token, version)
         if known is None:  # the engine's answer, off the event loop (it may record last use)

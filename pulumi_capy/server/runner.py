@@ -19,9 +19,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pulumi_capy.api.errors import CapyError
 from pulumi_capy.engine import Engine
+
+if TYPE_CHECKING:
+    from pulumi_capy.server.sessions import SessionSettings
 
 __all__ = ["run_workers", "serve", "start_workers", "stop_on_signals", "stop_workers"]
 
@@ -141,8 +145,10 @@ def serve(
     tick_interval: float = 60.0,
     poll_interval: float = 1.0,
     log_level: str = "info",
+    sessions: SessionSettings | None = None,
 ) -> None:
-    """Serve CapyDB's API over the engine in ``engine_dir``, with ``workers`` worker threads.
+    """Serve CapyDB's API over the engine in ``engine_dir``, with ``workers`` worker threads
+    (and session JWTs when ``sessions`` says where their keys are).
 
     uvicorn handles SIGINT/SIGTERM: it stops accepting, finishes the requests in
     flight and returns; then the workers finish their running jobs and stop.
@@ -151,7 +157,7 @@ def serve(
 
     from pulumi_capy.server.app import create_app
 
-    app = create_app(engine_dir)
+    app = create_app(engine_dir, sessions=sessions)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on")
     )
