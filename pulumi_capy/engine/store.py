@@ -388,7 +388,10 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the one writing connection, and reads in its txns
+        self._local = threading.local()  # per thread: its reading connection, txn depth
+        self._readers: list[sqlite3.Connection] = []
+        self._closed = False
         self._db = sqlite3.connect(
             path,
             timeout=BUSY_TIMEOUT_SECONDS,
@@ -403,7 +406,42 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._db.close()
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's reading connection. WAL readers never wait for the writer, nor for
+        each other: reads of many threads (the server's) do not queue behind one lock."""
+        reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
+        if reader is None:
+            with self._lock:
+                if self._closed:
+                    raise sqlite3.ProgrammingError("the store is closed")
+                reader = sqlite3.connect(
+                    self.path,
+                    timeout=BUSY_TIMEOUT_SECONDS,
+                    isolation_level=None,
+                    check_same_thread=False,  # only this thread uses it; close() may be another
+                )
+                reader.row_factory = sqlite3.Row
+                reader.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+                reader.execute("PRAGMA query_only = ON")
+                self._readers.append(reader)
+            self._local.reader = reader
+        return reader
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection a read uses: inside this thread's transaction, that transaction's
+        (to see its own writes); otherwise this thread's reading connection."""
+        if getattr(self._local, "depth", 0):
+            with self._lock:
+                yield self._db
+        else:
+            yield self._reader()
 
     # ------------------------------------------------------------ plumbing
 
@@ -412,11 +450,14 @@ class Store:
         """One write transaction (``BEGIN IMMEDIATE``): all or nothing."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
+            self._local.depth = getattr(self._local, "depth", 0) + 1
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            finally:
+                self._local.depth -= 1
             self._db.execute("COMMIT")
 
     def _migrate(self) -> None:
@@ -443,13 +484,13 @@ class Store:
         return int(row["v"]) if row else 0
 
     def _one(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(sql, params).fetchone()
+        with self._reading() as db:
+            row = db.execute(sql, params).fetchone()
         return _row(row) if row is not None else None
 
     def _all(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute(sql, params).fetchall()
+        with self._reading() as db:
+            rows = db.execute(sql, params).fetchall()
         return _rows(rows)
 
     def _insert(self, db: sqlite3.Connection, table: str, fields: Mapping[str, Any]) -> None:

@@ -167,9 +167,11 @@ def create_app(
     *,
     body_limit: int = BODY_LIMIT,
     sessions: SessionSettings | None = None,
+    read_cache: bool = True,
 ) -> FastAPI:
     """The ASGI app over the engine in ``engine_dir`` (one ``Engine``, shared by threads);
-    ``sessions`` also accepts session JWTs (``server/sessions.py``)."""
+    ``sessions`` also accepts session JWTs (``server/sessions.py``); ``read_cache=False``
+    computes every answer (``bench/server_load.py`` measures both)."""
     engine = Engine(engine_dir)
     try:
         verifier = SessionVerifier(sessions, engine) if sessions is not None else None
@@ -188,7 +190,8 @@ def create_app(
     principals = Principals(engine, StoreVersion(engine.rt.store.path))
     app.add_middleware(BodyLimit, limit=body_limit)
     app.state.read_stats = ReadStats()
-    app.add_middleware(ReadCache, principals=principals, stats=app.state.read_stats)
+    if read_cache:
+        app.add_middleware(ReadCache, principals=principals, stats=app.state.read_stats)
 
     @app.exception_handler(CapyError)
     async def capy_error(_: Request, exc: CapyError) -> JSONResponse:
@@ -262,17 +265,24 @@ def create_app(
         require_scope(caller, scope)
         require_project(caller, project_id)
 
+    # Reads are `async def`: they run on the event loop, not in the thread pool. A read is a
+    # few indexed SQLite queries on this thread's own WAL reading connection, which never
+    # waits for a writer; in a thread, each query would drop the GIL and then queue for it
+    # behind the other threads (bench/server_load.py, read cache off: 0.08 -> 0.19 of the
+    # static app).
+    # Writes stay in the thread pool: they may wait for SQLite's write lock.
+
     # ------------------------------------------------------------ identity
 
     @app.get("/v1/me", response_model=Identity, responses=errors)
-    def me(caller: Caller) -> Identity:
+    async def me(caller: Caller) -> Identity:
         identity = engine.get_identity()
         return identity.model_copy(update={"principal": caller})
 
     # ------------------------------------------------------------ projects
 
     @app.get("/v1/projects", response_model=env.ProjectList, responses=errors)
-    def list_projects(caller: Caller) -> Response:
+    async def list_projects(caller: Caller) -> Response:
         require_scope(caller, "projects:read")
         projects = engine.list_projects()
         if caller.project_id is not None:
@@ -292,7 +302,7 @@ def create_app(
         return env.ProjectCreatedEnvelope(project=created.project, job=created.job)
 
     @app.get("/v1/projects/{project_id}", response_model=env.ProjectEnvelope, responses=errors)
-    def get_project(caller: Caller, project_id: str) -> Response:
+    async def get_project(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "projects:read")
         return _answer(env.ProjectEnvelope(project=engine.get_project(project_id)))
 
@@ -312,7 +322,7 @@ def create_app(
         response_model=env.RestorePointList,
         responses=errors,
     )
-    def list_restore_points(caller: Caller, project_id: str) -> Response:
+    async def list_restore_points(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "backups:read")
         return _answer(env.RestorePointList(restore_points=engine.list_restore_points(project_id)))
 
@@ -357,7 +367,7 @@ def create_app(
     # ------------------------------------------------------------ backups
 
     @app.get("/v1/projects/{project_id}/backups", response_model=env.BackupList, responses=errors)
-    def list_backups(caller: Caller, project_id: str) -> Response:
+    async def list_backups(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "backups:read")
         return _answer(env.BackupList(backups=engine.list_backups(project_id)))
 
@@ -388,7 +398,7 @@ def create_app(
         response_model=env.ScheduledBackupList,
         responses=errors,
     )
-    def list_schedules(caller: Caller, project_id: str) -> Response:
+    async def list_schedules(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "backups:read")
         schedule = engine.get_scheduled_backup(project_id)
         return _answer(env.ScheduledBackupList(scheduled_backups=[schedule] if schedule else []))
@@ -409,14 +419,14 @@ def create_app(
     # ------------------------------------------------------------ jobs
 
     @app.get("/v1/projects/{project_id}/jobs", response_model=env.JobList, responses=errors)
-    def list_jobs(
+    async def list_jobs(
         caller: Caller, project_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 25
     ) -> Response:
         project_access(caller, project_id, "jobs:read")
         return _answer(env.JobList(jobs=engine.list_jobs(project_id, limit)))
 
     @app.get("/v1/jobs/{job_id}", response_model=env.JobEnvelope, responses=errors)
-    def get_job(caller: Caller, job_id: str) -> Response:
+    async def get_job(caller: Caller, job_id: str) -> Response:
         require_scope(caller, "jobs:read")
         job = engine.get_job(job_id)
         if caller.project_id is not None and job.project_id != caller.project_id:
@@ -430,7 +440,7 @@ def create_app(
         response_model=env.PreviewList,
         responses=errors,
     )
-    def list_previews(caller: Caller, project_id: str) -> Response:
+    async def list_previews(caller: Caller, project_id: str) -> Response:
         project_access(caller, project_id, "projects:read")
         return _answer(env.PreviewList(preview_databases=engine.list_preview_databases(project_id)))
 
@@ -485,7 +495,7 @@ def create_app(
         response_model=env.ApiKeyList,
         responses=errors,
     )
-    def list_api_keys(caller: Caller, organization_id: str) -> env.ApiKeyList:
+    async def list_api_keys(caller: Caller, organization_id: str) -> env.ApiKeyList:
         key_access(caller, organization_id, "api_keys:read")
         return env.ApiKeyList(api_keys=engine.list_api_keys(organization_id))
 
