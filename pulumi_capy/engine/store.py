@@ -391,6 +391,7 @@ class Store:
         self._lock = threading.RLock()  # the one writing connection, and reads in its txns
         self._local = threading.local()  # per thread: its reading connection, txn depth
         self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # not _lock: a writer's txn must not stop reads
         self._closed = False
         self._db = sqlite3.connect(
             path,
@@ -405,7 +406,7 @@ class Store:
         self._migrate()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._readers_lock:
             self._closed = True
             self._db.close()
             for reader in self._readers:
@@ -417,7 +418,7 @@ class Store:
         each other: reads of many threads (the server's) do not queue behind one lock."""
         reader: sqlite3.Connection | None = getattr(self._local, "reader", None)
         if reader is None:
-            with self._lock:
+            with self._readers_lock:
                 if self._closed:
                     raise sqlite3.ProgrammingError("the store is closed")
                 reader = sqlite3.connect(
