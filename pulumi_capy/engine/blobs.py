@@ -153,11 +153,15 @@ class LocalBlobStore:
         data: dict[str, Any] = json.loads(self.manifest_path(key).read_text(encoding="utf-8"))
         return data
 
-    def get_file(self, key: str, expected_sha256: str, destination: Path) -> int:
+    def get_file(
+        self, key: str, expected_sha256: str, destination: Path, *, durable: bool = True
+    ) -> int:
         """Decompress blob ``key`` into ``destination`` (created), checking its checksum.
 
         On a mismatch the partly written destination is removed and
-        ``ChecksumMismatch`` is raised. Returns the decompressed size.
+        ``ChecksumMismatch`` is raised. Returns the decompressed size. ``durable=False``
+        skips the fsync, for a file that is read once and deleted (a crash loses only
+        a scratch file its job's next attempt writes again).
         """
         path = self.path(key)
         if not path.is_file():
@@ -180,7 +184,8 @@ class LocalBlobStore:
                     ) from exc
                 _check_digest(key, expected_sha256, source.digest.hexdigest())
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
         except BaseException:
             destination.unlink(missing_ok=True)
             raise

@@ -177,7 +177,7 @@ def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     driver = driver_for(project.database_url)
     scratch = rt.scratch_dir / f"{job.id}.verify"
     try:
-        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", scratch)
+        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", scratch, durable=False)
         details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
         checked = driver.check(scratch, project.database_url, details)
     finally:
@@ -254,7 +254,8 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         result["preview_database_id"] = job.preview_database_id
 
     def materialize(path: Path) -> None:
-        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", path)
+        durable = driver.dump_becomes_database
+        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", path, durable=durable)
 
     def before_commit() -> None:
         if target_kind == "project":

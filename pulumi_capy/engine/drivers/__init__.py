@@ -60,6 +60,9 @@ class Driver(Protocol):
     format: str  # the dump format recorded in the manifest
     extension: str  # of the blob, before ".zst"
     zstd_level: int  # what bench/ measured as the best speed for a blob no larger than needed
+    # does ``restore`` keep the materialized dump as the database (so it must be durable)?
+    # Otherwise it is read once and thrown away, and need not be fsynced
+    dump_becomes_database: bool
 
     def inspect(self, url: str) -> DatabaseInfo:
         """Validate a project's ``database_url``; raise ``InvalidInput`` naming it."""

@@ -170,6 +170,7 @@ class PostgresDriver:
     # bench/postgres.py: on text-heavy data level 1 gave 1.08-1.10x the size of pg_dump's gzip
     # archive, level 3 0.95-1.03x at about the same speed with two threads
     zstd_level = 3
+    dump_becomes_database = False  # pg_restore reads it, then it is deleted
 
     # ------------------------------------------------------------ connections
 
