@@ -290,7 +290,29 @@ def test_a_project_restore_keeps_the_databases_owner_grants_and_settings(
                 sql.Identifier(role)
             )
         )
+        # database-level grants: no one but the listed roles may connect
+        db.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+        reporter, _ = pg.create_role("reporter")
+        db.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {} WITH GRANT OPTION").format(
+                sql.Identifier(name), sql.Identifier(reporter)
+            )
+        )
     app_url = pg.url(name, user=role, password=password)
+
+    def database_grants() -> set[tuple[Any, ...]]:
+        with connect(source_url) as db:
+            rows = db.execute(
+                "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, "
+                "a.privilege_type, a.is_grantable "
+                "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s",
+                (name,),
+            ).fetchall()
+        return set(rows)
+
+    grants = database_grants()
+    assert (reporter, "CONNECT", True) in grants
+    assert not any(grantee == "PUBLIC" for grantee, _, _ in grants)
 
     def what_the_app_sees() -> dict[str, Any]:
         seen: dict[str, Any] = {}
@@ -310,9 +332,10 @@ def test_a_project_restore_keeps_the_databases_owner_grants_and_settings(
 
     backup, _, _ = _backup(engine, project.id)
     engine.wait_for_job(engine.create_restore(project.id, _overwrite(backup.backup_key)).id)
-    # regression: the swapped-in database keeps the target's owner, its settings and
-    # its tables' grants
+    # regression: the swapped-in database keeps the target's owner, its settings, its
+    # tables' grants and its own grants
     assert what_the_app_sees() == before
+    assert database_grants() == grants
 
 
 # ---------------------------------------------------------------- consistency under writes

@@ -41,6 +41,7 @@ __all__ = ["PostgresDriver", "redact"]
 
 NAME_LIMIT = 63  # PostgreSQL identifiers
 RESTORE_JOBS = 2
+DATABASE_PRIVILEGES = frozenset({"CREATE", "CONNECT", "TEMPORARY"})  # aclexplode's names
 CONNECT_TIMEOUT = 10
 # what pg_dump / pg_restore / libpq print when retrying may help
 TRANSIENT = (
@@ -438,17 +439,26 @@ class PostgresDriver:
         )
 
     def _adopt_database_settings(self, url: str, target: str, scratch: str) -> None:
-        """The swapped-in database keeps the target's owner and ``ALTER DATABASE … SET``s."""
+        """The swapped-in database keeps the target's owner, ``ALTER DATABASE … SET``s and
+        database-level grants (``GRANT CONNECT ON DATABASE …``)."""
         with self._admin(url) as conn:
             row = conn.execute(
-                "SELECT pg_get_userbyid(d.datdba), s.setconfig FROM pg_database d "
+                "SELECT pg_get_userbyid(d.datdba), s.setconfig, d.datacl IS NOT NULL "
+                "FROM pg_database d "
                 "LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0 "
                 "WHERE d.datname = %s",
                 (target,),
             ).fetchone()
+            grants = conn.execute(
+                "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+                "a.privilege_type, a.is_grantable "
+                "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s "
+                "ORDER BY 1 NULLS FIRST, 2",
+                (target,),
+            ).fetchall()
         if row is None:
             return
-        owner, settings = row
+        owner, settings, explicit_acl = row
         self._execute(
             url,
             sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
@@ -464,6 +474,41 @@ class PostgresDriver:
                     sql.Identifier(scratch), sql.Identifier(name), sql.Literal(value)
                 ),
                 f"copy the setting {name} of {target}",
+            )
+        if explicit_acl:  # else both have the built-in default (owner: all; PUBLIC: CONNECT, TEMP)
+            self._copy_database_grants(url, target, scratch, owner, grants)
+
+    def _copy_database_grants(
+        self,
+        url: str,
+        target: str,
+        scratch: str,
+        owner: str,
+        grants: list[tuple[str | None, str, bool]],
+    ) -> None:
+        database = sql.Identifier(scratch)
+        self._execute(
+            url,
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC, {}").format(
+                database, sql.Identifier(owner)
+            ),
+            f"clear the default grants of {scratch}",
+        )
+        for grantee, privilege, grantable in grants:
+            if privilege not in DATABASE_PRIVILEGES:
+                raise DriverFailure(
+                    f"{target} has a grant of {privilege!r}, which the engine cannot copy",
+                    permanent=True,
+                )
+            self._execute(
+                url,
+                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                    sql.SQL(privilege),  # from aclexplode: CREATE, CONNECT or TEMPORARY
+                    database,
+                    sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee),
+                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                ),
+                f"copy the grant of {privilege} on {target} to {grantee or 'PUBLIC'}",
             )
 
     def _swap(self, url: str, scratch: str, target: str) -> None:
