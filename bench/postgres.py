@@ -8,7 +8,7 @@ text-heavy ``notes`` table), then in one run times:
 - plain ``pg_restore -j1`` of that file into a new database;
 - the engine's ``project.backup`` job (``Engine.create_backup`` + ``wait_for_job``,
   embedded engine): ``pg_dump -Fc -Z0`` in an exported snapshot with row counts,
-  then zstd + SHA-256 into the blob;
+  streamed through zstd + SHA-256 into the blob;
 - the engine's restore to a new preview (``create_restore`` with
   ``allow_unverified_backup``; only that job is run, so the backup's pending
   verification is not timed): the blob decompressed and checked, ``pg_restore -j2``
@@ -252,7 +252,7 @@ def measure(server: PostgresServer, workdir: Path, rounds: int) -> list[dict[str
             figures["blob_bytes"] = engine.rt.blobs.path(key).stat().st_size
             figures["dump_bytes"] = record.size_bytes or 0
             log(
-                f"    {figures['engine_backup']:.1f} s (pg_dump -Z0 with row counts "
+                f"    {figures['engine_backup']:.1f} s (pg_dump -Z0 streamed into the blob "
                 f"{figures['engine_backup_dump']:.1f} s), blob "
                 f"{figures['blob_bytes'] / 1e6:.0f} MB from a "
                 f"{figures['dump_bytes'] / 1e6:.0f} MB archive"
@@ -330,8 +330,8 @@ def report(database_bytes: int, samples: list[dict[str, float]]) -> None:
         ("pg_restore -j1", f"{best['pg_restore']:.1f} s"),
         (
             "engine backup",
-            f"{best['engine_backup']:.1f} s (pg_dump -Z0 + counts "
-            f"{best['engine_backup_dump']:.1f} s, then zstd + sha256 + fsync)",
+            f"{best['engine_backup']:.1f} s (counts + pg_dump -Z0 streamed through zstd "
+            f"+ sha256 into the blob {best['engine_backup_dump']:.1f} s, then bookkeeping)",
         ),
         (
             "engine blob",

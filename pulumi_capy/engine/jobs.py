@@ -13,12 +13,14 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pulumi_capy._version import __version__
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.engine.drivers import Driver, Outcome, driver_for
+from pulumi_capy.engine.blobs import StagedBlob
+from pulumi_capy.engine.drivers import Driver, Outcome, StreamsDump, driver_for
 from pulumi_capy.engine.queue import Deferred, Lease, new_id
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.store import BackupRecord, JobRecord, ProjectRecord
@@ -91,30 +93,47 @@ def snapshot(
     """Dump the project, compress and hash it into a blob; return the backup row."""
     driver = driver_for(project.database_url)
     key = backup_key(project.id, backup_id, driver)
-    with rt.scratch_space() as where:
-        scratch = where / f"{job.id}-{backup_id}.dump"
-        dumped = driver.dump(project.database_url, scratch)
-        rt.hook("backup.after_dump", job)
-        now = rt.now()
-        info = rt.blobs.put_file(
-            key,
-            scratch,
-            manifest={
-                "format": driver.format,
-                "source": {"kind": driver.kind, "database_name": project.database_name},
-                "project_id": project.id,
-                "backup_id": backup_id,
-                "job_id": job.id,
-                "created_at": now.isoformat(),
-                "versions": {
-                    "pulumi_capy": __version__,
-                    "python": sys.version.split()[0],
-                    "sqlite": sqlite3.sqlite_version,
-                },
-                "details": dumped.details,
+
+    def manifest(dumped: Outcome, now: datetime) -> dict[str, Any]:
+        return {
+            "format": driver.format,
+            "source": {"kind": driver.kind, "database_name": project.database_name},
+            "project_id": project.id,
+            "backup_id": backup_id,
+            "job_id": job.id,
+            "created_at": now.isoformat(),
+            "versions": {
+                "pulumi_capy": __version__,
+                "python": sys.version.split()[0],
+                "sqlite": sqlite3.sqlite_version,
             },
-            level=driver.zstd_level,
-        )
+            "details": dumped.details,
+        }
+
+    if isinstance(driver, StreamsDump):  # the dump goes into the blob as it comes
+        staged: list[StagedBlob] = []
+
+        def consume(stream: IO[bytes]) -> None:
+            staged.append(rt.blobs.stage(key, stream, level=driver.zstd_level))
+
+        try:
+            dumped = driver.dump_streamed(project.database_url, consume)
+            rt.hook("backup.after_dump", job)
+            now = rt.now()
+            info = rt.blobs.commit(staged[0], manifest(dumped, now))
+        except BaseException:
+            for blob in staged:
+                rt.blobs.discard(blob)
+            raise
+    else:
+        with rt.scratch_space() as where:
+            scratch = where / f"{job.id}-{backup_id}.dump"
+            dumped = driver.dump(project.database_url, scratch)
+            rt.hook("backup.after_dump", job)
+            now = rt.now()
+            info = rt.blobs.put_file(
+                key, scratch, manifest=manifest(dumped, now), level=driver.zstd_level
+            )
 
     row = {
         "id": backup_id,

@@ -735,3 +735,48 @@ def test_a_missing_pg_dump_fails_the_backup_permanently_naming_the_package(
     assert "pg_dump" in error
     assert "postgresql-client" in error
     assert postgres_server.password not in error
+
+
+# ---------------------------------------------------------------- the dump is streamed
+
+
+def test_a_pg_dump_that_fails_mid_backup_leaves_no_blob_behind(
+    engine: Engine, pg: PgNamespace
+) -> None:
+    """pg_dump streams into the blob; when it exits non-zero after its snapshot (here: a
+    sequence its role may not read), what it streamed is thrown away, .tmp included."""
+    role, password = pg.create_role("dumper")
+    admin_url = pg.create_database("dumped", owner=role)
+    url = pg.url(pg.name("dumped"), user=role, password=password)
+    with connect(url) as db:
+        db.execute("CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL)")
+        db.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 50) g")
+    with connect(admin_url) as db:  # the superuser's, unreadable to the dumper
+        db.execute("CREATE SEQUENCE secret_seq")
+    project = engine.create_project(CreateProject(name="dumped", database_url=url)).project
+
+    with pytest.raises(JobFailed) as failed:
+        engine.wait_for_job(engine.create_backup(project.id).id, JOB_TIMEOUT)
+    job = failed.value.job
+    assert job.state == JobState.failed
+    assert job.last_exit_code not in (None, 0)
+    assert "permission denied for sequence secret_seq" in (job.last_stderr or "")
+    assert engine.list_backups(project.id) == []
+    leftovers = [path for path in engine.rt.blobs.root.rglob("*") if path.is_file()]
+    assert leftovers == []
+
+
+def test_a_reader_that_gives_up_stops_pg_dump(pg: PgNamespace, source_url: str) -> None:
+    from pulumi_capy.engine.drivers.postgres import PostgresDriver
+
+    read: list[bytes] = []
+
+    def consume(stream: Any) -> None:
+        read.append(stream.read(64))
+        raise RuntimeError("disk full")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="disk full"):
+        PostgresDriver().dump_streamed(source_url, consume)
+    assert read[0].startswith(b"PGDMP")  # it was pg_dump's custom archive, streaming
+    assert time.monotonic() - started < 30  # pg_dump was stopped, not waited for to the end

@@ -11,21 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol, runtime_checkable
 
 from pulumi_capy.api.errors import FieldError, InvalidInput
 
 __all__ = [
+    "Consume",
     "DatabaseInfo",
     "Driver",
     "DriverFailure",
     "Materialize",
     "Outcome",
+    "StreamsDump",
     "driver_for",
 ]
 
 # Writes the dump (the blob, decompressed and checked) into the given path.
 Materialize = Callable[[Path], None]
+# Reads a dump's bytes to their end (the engine compresses and hashes them into a blob).
+Consume = Callable[[IO[bytes]], None]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,18 @@ class DatabaseInfo:
     kind: str  # "sqlite"
     url: str  # normalised, as stored
     database_name: str  # for messages and Project.database_name
+
+
+@runtime_checkable
+class StreamsDump(Protocol):
+    """A driver whose dump is a stream (PostgreSQL's ``pg_dump`` to a pipe): the engine
+    compresses and hashes it into the blob as it comes, with no dump file in between."""
+
+    def dump_streamed(self, url: str, consume: Consume) -> Outcome:
+        """Dump ``url``, handing its byte stream to ``consume``; raise ``DriverFailure``
+        when the dump failed, also after its stream ended (what ``consume`` wrote is then
+        thrown away by the caller)."""
+        ...
 
 
 class Driver(Protocol):

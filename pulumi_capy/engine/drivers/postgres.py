@@ -4,9 +4,10 @@ The data moves through the real ``pg_dump``/``pg_restore`` (their exit code and
 output become the job's ``last_exit_code``/``last_stdout``/``last_stderr``);
 psycopg runs the control statements.
 
-- dump: ``pg_dump -Fc -Z0`` (the engine compresses with zstd, faster than
-  pg_dump's gzip for a blob no larger) inside an exported snapshot, with the
-  row count of every table read in that same snapshot;
+- dump: ``pg_dump -Fc -Z0`` to a pipe, streamed into the engine's zstd
+  compressor and SHA-256 (faster than pg_dump's gzip, for a blob no larger; no
+  dump file in between), inside an exported snapshot, with the row count of
+  every table read in that same snapshot;
 - check: restore into a throwaway database, compare the row counts, drop it;
 - restore: always into a scratch database first (``pg_restore --no-owner
   -j 2``); only when that succeeded is it renamed into place. Over an existing
@@ -25,17 +26,24 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 from pulumi_capy.api.errors import FieldError, InvalidInput
-from pulumi_capy.engine.drivers import DatabaseInfo, DriverFailure, Materialize, Outcome
+from pulumi_capy.engine.drivers import (
+    Consume,
+    DatabaseInfo,
+    DriverFailure,
+    Materialize,
+    Outcome,
+)
 
 __all__ = ["PostgresDriver", "redact"]
 
@@ -157,6 +165,19 @@ def _failure(doing: str, done: subprocess.CompletedProcess[str]) -> DriverFailur
     return DriverFailure(message, permanent=permanent, outcome=outcome)
 
 
+class _CountingReader:
+    """A read-only stream that counts the bytes read through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.count += len(data)
+        return data
+
+
 def _run(command: list[str], url: str, doing: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(command, env=_env(url), capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -263,8 +284,10 @@ class PostgresDriver:
             counts[f"{schema}.{table}"] = int(row[0]) if row else 0
         return counts
 
-    def dump(self, url: str, destination: Path) -> Outcome:
-        pg_dump = _binary("pg_dump")
+    @contextmanager
+    def _snapshot(self, url: str) -> Iterator[tuple[str, dict[str, int]]]:
+        """An exported snapshot of ``url`` (held while the block runs) and the row count of
+        every table in it: pg_dump reads the very snapshot the counts were taken in."""
         with self._connect(url) as conn:
             conn.autocommit = False
             try:
@@ -272,12 +295,7 @@ class PostgresDriver:
                 row = conn.execute("SELECT pg_export_snapshot()").fetchone()
                 snapshot = str(row[0]) if row else ""
                 counts = self._row_counts(conn)
-                # pg_dump reads the very snapshot the counts were taken in
-                done = _run(
-                    [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "-f", str(destination)],
-                    url,
-                    f"pg_dump of {_database(url)}",
-                )
+                yield snapshot, counts
             except psycopg.Error as exc:
                 raise DriverFailure(
                     f"snapshot of {_database(url)}: {str(exc).strip()}",
@@ -285,18 +303,68 @@ class PostgresDriver:
                 ) from None
             finally:
                 conn.rollback()
-        size = destination.stat().st_size
+
+    def _dumped(
+        self, url: str, counts: dict[str, int], size: int, exit_code: int, out: str, err: str
+    ) -> Outcome:
         summary = (
             f"pg_dump of {_database(url)}: {len(counts)} tables, "
             f"{sum(counts.values())} rows, {size} bytes"
         )
         return Outcome(
             summary,
-            done.returncode,
-            done.stdout or summary,
-            done.stderr,
+            exit_code,
+            out or summary,
+            err,
             details={"row_counts": counts, "size_bytes": size},
         )
+
+    def dump(self, url: str, destination: Path) -> Outcome:
+        pg_dump = _binary("pg_dump")
+        with self._snapshot(url) as (snapshot, counts):
+            done = _run(
+                [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}", "-f", str(destination)],
+                url,
+                f"pg_dump of {_database(url)}",
+            )
+        size = destination.stat().st_size
+        return self._dumped(url, counts, size, done.returncode, done.stdout, done.stderr)
+
+    def dump_streamed(self, url: str, consume: Consume) -> Outcome:
+        """``pg_dump -Fc -Z0`` to a pipe, read by ``consume`` as it comes (the archive has
+        no data offsets then; pg_restore finds each table's data by skipping block headers,
+        which it does by seeking in the file the restore decompresses)."""
+        pg_dump = _binary("pg_dump")
+        doing = f"pg_dump of {_database(url)}"
+        with self._snapshot(url) as (snapshot, counts):
+            command = [pg_dump, "-Fc", "-Z0", f"--snapshot={snapshot}"]
+            process = subprocess.Popen(
+                command,
+                env=_env(url),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            stdout = cast(IO[bytes], process.stdout)  # both pipes, as asked above
+            stderr = cast(IO[bytes], process.stderr)
+            errors: list[bytes] = []
+            drain = threading.Thread(target=lambda: errors.append(stderr.read()), daemon=True)
+            drain.start()
+            stream = _CountingReader(stdout)
+            try:
+                consume(cast(IO[bytes], stream))
+            except BaseException:
+                process.kill()
+                raise
+            finally:
+                stdout.close()
+                exit_code = process.wait()
+                drain.join()
+                stderr.close()
+            err = b"".join(errors).decode(errors="replace")
+            if exit_code != 0:
+                raise _failure(doing, subprocess.CompletedProcess(command, exit_code, "", err))
+        return self._dumped(url, counts, stream.count, exit_code, "", err)
 
     def _restore_into(
         self, dump: Path, url: str, database: str, doing: str, *, keep_acl: bool = False
