@@ -3,10 +3,10 @@
 A write streams the source through the compressor and the hasher into
 ``<key>.tmp``, fsyncs it, renames it into place and fsyncs the directory, so a
 crash leaves either no blob or a whole one. A read streams the blob back
-through the hasher and the decompressor into a destination file and raises
+through the hasher and the decompressor to a consumer (or into a file) and raises
 ``ChecksumMismatch`` (a permanent failure) if the bytes are not the ones
-recorded: the caller writes into a scratch file and only moves it into place
-after the read returned, so a bad blob touches no target.
+recorded: the caller writes into scratch space and only uses it after the read
+returned, so a bad blob touches no target.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -184,6 +185,42 @@ class LocalBlobStore:
         data: dict[str, Any] = json.loads(self.manifest_path(key).read_text(encoding="utf-8"))
         return data
 
+    def read(self, key: str, expected_sha256: str, consume: Callable[[IO[bytes]], object]) -> None:
+        """Hand blob ``key``, decompressed, to ``consume`` as a stream; then check it.
+
+        The checksum covers the whole blob, so it is judged once ``consume`` returned
+        (what it did not read is read here): whatever ``consume`` wrote must stay
+        scratch until this returns. A damaged blob raises ``ChecksumMismatch``, also
+        when the damage made ``consume`` (or the decompressor) fail first.
+        """
+        path = self.path(key)
+        if not path.is_file():
+            raise BlobMissing(f"blob {key} is missing from {self.root}")
+        decompressor = zstandard.ZstdDecompressor()
+        with path.open("rb") as raw:
+            source = _HashingReader(raw)
+            try:
+                with decompressor.stream_reader(
+                    cast(IO[bytes], source), read_size=CHUNK, read_across_frames=True, closefd=False
+                ) as stream:
+                    consume(cast(IO[bytes], stream))
+                    for _ in iter(lambda: stream.read(CHUNK), b""):
+                        pass
+            except Exception as exc:
+                # damage can break the frame (or what it holds) before the end: hash the
+                # rest, then judge
+                for _ in iter(lambda: source.read(CHUNK), b""):
+                    pass
+                _check_digest(key, expected_sha256, source.digest.hexdigest())
+                if isinstance(exc, zstandard.ZstdError):
+                    raise ChecksumMismatch(
+                        f"blob {key}: matches its checksum but cannot be decompressed ({exc})"
+                    ) from exc
+                raise
+            for _ in iter(lambda: source.read(CHUNK), b""):
+                pass
+            _check_digest(key, expected_sha256, source.digest.hexdigest())
+
     def get_file(
         self, key: str, expected_sha256: str, destination: Path, *, durable: bool = True
     ) -> int:
@@ -194,29 +231,17 @@ class LocalBlobStore:
         skips the fsync, for a file that is read once and deleted (a crash loses only
         a scratch file its job's next attempt writes again).
         """
-        path = self.path(key)
-        if not path.is_file():
-            raise BlobMissing(f"blob {key} is missing from {self.root}")
-        decompressor = zstandard.ZstdDecompressor()
-        try:
-            with path.open("rb") as raw, destination.open("wb") as out:
-                source = _HashingReader(raw)
-                try:
-                    decompressor.copy_stream(
-                        cast(IO[bytes], source), out, read_size=CHUNK, write_size=CHUNK
-                    )
-                except zstandard.ZstdError as exc:
-                    # damage can break the frame before the end: hash the rest, then judge
-                    for _ in iter(lambda: source.read(CHUNK), b""):
-                        pass
-                    _check_digest(key, expected_sha256, source.digest.hexdigest())
-                    raise ChecksumMismatch(
-                        f"blob {key}: matches its checksum but cannot be decompressed ({exc})"
-                    ) from exc
-                _check_digest(key, expected_sha256, source.digest.hexdigest())
+
+        def write(stream: IO[bytes]) -> None:
+            with destination.open("wb") as out:
+                for chunk in iter(lambda: stream.read(CHUNK), b""):
+                    out.write(chunk)
                 out.flush()
                 if durable:
                     os.fsync(out.fileno())
+
+        try:
+            self.read(key, expected_sha256, write)
         except BaseException:
             destination.unlink(missing_ok=True)
             raise

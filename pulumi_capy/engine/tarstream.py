@@ -1,0 +1,149 @@
+"""A directory of flat files as one tar stream, and back.
+
+PostgreSQL's fastest archive to restore is pg_dump's directory format (one file
+per table: parallel pg_restore reads each table's data straight from its own
+file). The engine keeps a backup as one blob, so the directory goes into the blob
+as a tar stream (plain ustar, no compression: the blob store compresses) and
+comes back out of it the same way. Only what pg_dump writes is accepted back:
+regular files with plain names in one directory, so a damaged or hostile blob
+cannot write anywhere else.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = ["BLOCK", "TarDamaged", "TarReader", "is_tar", "unpack"]
+
+BLOCK = 512
+CHUNK = 1 << 20
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
+
+
+class TarDamaged(Exception):
+    """The stream is not a tar of flat files as :class:`TarReader` writes them."""
+
+
+def is_tar(head: bytes) -> bool:
+    """Does a stream that starts with ``head`` (a block or more) look like a tar?"""
+    return len(head) >= BLOCK and head[257:262] == b"ustar"
+
+
+def _members(directory: Path) -> list[Path]:
+    """pg_dump's table of contents first (pg_restore reads it first), then the smallest
+    files: a reader that wants the big data files waits for them last."""
+    files = [path for path in directory.iterdir() if path.is_file()]
+    return sorted(files, key=lambda path: (path.name != "toc.dat", path.stat().st_size, path.name))
+
+
+def _blocks(directory: Path) -> Iterator[bytes]:
+    for path in _members(directory):
+        if not _NAME.fullmatch(path.name):
+            raise TarDamaged(f"{path.name!r} is not a plain file name")
+        size = path.stat().st_size
+        info = tarfile.TarInfo(path.name)
+        info.size = size
+        info.mode = 0o600
+        yield info.tobuf(format=tarfile.USTAR_FORMAT)
+        written = 0
+        with path.open("rb") as source:
+            for chunk in iter(lambda: source.read(CHUNK), b""):
+                written += len(chunk)
+                yield chunk
+        if written != size:
+            raise TarDamaged(f"{path.name} changed size while it was packed")
+        if size % BLOCK:
+            yield b"\0" * (BLOCK - size % BLOCK)
+    yield b"\0" * (2 * BLOCK)  # the end of the archive
+
+
+class TarReader:
+    """The files of ``directory`` as a readable tar stream (``read(size)``), made as it
+    is read: nothing is written to disk."""
+
+    def __init__(self, directory: Path) -> None:
+        self._blocks = _blocks(directory)
+        self._pending = b""
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        parts = [self._pending]
+        have = len(self._pending)
+        while size < 0 or have < size:
+            block = next(self._blocks, None)
+            if block is None:
+                break
+            parts.append(block)
+            have += len(block)
+        data = b"".join(parts)
+        if size >= 0:
+            data, self._pending = data[:size], data[size:]
+        else:
+            self._pending = b""
+        self.count += len(data)
+        return data
+
+
+def _read_exact(stream: IO[bytes], size: int) -> bytes:
+    parts: list[bytes] = []
+    left = size
+    while left:
+        data = stream.read(min(left, CHUNK))
+        if not data:
+            raise TarDamaged(f"the stream ended {left} bytes early")
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+def unpack(stream: IO[bytes], destination: Path, head: bytes = b"") -> int:
+    """Write the files of a tar stream into ``destination`` (created; must not exist).
+
+    ``head`` is what was already read from the stream (to tell its format). Returns
+    the number of files. Raises ``TarDamaged`` for anything but flat regular files.
+    """
+    destination.mkdir(mode=0o700)
+    pending = head
+    files = 0
+
+    def take(size: int) -> bytes:
+        nonlocal pending
+        if len(pending) >= size:
+            data, pending = pending[:size], pending[size:]
+            return data
+        data = pending + _read_exact(stream, size - len(pending))
+        pending = b""
+        return data
+
+    while True:
+        header = take(BLOCK)
+        if header == b"\0" * BLOCK:
+            return files
+        try:
+            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+        except tarfile.TarError as exc:
+            raise TarDamaged(f"a damaged tar header ({exc})") from None
+        if not info.isreg() or not _NAME.fullmatch(info.name):
+            raise TarDamaged(f"unexpected member {info.name!r} (only flat regular files)")
+        target = destination / info.name
+        if target.exists():
+            raise TarDamaged(f"{info.name} appears twice")
+        with target.open("wb") as out:
+            left = info.size
+            if pending:
+                data = take(min(left, len(pending)))
+                out.write(data)
+                left -= len(data)
+            while left:
+                data = stream.read(min(left, CHUNK))
+                if not data:
+                    raise TarDamaged(f"{info.name} ends {left} bytes early")
+                out.write(data)
+                left -= len(data)
+        if info.size % BLOCK:
+            take(BLOCK - info.size % BLOCK)
+        files += 1
