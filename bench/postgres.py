@@ -7,12 +7,14 @@ text-heavy ``notes`` table), then in one run times:
 - plain ``pg_dump -Fc`` (default gzip compression) of it into a file;
 - plain ``pg_restore -j1`` of that file into a new database;
 - the engine's ``project.backup`` job (``Engine.create_backup`` + ``wait_for_job``,
-  embedded engine): ``pg_dump -Fc -Z0`` in an exported snapshot with row counts,
-  streamed through zstd + SHA-256 into the blob;
+  embedded engine): ``pg_dump -Fd -Z0`` (directory format) in an exported
+  snapshot with row counts, the directory streamed as a tar through zstd +
+  SHA-256 into the blob;
 - the engine's restore to a new preview (``create_restore`` with
   ``allow_unverified_backup``; only that job is run, so the backup's pending
-  verification is not timed): the blob decompressed and checked, ``pg_restore -j2``
-  into a scratch database, renamed into place.
+  verification is not timed): the blob decompressed, checked and unpacked into
+  pg_dump's directory, ``pg_restore -j2`` into a scratch database, renamed into
+  place.
 
 It prints seconds, archive sizes and the ratios against the targets (engine backup
 <= 0.6x ``pg_dump -Fc``, blob <= 1.0x its archive, engine restore <= 0.9x
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +47,12 @@ from psycopg import sql
 
 from pulumi_capy.api.models import CreateProject, RestoreRequest
 from pulumi_capy.engine import Engine
+from pulumi_capy.engine.drivers.postgres import PostgresDriver
 from pulumi_capy.engine.store import JobRecord
 from tests.pg import PostgresServer, bindir, running_server
 
 DATABASE = "bench"
+DRIVER = PostgresDriver()
 PROSE = (
     "the capybara is the largest living rodent native to south america it lives in "
     "savannas and dense forests near bodies of water in groups of ten to twenty restores "
@@ -252,7 +257,7 @@ def measure(server: PostgresServer, workdir: Path, rounds: int) -> list[dict[str
             figures["blob_bytes"] = engine.rt.blobs.path(key).stat().st_size
             figures["dump_bytes"] = record.size_bytes or 0
             log(
-                f"    {figures['engine_backup']:.1f} s (pg_dump -Z0 streamed into the blob "
+                f"    {figures['engine_backup']:.1f} s (pg_dump -Fd -Z0, packed into the blob "
                 f"{figures['engine_backup_dump']:.1f} s), blob "
                 f"{figures['blob_bytes'] / 1e6:.0f} MB from a "
                 f"{figures['dump_bytes'] / 1e6:.0f} MB archive"
@@ -274,12 +279,14 @@ def measure(server: PostgresServer, workdir: Path, rounds: int) -> list[dict[str
                 f"pg_restore -j2: {figures['engine_restore_to_commit']:.1f} s)"
             )
 
-            # the blob read alone (decompress, SHA-256; no fsync), as materialize does it
-            scratch = workdir / "materialized.dump"
+            # the blob read alone (decompress, SHA-256, unpack; no fsync), as restores do it
+            scratch = workdir / "materialized"
             start = time.perf_counter()
-            engine.rt.blobs.get_file(key, record.sha256 or "", scratch, durable=False)
+            engine.rt.blobs.read(
+                key, record.sha256 or "", partial(DRIVER.unpack, destination=scratch)
+            )
             figures["blob_read"] = time.perf_counter() - start
-            scratch.unlink()
+            shutil.rmtree(scratch)
             log(f"    blob read alone: {figures['blob_read']:.1f} s")
 
             assert done.preview_database_id
@@ -330,12 +337,13 @@ def report(database_bytes: int, samples: list[dict[str, float]]) -> None:
         ("pg_restore -j1", f"{best['pg_restore']:.1f} s"),
         (
             "engine backup",
-            f"{best['engine_backup']:.1f} s (counts + pg_dump -Z0 streamed through zstd "
+            f"{best['engine_backup']:.1f} s (counts + pg_dump -Fd -Z0, packed through zstd "
             f"+ sha256 into the blob {best['engine_backup_dump']:.1f} s, then bookkeeping)",
         ),
         (
             "engine blob",
-            f"{best['blob_bytes'] / 1e6:.0f} MB (archive -Z0 {best['dump_bytes'] / 1e6:.0f} MB)",
+            f"{best['blob_bytes'] / 1e6:.0f} MB (pg_dump -Fd -Z0: "
+            f"{best['dump_bytes'] / 1e6:.0f} MB)",
         ),
         (
             "engine restore",

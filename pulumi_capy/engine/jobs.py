@@ -9,6 +9,7 @@ good (e.g. the preview it was making becomes ``failed``).
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -80,8 +81,24 @@ def _backup(rt: Runtime, backup_id: str) -> BackupRecord:
 
 
 def _remove_scratch(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+        return
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _materialize(
+    rt: Runtime, driver: Driver, backup: BackupRecord, path: Path, *, durable: bool
+) -> None:
+    """The backup's dump at ``path``, checked against the blob's checksum (until then it
+    is scratch): a file, or what the driver unpacks the blob's stream into."""
+    if isinstance(driver, StreamsDump):
+        rt.blobs.read(
+            backup.backup_key, backup.sha256 or "", lambda stream: driver.unpack(stream, path)
+        )
+    else:
+        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", path, durable=durable)
 
 
 # ---------------------------------------------------------------- backups
@@ -117,7 +134,8 @@ def snapshot(
             staged.append(rt.blobs.stage(key, stream, level=driver.zstd_level))
 
         try:
-            dumped = driver.dump_streamed(project.database_url, consume)
+            with rt.scratch_space() as where:
+                dumped = driver.dump_streamed(project.database_url, consume, where)
             rt.hook("backup.after_dump", job)
             now = rt.now()
             info = rt.blobs.commit(staged[0], manifest(dumped, now))
@@ -196,7 +214,7 @@ def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     driver = driver_for(project.database_url)
     scratch = rt.scratch_dir / f"{job.id}.verify"
     try:
-        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", scratch, durable=False)
+        _materialize(rt, driver, backup, scratch, durable=False)
         details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
         checked = driver.check(scratch, project.database_url, details)
     finally:
@@ -273,8 +291,7 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         result["preview_database_id"] = job.preview_database_id
 
     def materialize(path: Path) -> None:
-        durable = driver.dump_becomes_database
-        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", path, durable=durable)
+        _materialize(rt, driver, backup, path, durable=driver.dump_becomes_database)
 
     def before_commit() -> None:
         if target_kind == "project":

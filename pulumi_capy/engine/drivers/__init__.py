@@ -26,7 +26,8 @@ __all__ = [
     "driver_for",
 ]
 
-# Writes the dump (the blob, decompressed and checked) into the given path.
+# Writes the dump (the blob, decompressed and checked) at the given path: a file, or
+# the directory a driver's dump is (PostgreSQL's pg_dump directory format).
 Materialize = Callable[[Path], None]
 # Reads a dump's bytes to their end (the engine compresses and hashes them into a blob).
 Consume = Callable[[IO[bytes]], None]
@@ -61,13 +62,19 @@ class DatabaseInfo:
 
 @runtime_checkable
 class StreamsDump(Protocol):
-    """A driver whose dump is a stream (PostgreSQL's ``pg_dump`` to a pipe): the engine
-    compresses and hashes it into the blob as it comes, with no dump file in between."""
+    """A driver whose dump is not one file (PostgreSQL: pg_dump's directory format): the
+    engine compresses and hashes the stream it hands over into the blob, and hands the
+    blob back as a stream for the driver to unpack."""
 
-    def dump_streamed(self, url: str, consume: Consume) -> Outcome:
-        """Dump ``url``, handing its byte stream to ``consume``; raise ``DriverFailure``
-        when the dump failed, also after its stream ended (what ``consume`` wrote is then
-        thrown away by the caller)."""
+    def dump_streamed(self, url: str, consume: Consume, workdir: Path) -> Outcome:
+        """Dump ``url`` (scratch files under ``workdir``), handing its byte stream to
+        ``consume``; raise ``DriverFailure`` when the dump failed (what ``consume`` wrote
+        is then thrown away by the caller)."""
+        ...
+
+    def unpack(self, stream: IO[bytes], destination: Path) -> None:
+        """Write what ``dump_streamed`` streamed at ``destination``, in the form
+        ``restore``'s materialize and ``check`` take."""
         ...
 
 
@@ -85,7 +92,8 @@ class Driver(Protocol):
         ...
 
     def dump(self, url: str, destination: Path) -> Outcome:
-        """Write a consistent copy of the database into ``destination``."""
+        """Write a consistent copy of the database at ``destination`` (a file, or a
+        directory the driver creates)."""
         ...
 
     def check(self, dump: Path, url: str, details: Mapping[str, Any]) -> Outcome:
