@@ -213,6 +213,7 @@ def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     project = _project(rt, job)
     driver = driver_for(project.database_url)
     scratch = rt.scratch_dir / f"{job.id}.verify"
+    _remove_scratch(scratch)  # what a killed attempt left (named after the job, as below)
     try:
         _materialize(rt, driver, backup, scratch, durable=False)
         details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
@@ -300,9 +301,14 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         rt.hook("restore.before_commit", job)
         lease.check()
 
-    outcome = driver.restore(
-        materialize, target_url, create=target_kind == "new_preview", before_commit=before_commit
-    )
+    with rt.scratch_space() as where:
+        outcome = driver.restore(
+            materialize,
+            target_url,
+            create=target_kind == "new_preview",
+            before_commit=before_commit,
+            workdir=where,
+        )
     now = rt.now()
     if safety:
         result["safety_backup_key"] = safety["row"]["backup_key"]
@@ -374,7 +380,10 @@ def run_preview_create(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         else:
             driver.dump(project.database_url, path)
 
-    outcome = driver.restore(materialize, target_url, create=True, before_commit=lease.check)
+    with rt.scratch_space() as where:
+        outcome = driver.restore(
+            materialize, target_url, create=True, before_commit=lease.check, workdir=where
+        )
     now = rt.now()
 
     def commit(db: sqlite3.Connection) -> None:

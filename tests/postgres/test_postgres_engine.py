@@ -211,6 +211,27 @@ def test_backup_verify_and_restore_to_a_new_preview_round_trip_everything(
         assert db.execute("SELECT current_database()").fetchone() == (preview.database_name,)
 
 
+def test_a_verification_replaces_what_a_killed_attempt_unpacked(
+    engine: Engine, project: Project
+) -> None:
+    """The verification unpacks the blob into a directory named after its job (so that
+    a retry finds the throwaway database too): a killed attempt's directory is no
+    obstacle to the next one."""
+    job = engine.create_backup(project.id)
+    assert engine.worker.run_once(only_id=job.id)
+    done = engine.get_job(job.id)
+    assert done.result is not None
+    verify_id = str(done.result["verify_job_id"])
+    leftover = engine.rt.scratch_dir / f"{verify_id}.verify"
+    leftover.mkdir()
+    (leftover / "toc.dat").write_bytes(b"half written by a killed attempt")
+    verify = engine.wait_for_job(verify_id, JOB_TIMEOUT)
+    assert verify.state == JobState.completed
+    backup = _backup_by_key(engine, project.id, str(done.result["backup_key"]))
+    assert backup.verification_state == "verified"
+    assert not leftover.exists()
+
+
 # ---------------------------------------------------------------- restore in place
 
 
@@ -485,6 +506,10 @@ def test_a_restore_killed_before_the_swap_leaves_the_target_and_is_finished_by_a
         if process.poll() is None:
             process.kill()
             process.wait()
+    # the killed worker's unpacked dump sits in the engine's scratch space, under its pid
+    stranded_files = list((engine_dir / "tmp").glob(f"capy-{process.pid}-*"))
+    assert stranded_files
+    assert list(stranded_files[0].rglob("toc.dat"))
 
     # killed right before the swap: the project database is untouched and open
     assert checksums(source_url) == changed
@@ -502,6 +527,8 @@ def test_a_restore_killed_before_the_swap_leaves_the_target_and_is_finished_by_a
 
     # regression: a killed attempt's scratch database is dropped by the next attempt
     assert pg.leftovers() == [], "the killed attempt's scratch database leaked"
+    # and its files are swept when an engine opens the directory again
+    assert not any(path.exists() for path in stranded_files)
 
 
 PAUSING_WORKER = textwrap.dedent(

@@ -123,8 +123,12 @@ class Driver(Protocol):
         *,
         create: bool,
         before_commit: Callable[[], None],
+        workdir: Path | None = None,
     ) -> Outcome:
         """Load the dump into ``target_url``.
+
+        ``workdir``: where scratch files may go (the engine's scratch space, swept
+        when a killed worker left them); the system's temporary directory if None.
 
         ``create``: the target must not exist yet (a new preview). Otherwise it
         is overwritten in one atomic step. ``before_commit`` runs right before

@@ -452,6 +452,7 @@ class PostgresDriver:
         *,
         create: bool,
         before_commit: Callable[[], None],
+        workdir: Path | None = None,
     ) -> Outcome:
         target = _database(target_url)
         exists = self._exists(target_url, target)
@@ -464,8 +465,8 @@ class PostgresDriver:
         scratch = _scratch_name(target, "new")
         self._drop(target_url, scratch)  # what a killed attempt left
         self._drop(target_url, _scratch_name(target, "old"))
-        with tempfile.TemporaryDirectory(prefix="capy-restore-") as workdir:
-            dump = Path(workdir) / "restore"  # pg_dump's directory (or an archive file)
+        with tempfile.TemporaryDirectory(prefix="capy-restore-", dir=workdir) as scratch_dir:
+            dump = Path(scratch_dir) / "restore"  # pg_dump's directory (or an archive file)
             try:
                 with ThreadPoolExecutor(1) as pool:  # the scratch database, while unpacking
                     created = pool.submit(self._create, target_url, scratch)

@@ -168,6 +168,7 @@ class SqliteDriver:
         *,
         create: bool,
         before_commit: Callable[[], None],
+        workdir: Path | None = None,  # unused: the scratch copy sits beside the target
     ) -> Outcome:
         target = sqlite_path(target_url)
         if create:
