@@ -21,7 +21,12 @@ It prints seconds, archive sizes and the ratios against the targets (engine back
 ``pg_restore -j1``), and where the engine's time goes (the job hooks mark the
 end of pg_dump and of pg_restore; the blob read is timed on its own).
 
-Run: ``.venv/bin/python bench/postgres.py [--scale 70] [--text-mb 300] [--dir DIR]``
+With ``--formats`` it also times ``pg_restore -j2`` of the same database from a
+custom-format archive written to a pipe and from pg_dump's directory format (why the
+engine keeps the directory).
+
+Run: ``.venv/bin/python bench/postgres.py [--scale 70] [--text-mb 300] [--dir DIR]
+[--rounds N] [--formats]``
 (about 5 minutes on 2 cores; needs PostgreSQL's server binaries and pgbench,
 Debian's postgresql and postgresql-contrib).
 """
@@ -182,6 +187,11 @@ def main() -> None:
     parser.add_argument("--text-mb", type=int, default=300, help="size of the notes table")
     parser.add_argument("--rounds", type=int, default=2, help="measurements of each (best kept)")
     parser.add_argument("--dir", type=Path, default=None, help="where archives and blobs go")
+    parser.add_argument(
+        "--formats",
+        action="store_true",
+        help="also time pg_restore -j2 from a custom-format archive against pg_dump's directory",
+    )
     args = parser.parse_args()
     os.environ.pop("CAPY_DIR", None)
     workdir = Path(tempfile.mkdtemp(prefix="capy-bench-pg-", dir=args.dir))
@@ -191,9 +201,46 @@ def main() -> None:
             build(server, args.scale, args.text_mb)
             database_bytes = size_of(server, DATABASE)
             samples = measure(server, workdir, args.rounds)
+            formats = compare_formats(server, workdir, args.rounds) if args.formats else None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     report(database_bytes, samples)
+    if formats is not None:
+        custom, directory = formats
+        print(
+            f"pg_restore -j2 from pg_dump -Fd -Z0 {directory:.1f} s, from a streamed "
+            f"pg_dump -Fc -Z0 {custom:.1f} s: {directory / custom:.2f}x (best of {args.rounds})"
+        )
+
+
+def compare_formats(server: PostgresServer, workdir: Path, rounds: int) -> tuple[float, float]:
+    """Why the engine keeps pg_dump's directory format: ``pg_restore -j2`` of the same
+    database from a custom-format archive written to a pipe (no data offsets: each worker
+    skips through the data blocks before its own) and from the directory (each table's
+    data in its own file), alternating. Returns the best seconds of each."""
+    archive, directory = workdir / "streamed.pgdump", workdir / "directory"
+    with archive.open("wb") as sink:
+        subprocess.run(
+            [tool("pg_dump"), "-Fc", "-Z0"], env=env_for(server, DATABASE), stdout=sink, check=True
+        )
+    run([tool("pg_dump"), "-Fd", "-Z0", "-f", str(directory)], server, DATABASE)
+    best = {"custom": float("inf"), "directory": float("inf")}
+    for number in range(1, rounds + 1):
+        for name, source in (("custom", archive), ("directory", directory)):
+            with admin(server) as db:
+                db.execute("CREATE DATABASE formats")
+            checkpoint(server)
+            seconds = run(
+                [tool("pg_restore"), "--no-owner", "-j2", "-d", "formats", str(source)],
+                server,
+                "formats",
+            )
+            log(f"  formats round {number}: pg_restore -j2 from the {name}: {seconds:.1f} s")
+            best[name] = min(best[name], seconds)
+            with admin(server) as db:
+                db.execute("DROP DATABASE formats")
+            checkpoint(server)
+    return best["custom"], best["directory"]
 
 
 def measure(server: PostgresServer, workdir: Path, rounds: int) -> list[dict[str, float]]:

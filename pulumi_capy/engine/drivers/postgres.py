@@ -8,10 +8,10 @@ psycopg runs the control statements.
   inside an exported snapshot, with the row count of every table read in that
   same snapshot; the directory is streamed as a tar into the engine's zstd
   compressor and SHA-256 (faster than pg_dump's gzip, for a blob no larger) and
-  unpacked from the blob the same way. bench/postgres.py measured parallel
-  pg_restore 1.5-2 s faster from this format than from a custom-format archive
-  of the same database: each worker reads its table's file instead of skipping
-  through every data block before it;
+  unpacked from the blob the same way. Parallel pg_restore reads each
+  table's own file, where from a custom-format archive written to a pipe (no
+  data offsets) a worker skips through every data block before its own
+  (``bench/postgres.py --formats``: 0.8-0.97x the time);
 - check: restore into a throwaway database, compare the row counts, drop it;
 - restore: from the directory (or, for backups taken before the directory
   format, a custom-format archive file), always into a scratch database first
