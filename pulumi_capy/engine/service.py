@@ -548,7 +548,10 @@ class Engine:
                 stop.wait(poll_interval)
 
     def tick(self, now: datetime | None = None) -> TickReport:
-        """Time-driven work: due scheduled backups, retention, preview TTLs, lost leases."""
+        """Time-driven work: due scheduled backups, retention, preview TTLs, lost leases,
+        and the scratch files of workers that were killed (a long-running worker would
+        otherwise keep a killed sibling's unpacked dumps until it restarts)."""
+        self.rt.sweep_scratch()
         return run_tick(self, now or self.rt.now())
 
     # ------------------------------------------------------------ identity and keys

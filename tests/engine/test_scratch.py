@@ -34,3 +34,17 @@ def test_opening_an_engine_sweeps_what_killed_processes_left(tmp_path: Path) -> 
 
     assert not dead.exists()
     assert alive.exists()
+
+
+def test_a_tick_sweeps_what_a_worker_killed_since_the_engine_opened_left(tmp_path: Path) -> None:
+    with Engine(tmp_path / "engine") as engine:
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        dead = engine.rt.scratch_dir / f"capy-{gone.pid}-left"
+        dead.mkdir()
+        (dead / "restore").mkdir()
+        (dead / "restore" / "toc.dat").write_bytes(b"x" * 1024)
+        with engine.rt.scratch_space() as mine:
+            engine.tick()
+            assert not dead.exists()
+            assert mine.exists()  # a live process's scratch stays
