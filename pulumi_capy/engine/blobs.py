@@ -97,6 +97,12 @@ def _safe_key(key: str) -> str:
     return key
 
 
+def _drain(reader: _HashingReader | IO[bytes]) -> None:
+    """Read ``reader`` to its end (through whatever hashes it)."""
+    for _ in iter(lambda: reader.read(CHUNK), b""):
+        pass
+
+
 def _check_digest(key: str, expected: str, actual: str) -> None:
     if actual != expected:
         raise ChecksumMismatch(
@@ -204,21 +210,18 @@ class LocalBlobStore:
                     cast(IO[bytes], source), read_size=CHUNK, read_across_frames=True, closefd=False
                 ) as stream:
                     consume(cast(IO[bytes], stream))
-                    for _ in iter(lambda: stream.read(CHUNK), b""):
-                        pass
+                    _drain(stream)
             except Exception as exc:
                 # damage can break the frame (or what it holds) before the end: hash the
                 # rest, then judge
-                for _ in iter(lambda: source.read(CHUNK), b""):
-                    pass
+                _drain(source)
                 _check_digest(key, expected_sha256, source.digest.hexdigest())
                 if isinstance(exc, zstandard.ZstdError):
                     raise ChecksumMismatch(
                         f"blob {key}: matches its checksum but cannot be decompressed ({exc})"
                     ) from exc
                 raise
-            for _ in iter(lambda: source.read(CHUNK), b""):
-                pass
+            _drain(source)
             _check_digest(key, expected_sha256, source.digest.hexdigest())
 
     def get_file(

@@ -88,16 +88,29 @@ class TarReader:
         return data
 
 
-def _read_exact(stream: IO[bytes], size: int) -> bytes:
-    parts: list[bytes] = []
+class _Prefixed:
+    """``stream`` with ``head`` (bytes already read from it) put back in front."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self.head = head
+        self.stream = stream
+
+    def read(self, size: int) -> bytes:
+        if not self.head:
+            return self.stream.read(size)
+        data, self.head = self.head[:size], self.head[size:]
+        return data
+
+
+def _exactly(stream: _Prefixed, size: int) -> Iterator[bytes]:
+    """The next ``size`` bytes of ``stream``, in chunks; ``TarDamaged`` if it ends first."""
     left = size
     while left:
         data = stream.read(min(left, CHUNK))
         if not data:
             raise TarDamaged(f"the stream ended {left} bytes early")
-        parts.append(data)
         left -= len(data)
-    return b"".join(parts)
+        yield data
 
 
 def unpack(stream: IO[bytes], destination: Path, head: bytes = b"") -> int:
@@ -107,20 +120,10 @@ def unpack(stream: IO[bytes], destination: Path, head: bytes = b"") -> int:
     the number of files. Raises ``TarDamaged`` for anything but flat regular files.
     """
     destination.mkdir(mode=0o700)
-    pending = head
+    source = _Prefixed(head, stream)
     files = 0
-
-    def take(size: int) -> bytes:
-        nonlocal pending
-        if len(pending) >= size:
-            data, pending = pending[:size], pending[size:]
-            return data
-        data = pending + _read_exact(stream, size - len(pending))
-        pending = b""
-        return data
-
     while True:
-        header = take(BLOCK)
+        header = b"".join(_exactly(source, BLOCK))
         if header == b"\0" * BLOCK:
             return files
         try:
@@ -133,17 +136,8 @@ def unpack(stream: IO[bytes], destination: Path, head: bytes = b"") -> int:
         if target.exists():
             raise TarDamaged(f"{info.name} appears twice")
         with target.open("wb") as out:
-            left = info.size
-            if pending:
-                data = take(min(left, len(pending)))
-                out.write(data)
-                left -= len(data)
-            while left:
-                data = stream.read(min(left, CHUNK))
-                if not data:
-                    raise TarDamaged(f"{info.name} ends {left} bytes early")
-                out.write(data)
-                left -= len(data)
-        if info.size % BLOCK:
-            take(BLOCK - info.size % BLOCK)
+            for chunk in _exactly(source, info.size):
+                out.write(chunk)
+        for _ in _exactly(source, -info.size % BLOCK):  # the padding to a whole block
+            pass
         files += 1
