@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import re
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["BLOCK", "TarDamaged", "TarReader", "is_tar", "unpack"]
+__all__ = ["BLOCK", "Split", "TarDamaged", "TarReader", "is_tar", "unpack"]
 
 BLOCK = 512
 CHUNK = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}")
+
+Split = Callable[[str, int], Path | None]
+"""Given a member's name and size: where to write its second half (cut at the first
+line end after its middle), or None to write it whole."""
 
 
 class TarDamaged(Exception):
@@ -34,10 +38,11 @@ def is_tar(head: bytes) -> bool:
 
 
 def _members(directory: Path) -> list[Path]:
-    """pg_dump's table of contents first (pg_restore reads it first), then the smallest
-    files: a reader that wants the big data files waits for them last."""
+    """pg_dump's table of contents first (pg_restore reads it first), then the largest
+    files: the unpacker meets the biggest table first (the one worth loading in two
+    halves, see ``Split``)."""
     files = [path for path in directory.iterdir() if path.is_file()]
-    return sorted(files, key=lambda path: (path.name != "toc.dat", path.stat().st_size, path.name))
+    return sorted(files, key=lambda path: (path.name != "toc.dat", -path.stat().st_size, path.name))
 
 
 def _blocks(directory: Path) -> Iterator[bytes]:
@@ -113,11 +118,29 @@ def _exactly(stream: _Prefixed, size: int) -> Iterator[bytes]:
         yield data
 
 
-def unpack(stream: IO[bytes], destination: Path, head: bytes = b"") -> int:
+def _write_halves(chunks: Iterator[bytes], size: int, first: IO[bytes], second: IO[bytes]) -> None:
+    """``size`` bytes of ``chunks`` into ``first`` up to the first line end at or after
+    the middle (included), the rest into ``second`` (empty if no line ends there)."""
+    middle, written = size // 2, 0
+    out = first
+    for chunk in chunks:
+        if out is first:
+            cut = chunk.find(b"\n", max(middle - written, 0))
+            written += len(chunk)
+            if cut >= 0:
+                first.write(chunk[: cut + 1])
+                chunk, out = chunk[cut + 1 :], second
+        out.write(chunk)
+
+
+def unpack(
+    stream: IO[bytes], destination: Path, head: bytes = b"", *, split: Split | None = None
+) -> int:
     """Write the files of a tar stream into ``destination`` (created; must not exist).
 
-    ``head`` is what was already read from the stream (to tell its format). Returns
-    the number of files. Raises ``TarDamaged`` for anything but flat regular files.
+    ``head`` is what was already read from the stream (to tell its format). ``split``
+    may send the second half of a member elsewhere (see ``Split``). Returns the number
+    of files. Raises ``TarDamaged`` for anything but flat regular files.
     """
     destination.mkdir(mode=0o700)
     source = _Prefixed(head, stream)
@@ -135,9 +158,15 @@ def unpack(stream: IO[bytes], destination: Path, head: bytes = b"") -> int:
         target = destination / info.name
         if target.exists():
             raise TarDamaged(f"{info.name} appears twice")
+        second = split(info.name, info.size) if split is not None else None
         with target.open("wb") as out:
-            for chunk in _exactly(source, info.size):
-                out.write(chunk)
+            if second is None:
+                for chunk in _exactly(source, info.size):
+                    out.write(chunk)
+            else:
+                second.parent.mkdir(mode=0o700, exist_ok=True)
+                with second.open("xb") as rest:
+                    _write_halves(_exactly(source, info.size), info.size, out, rest)
         for _ in _exactly(source, -info.size % BLOCK):  # the padding to a whole block
             pass
         files += 1

@@ -129,3 +129,57 @@ def test_a_damaged_blob_is_a_checksum_mismatch_even_when_the_reader_fails_first(
 
     with pytest.raises(RuntimeError, match="no space left"):
         store.read(info.key, info.sha256, refuse)
+
+
+def test_members_come_table_of_contents_first_then_largest_first(tmp_path: Path) -> None:
+    files = _directory(tmp_path / "dump")
+    with tarfile.open(fileobj=io.BytesIO(TarReader(tmp_path / "dump").read())) as tar:
+        names = tar.getnames()
+    by_size = sorted((name for name in files if name != "toc.dat"), key=lambda n: -len(files[n]))
+    assert names == ["toc.dat", *by_size]
+
+
+def _lines(count: int) -> bytes:
+    return b"".join(b"%d\trow %d\t%s\n" % (n, n, b"x" * (n % 37)) for n in range(count))
+
+
+@pytest.mark.parametrize("read_size", [1000, 1 << 20])
+def test_a_member_splits_in_two_halves_at_a_line_end(tmp_path: Path, read_size: int) -> None:
+    """The first half ends at the first line end at or after the member's middle; the
+    second half is the rest, elsewhere; other members are untouched."""
+    rows = _lines(200_000) + b"\\.\n\n\n"  # as pg_dump ends a table's data
+    (tmp_path / "dump").mkdir()
+    (tmp_path / "dump" / "toc.dat").write_bytes(b"toc")
+    (tmp_path / "dump" / "7.dat").write_bytes(rows)
+    (tmp_path / "dump" / "8.dat").write_bytes(_lines(10))
+    asked: list[tuple[str, int]] = []
+
+    def split(name: str, size: int) -> Path | None:
+        asked.append((name, size))
+        return tmp_path / "back" / ".side" / name if name == "7.dat" else None
+
+    data = TarReader(tmp_path / "dump").read()
+    stream = io.BufferedReader(io.BytesIO(data), buffer_size=read_size)
+    assert unpack(stream, tmp_path / "back", split=split) == 3
+    assert asked == [("toc.dat", 3), ("7.dat", len(rows)), ("8.dat", len(_lines(10)))]
+    first = (tmp_path / "back" / "7.dat").read_bytes()
+    second = (tmp_path / "back" / ".side" / "7.dat").read_bytes()
+    assert first + second == rows
+    middle = len(rows) // 2
+    assert len(first) > middle
+    assert first.endswith(b"\n")
+    assert b"\n" not in first[middle : len(first) - 1]  # cut at the first line end after it
+    assert (tmp_path / "back" / "8.dat").read_bytes() == _lines(10)
+
+
+def test_a_member_without_a_line_end_after_its_middle_stays_whole_in_its_first_half(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "dump").mkdir()
+    data = b"a\n" + b"b" * 5000  # the only line end is before the middle
+    (tmp_path / "dump" / "9.dat").write_bytes(data)
+    side = tmp_path / "back" / ".side" / "9.dat"
+    tar = io.BytesIO(TarReader(tmp_path / "dump").read())
+    unpack(tar, tmp_path / "back", split=lambda *_: side)
+    assert (tmp_path / "back" / "9.dat").read_bytes() == data
+    assert side.read_bytes() == b""

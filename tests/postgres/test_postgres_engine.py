@@ -841,3 +841,118 @@ def test_a_backup_in_the_custom_archive_format_still_verifies_and_restores(
     target = pg.server.url(pg.name("from_old"))
     driver.restore(materialize, target, create=True, before_commit=lambda: None)
     assert checksums(target) == expected
+
+
+# ---------------------------------------------------------------- the largest table in halves
+
+
+def _grow_history_with_a_trigger(url: str) -> None:
+    """Make ``history`` the largest table (~0.5 MB), counted by a trigger: a restore that
+    fired it on restored rows would change ``history_count``."""
+    with connect(url) as db:
+        db.execute("CREATE TABLE history_count (n bigint NOT NULL)")
+        db.execute("INSERT INTO history_count VALUES (0)")
+        db.execute(
+            "CREATE FUNCTION count_history() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN UPDATE history_count SET n = n + 1; RETURN NEW; END $$"
+        )
+        db.execute(
+            "INSERT INTO history (account_id, delta) "
+            "SELECT g % 50 + 1, 0 FROM generate_series(1, 25000) AS g"
+        )
+        db.execute(
+            "CREATE TRIGGER history_counted AFTER INSERT ON history "
+            "FOR EACH ROW EXECUTE FUNCTION count_history()"
+        )
+        db.execute("INSERT INTO history (account_id, delta) VALUES (1, 0)")  # counted once
+        db.execute("CREATE INDEX history_delta_idx ON history (delta)")
+        db.execute("COMMENT ON TABLE history IS 'every change of a balance'")
+
+
+def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
+    engine: Engine,
+    project: Project,
+    pg: PgNamespace,
+    source_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over ``split_over`` the largest table's rows are loaded by two pg_restore
+    processes at once, between the schema and the rest: the verification, a new
+    preview and a restore in place all end with every row, key, index, sequence, large
+    object, comment and trigger, and no trigger fired on a restored row."""
+    from pulumi_capy.engine.drivers.postgres import PostgresDriver
+
+    _grow_history_with_a_trigger(source_url)
+    monkeypatch.setattr(PostgresDriver, "split_over", 64 << 10)
+    splits: list[Path] = []
+    restore_split = PostgresDriver._restore_split
+
+    def spy(self: PostgresDriver, pg_restore: str, options: list[str], dump: Path, *a: Any) -> Any:
+        halves = sorted(path.name for path in (dump / ".capy-side").glob("*.dat"))
+        splits.append(dump)
+        assert halves == [name for name in halves if (dump / name).is_file()]
+        return restore_split(self, pg_restore, options, dump, *a)
+
+    monkeypatch.setattr(PostgresDriver, "_restore_split", spy)
+    expected = checksums(source_url)
+    expected_schema = schema_of(source_url)
+    assert _scalar(source_url, "SELECT n FROM history_count") == 1
+
+    backup, _, verify = _backup(engine, project.id)
+    assert verify.state == JobState.completed
+    assert backup.verification_state == "verified"
+    assert len(splits) == 1  # the verification's restore
+
+    _, preview = _new_preview(engine, project.id, backup.backup_key)
+    assert len(splits) == 2
+    assert preview.database_name
+    target = pg.server.url(preview.database_name)
+    assert checksums(target) == expected  # history_count still 1: no trigger fired
+    assert schema_of(target) == expected_schema
+    assert _scalar(target, "SELECT obj_description('history'::regclass)") == (
+        "every change of a balance"
+    )
+    with connect(target) as db:  # the trigger is there and works
+        db.execute("INSERT INTO history (account_id, delta) VALUES (2, 0)")
+        assert db.execute("SELECT n FROM history_count").fetchone() == (2,)
+
+    _change(source_url)
+    done = engine.wait_for_job(
+        engine.create_restore(project.id, _overwrite(backup.backup_key)).id, JOB_TIMEOUT
+    )
+    assert done.state == JobState.completed, done.error
+    assert len(splits) >= 3  # the safety backup's verification may run too
+    assert checksums(source_url) == expected
+    assert schema_of(source_url) == expected_schema
+    assert pg.leftovers() == []
+
+
+def test_a_half_that_fails_to_load_fails_the_restore_and_leaves_nothing(
+    pg: PgNamespace, source_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pulumi_capy.engine.drivers import DriverFailure
+    from pulumi_capy.engine.drivers.postgres import PostgresDriver
+
+    _grow_history_with_a_trigger(source_url)
+    monkeypatch.setattr(PostgresDriver, "split_over", 64 << 10)
+    driver = PostgresDriver()
+    unpacked = tmp_path / "unpacked"
+
+    def dump_and_unpack(stream: Any) -> None:
+        driver.unpack(stream, unpacked)
+
+    driver.dump_streamed(source_url, dump_and_unpack, tmp_path)
+    (half,) = (unpacked / ".capy-side").glob("*.dat")
+    half.write_bytes(b"not\ta row of history\n" + half.read_bytes())
+
+    def materialize(path: Path) -> None:
+        shutil.copytree(unpacked, path)
+
+    target = pg.server.url(pg.name("halves"))
+    with pytest.raises(DriverFailure) as failed:
+        driver.restore(materialize, target, create=True, before_commit=lambda: None)
+    assert failed.value.permanent
+    assert "the largest table, in two halves" in str(failed.value)
+    assert "invalid input syntax" in (failed.value.outcome.stderr if failed.value.outcome else "")
+    assert not pg.exists(pg.name("halves"))
+    assert pg.leftovers() == []

@@ -15,8 +15,10 @@ psycopg runs the control statements.
 - check: restore into a throwaway database, compare the row counts, drop it;
 - restore: from the directory (or, for backups taken before the directory
   format, a custom-format archive file), always into a scratch database first
-  (``pg_restore --no-owner -j 2``); only when that succeeded is it renamed into
-  place. Over an existing database: connections are refused and terminated, the
+  (``pg_restore --no-owner -j 2``); the largest table's rows, from
+  ``split_over`` up, are unpacked in two halves and loaded by two pg_restore
+  processes at once, between the schema and the rest (``_restore_split``); only
+  when all that succeeded is the scratch database renamed into place. Over an existing database: connections are refused and terminated, the
   target is renamed aside (``<name>__capy_old_…``), the scratch database takes its
   name, the old one is dropped. A failure at any step leaves the target as it was.
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -50,7 +53,7 @@ from pulumi_capy.engine.drivers import (
     Materialize,
     Outcome,
 )
-from pulumi_capy.engine.tarstream import BLOCK, TarDamaged, TarReader, is_tar, unpack
+from pulumi_capy.engine.tarstream import BLOCK, Split, TarDamaged, TarReader, is_tar, unpack
 
 CUSTOM_ARCHIVE = b"PGDMP"  # pg_dump's custom format: backups taken before the directory one
 
@@ -58,6 +61,9 @@ __all__ = ["PostgresDriver", "redact"]
 
 NAME_LIMIT = 63  # PostgreSQL identifiers
 RESTORE_JOBS = 2
+# in pg_dump's directory, "<dump id>.dat" holds a table's rows as COPY text, one per line
+TABLE_DATA = re.compile(r"[1-9][0-9]*\.dat")
+SIDE = ".capy-side"  # not a name a tar member can have (see tarstream)
 DATABASE_PRIVILEGES = frozenset({"CREATE", "CONNECT", "TEMPORARY"})  # aclexplode's names
 CONNECT_TIMEOUT = 10
 # what pg_dump / pg_restore / libpq print when retrying may help
@@ -189,6 +195,8 @@ class PostgresDriver:
     # archive, level 3 0.95-1.03x at about the same speed with two threads
     zstd_level = 3
     dump_becomes_database = False  # pg_restore reads it, then it is deleted
+    # a table's rows at least this large are loaded in two halves (see _restore_split)
+    split_over = 32 << 20
 
     # ------------------------------------------------------------ connections
 
@@ -363,29 +371,121 @@ class PostgresDriver:
                 permanent=True,
             )
         try:
-            unpack(stream, destination, head)
+            unpack(stream, destination, head, split=self._splitter(destination))
         except TarDamaged as exc:
             raise DriverFailure(f"the backup's archive is damaged: {exc}", permanent=True) from None
+
+    def _splitter(self, destination: Path) -> Split:
+        """The largest table's rows (the first data file of the stream, which has them
+        largest first) in two halves, when large enough: the second half goes to
+        ``destination/.capy-side/``, to be loaded alongside the first (see
+        ``_restore_split``)."""
+        chosen: list[str] = []
+
+        def split(name: str, size: int) -> Path | None:
+            if chosen or size < self.split_over or not TABLE_DATA.fullmatch(name):
+                return None
+            chosen.append(name)
+            return destination / SIDE / name
+
+        return split
 
     def _restore_into(
         self, dump: Path, url: str, database: str, doing: str, *, keep_acl: bool = False
     ) -> Outcome:
         pg_restore = _binary("pg_restore")
+        options = [
+            "--no-owner",
+            *([] if keep_acl else ["--no-acl"]),
+            "--exit-on-error",
+            "--dbname",
+            database,
+        ]
+        if (dump / SIDE).is_dir():
+            return self._restore_split(pg_restore, options, dump, url, database, doing)
         done = _run(
-            [
-                pg_restore,
-                "--no-owner",
-                *([] if keep_acl else ["--no-acl"]),
-                "--exit-on-error",
-                f"--jobs={RESTORE_JOBS}",
-                "--dbname",
-                database,
-                str(dump),
-            ],
+            [pg_restore, *options, f"--jobs={RESTORE_JOBS}", str(dump)],
             _with_database(url, database),
             doing,
         )
         return Outcome(f"{doing}: done", done.returncode, done.stdout, done.stderr)
+
+    def _restore_split(
+        self, pg_restore: str, options: list[str], dump: Path, url: str, database: str, doing: str
+    ) -> Outcome:
+        """pg_restore loads a table with one COPY, so with ``-j2`` the largest table's
+        load and then its indexes are the restore's critical path while the second
+        worker idles. Here that table's rows were unpacked in two halves (the second in
+        ``.capy-side/``, a directory of the same table of contents), and the restore
+        runs in three steps, each begun when the one before has ended:
+
+        1. the schema (``--section=pre-data``);
+        2. the two halves, by two pg_restore processes at once (only that table's data
+           item, ``--use-list``), which keeps both cores busy;
+        3. everything else (``--section=data --section=post-data`` with ``-j2``, that
+           data item left out): the other tables' rows, then every index, constraint
+           and trigger, as pg_restore orders them; the largest table's indexes are
+           built while the other tables load.
+        """
+        side = dump / SIDE
+        (half,) = (path for path in side.iterdir() if TABLE_DATA.fullmatch(path.name))
+        item = half.name.removesuffix(".dat")  # the data item's dump id
+        if not (side / "toc.dat").exists():
+            os.link(dump / "toc.dat", side / "toc.dat")
+        only = side / "only.list"
+        only.write_text(f"{item}\n")
+        target = _with_database(url, database)
+        listed = _run([pg_restore, "--list", str(dump)], target, f"{doing} (the contents)")
+        rest = side / "rest.list"
+        rest.write_text(
+            "".join(
+                line
+                for line in listed.stdout.splitlines(keepends=True)
+                if line.partition(";")[0].strip() != item
+            )
+        )
+        steps = [_run([pg_restore, *options, "--section=pre-data", str(dump)], target, doing)]
+        loads = [
+            subprocess.Popen(
+                [pg_restore, *options, "--data-only", f"--use-list={only}", str(directory)],
+                env=_env(target),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for directory in (dump, side)
+        ]
+        with ThreadPoolExecutor(len(loads)) as pool:
+            outputs = [pool.submit(load.communicate) for load in loads]
+            for load, output in zip(loads, outputs, strict=True):
+                out, err = output.result()
+                done = subprocess.CompletedProcess(load.args, load.returncode, out, err)
+                if done.returncode != 0:
+                    for other in loads:
+                        other.kill()
+                    raise _failure(f"{doing} (the largest table, in two halves)", done)
+                steps.append(done)
+        steps.append(
+            _run(
+                [
+                    pg_restore,
+                    *options,
+                    f"--jobs={RESTORE_JOBS}",
+                    "--section=data",
+                    "--section=post-data",
+                    f"--use-list={rest}",
+                    str(dump),
+                ],
+                target,
+                doing,
+            )
+        )
+        return Outcome(
+            f"{doing}: done",
+            0,
+            "".join(step.stdout for step in steps),
+            "".join(step.stderr for step in steps),
+        )
 
     def _create(self, url: str, name: str) -> None:
         self._execute(
