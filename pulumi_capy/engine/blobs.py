@@ -2,7 +2,10 @@
 
 A write streams the source through the compressor and the hasher into
 ``<key>.tmp``, fsyncs it, renames it into place and fsyncs the directory, so a
-crash leaves either no blob or a whole one. A read streams the blob back
+crash leaves either no blob or a whole one. A source may ask for frames to begin
+at given offsets (``frames``): the manifest then records where each begins in
+the blob, and ``parts`` reads any range of the blob on its own, in parallel with
+others, once its checksum was checked. A read streams the blob back
 through the hasher and the decompressor to a consumer (or into a file) and raises
 ``ChecksumMismatch`` (a permanent failure) if the bytes are not the ones
 recorded: the caller writes into scratch space and only uses it after the read
@@ -11,11 +14,12 @@ returned, so a bad blob touches no target.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -24,7 +28,14 @@ import zstandard
 
 from pulumi_capy.api.errors import CapyError
 
-__all__ = ["BlobInfo", "ChecksumMismatch", "LocalBlobStore", "StagedBlob", "fsync_directory"]
+__all__ = [
+    "BlobInfo",
+    "BlobParts",
+    "ChecksumMismatch",
+    "LocalBlobStore",
+    "StagedBlob",
+    "fsync_directory",
+]
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 1  # bench/sqlite_backup.py: level 3 is ~25% slower for a 4% smaller blob
@@ -53,6 +64,52 @@ class StagedBlob:
     info: BlobInfo
     scratch: Path
     level: int
+    # [offset in the source, offset in the blob] of every frame, when asked for
+    frames: list[list[int]] | None = None
+
+
+@dataclass(frozen=True)
+class BlobParts:
+    """A blob written in frames, read a range at a time (``copy``), any number at once.
+
+    ``verify`` checks the whole blob against its checksum; the caller does so before
+    it uses any range. ``details`` are the manifest's (what the dump reported).
+    """
+
+    key: str
+    path: Path
+    sha256: str
+    frames: list[tuple[int, int]]
+    details: dict[str, Any]
+
+    def verify(self) -> None:
+        digest = hashlib.sha256()
+        with self.path.open("rb") as raw:
+            for chunk in iter(lambda: raw.read(CHUNK), b""):
+                digest.update(chunk)
+        _check_digest(self.key, self.sha256, digest.hexdigest())
+
+    def copy(self, start: int, end: int, out: IO[bytes]) -> None:
+        """Bytes ``start`` to ``end`` of the source, decompressed from the frame that
+        holds ``start`` on, into ``out``."""
+        index = bisect.bisect_right([source for source, _ in self.frames], start) - 1
+        source, offset = self.frames[max(index, 0)]
+        with self.path.open("rb") as raw:
+            raw.seek(offset)
+            reader = zstandard.ZstdDecompressor().stream_reader(
+                raw, read_size=CHUNK, read_across_frames=True, closefd=False
+            )
+            with reader:
+                for position, stop, sink in ((source, start, None), (start, end, out)):
+                    while position < stop:
+                        data = reader.read(min(CHUNK, stop - position))
+                        if not data:
+                            raise ChecksumMismatch(
+                                f"blob {self.key} ends before byte {stop} of its source"
+                            )
+                        position += len(data)
+                        if sink is not None:
+                            sink.write(data)
 
 
 def fsync_directory(path: Path) -> None:
@@ -88,6 +145,32 @@ class _HashingWriter:
         self.digest.update(data)
         self.count += len(data)
         return self.target.write(data)
+
+
+def _compress_in_frames(
+    compressor: zstandard.ZstdCompressor,
+    reader: IO[bytes],
+    sink: _HashingWriter,
+    frames: Sequence[int],
+) -> tuple[int, list[list[int]]]:
+    """``reader`` through ``compressor`` into ``sink``, a frame ending before each offset
+    of ``frames``; returns the source's size and [source offset, blob offset] of every
+    frame."""
+    index = [[0, 0]]
+    position = 0
+    writer = compressor.stream_writer(cast(IO[bytes], sink), closefd=False)
+    for boundary in [*sorted({offset for offset in frames if offset > 0}), None]:
+        while boundary is None or position < boundary:
+            data = reader.read(CHUNK if boundary is None else min(CHUNK, boundary - position))
+            if not data:
+                break
+            writer.write(data)
+            position += len(data)
+        writer.flush(zstandard.FLUSH_FRAME)
+        if boundary is None or position < boundary:
+            break  # the source ended
+        index.append([position, sink.count])
+    return position, index
 
 
 def _safe_key(key: str) -> str:
@@ -136,36 +219,55 @@ class LocalBlobStore:
             staged = self.stage(key, reader, level=level)
         return self.commit(staged, manifest)
 
-    def stage(self, key: str, reader: IO[bytes], *, level: int | None = None) -> StagedBlob:
+    def stage(
+        self,
+        key: str,
+        reader: IO[bytes],
+        *,
+        level: int | None = None,
+        frames: Sequence[int] = (),
+    ) -> StagedBlob:
         """Compress and hash ``reader`` (to its end) into ``<key>.tmp``, fsynced; nothing is
         a blob until :meth:`commit` (a producer that fails after its stream ended, such as
-        pg_dump exiting non-zero, is :meth:`discard`-ed)."""
+        pg_dump exiting non-zero, is :meth:`discard`-ed). A new frame begins at each of
+        ``frames`` (offsets in the source), recorded in the manifest for ``parts``."""
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         scratch = target.with_name(target.name + ".tmp")
         level = self.level if level is None else level
         compressor = zstandard.ZstdCompressor(level=level, threads=self.threads)
+        index: list[list[int]] | None = None
         try:
             with scratch.open("wb") as raw:
                 sink = _HashingWriter(raw)
-                source_bytes, _ = compressor.copy_stream(
-                    reader, cast(IO[bytes], sink), read_size=CHUNK, write_size=CHUNK
-                )
+                if frames:
+                    source_bytes, index = _compress_in_frames(compressor, reader, sink, frames)
+                else:
+                    source_bytes, _ = compressor.copy_stream(
+                        reader, cast(IO[bytes], sink), read_size=CHUNK, write_size=CHUNK
+                    )
                 raw.flush()
                 os.fsync(raw.fileno())
         except BaseException:
             scratch.unlink(missing_ok=True)
             raise
         info = BlobInfo(key, sink.digest.hexdigest(), sink.count, int(source_bytes))
-        return StagedBlob(info, scratch, level)
+        return StagedBlob(info, scratch, level, index)
 
     def commit(self, staged: StagedBlob, manifest: dict[str, Any]) -> BlobInfo:
         """Write the manifest of a staged blob and move it into place."""
         info = staged.info
         try:
+            frames = {} if staged.frames is None else {"frames": staged.frames}
             self._write_manifest(
                 info.key,
-                {**manifest, **asdict(info), "compression": "zstd", "zstd_level": staged.level},
+                {
+                    **manifest,
+                    **asdict(info),
+                    "compression": "zstd",
+                    "zstd_level": staged.level,
+                    **frames,
+                },
             )
             target = self.path(info.key)
             staged.scratch.replace(target)
@@ -190,6 +292,23 @@ class LocalBlobStore:
     def read_manifest(self, key: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.manifest_path(key).read_text(encoding="utf-8"))
         return data
+
+    def parts(self, key: str, expected_sha256: str) -> BlobParts | None:
+        """Blob ``key`` for reading by ranges, if it was written in frames (else None)."""
+        path = self.path(key)
+        if not path.is_file():
+            raise BlobMissing(f"blob {key} is missing from {self.root}")
+        manifest = self.read_manifest(key)
+        frames = manifest.get("frames")
+        if not frames:
+            return None
+        return BlobParts(
+            key,
+            path,
+            expected_sha256,
+            [(int(source), int(offset)) for source, offset in frames],
+            dict(manifest.get("details") or {}),
+        )
 
     def read(self, key: str, expected_sha256: str, consume: Callable[[IO[bytes]], object]) -> None:
         """Hand blob ``key``, decompressed, to ``consume`` as a stream; then check it.

@@ -25,6 +25,7 @@ from pulumi_capy.engine.drivers import Driver, Outcome, StreamsDump, driver_for
 from pulumi_capy.engine.queue import Deferred, Lease, new_id
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.store import BackupRecord, JobRecord, ProjectRecord
+from pulumi_capy.engine.tarstream import TarReader
 
 __all__ = ["HANDLERS", "Handler", "JobDone", "PermanentFailure", "backup_key", "safety_label"]
 
@@ -131,7 +132,8 @@ def snapshot(
         staged: list[StagedBlob] = []
 
         def consume(stream: IO[bytes]) -> None:
-            staged.append(rt.blobs.stage(key, stream, level=driver.zstd_level))
+            frames = stream.frames if isinstance(stream, TarReader) else ()
+            staged.append(rt.blobs.stage(key, stream, level=driver.zstd_level, frames=frames))
 
         try:
             with rt.scratch_space() as where:
@@ -301,6 +303,11 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         rt.hook("restore.before_commit", job)
         lease.check()
 
+    parts = (
+        rt.blobs.parts(backup.backup_key, backup.sha256 or "")
+        if isinstance(driver, StreamsDump)
+        else None
+    )
     with rt.scratch_space() as where:
         outcome = driver.restore(
             materialize,
@@ -308,6 +315,7 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
             create=target_kind == "new_preview",
             before_commit=before_commit,
             workdir=where,
+            parts=parts,
         )
     now = rt.now()
     if safety:

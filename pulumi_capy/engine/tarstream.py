@@ -15,9 +15,9 @@ import re
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["BLOCK", "Split", "TarDamaged", "TarReader", "is_tar", "unpack"]
+__all__ = ["BLOCK", "Split", "TarDamaged", "TarReader", "is_tar", "plain_name", "unpack"]
 
 BLOCK = 512
 CHUNK = 1 << 20
@@ -30,6 +30,11 @@ line end after its middle), or None to write it whole."""
 
 class TarDamaged(Exception):
     """The stream is not a tar of flat files as :class:`TarReader` writes them."""
+
+
+def plain_name(name: str) -> bool:
+    """Is ``name`` one a member may have (a flat file name, nothing to climb out with)?"""
+    return _NAME.fullmatch(name) is not None
 
 
 def is_tar(head: bytes) -> bool:
@@ -45,11 +50,22 @@ def _members(directory: Path) -> list[Path]:
     return sorted(files, key=lambda path: (path.name != "toc.dat", -path.stat().st_size, path.name))
 
 
-def _blocks(directory: Path) -> Iterator[bytes]:
-    for path in _members(directory):
-        if not _NAME.fullmatch(path.name):
-            raise TarDamaged(f"{path.name!r} is not a plain file name")
-        size = path.stat().st_size
+def _line_end_after_middle(path: Path, size: int) -> int:
+    """Where ``unpack``'s ``split`` cuts a member: after the first line end at or after
+    its middle (its size if there is none)."""
+    with path.open("rb") as source:
+        position = size // 2
+        source.seek(position)
+        for chunk in iter(lambda: source.read(CHUNK), b""):
+            found = chunk.find(b"\n")
+            if found >= 0:
+                return position + found + 1
+            position += len(chunk)
+    return size
+
+
+def _blocks(members: list[tuple[Path, int]]) -> Iterator[bytes]:
+    for path, size in members:
         info = tarfile.TarInfo(path.name)
         info.size = size
         info.mode = 0o600
@@ -68,12 +84,41 @@ def _blocks(directory: Path) -> Iterator[bytes]:
 
 class TarReader:
     """The files of ``directory`` as a readable tar stream (``read(size)``), made as it
-    is read: nothing is written to disk."""
+    is read: nothing is written to disk.
 
-    def __init__(self, directory: Path) -> None:
-        self._blocks = _blocks(directory)
+    Its layout is known before the first read: ``members`` (name, offset of its data
+    in the stream, size); ``cut``: the first member ``split(name, size)`` chose and
+    the offset in it where ``unpack``'s ``split`` would cut it in two halves; and
+    ``frames``: the offsets where a compressor should begin a new frame so that a
+    reader can start there (every member's header, and the cut).
+    """
+
+    def __init__(self, directory: Path, split: Callable[[str, int], bool] | None = None) -> None:
+        members: list[tuple[Path, int]] = []
+        self.members: list[tuple[str, int, int]] = []
+        self.frames: list[int] = []
+        self.cut: tuple[str, int] | None = None
+        offset = 0
+        for path in _members(directory):
+            if not _NAME.fullmatch(path.name):
+                raise TarDamaged(f"{path.name!r} is not a plain file name")
+            size = path.stat().st_size
+            members.append((path, size))
+            self.members.append((path.name, offset + BLOCK, size))
+            if offset:
+                self.frames.append(offset)
+            if self.cut is None and split is not None and split(path.name, size):
+                self.cut = (path.name, _line_end_after_middle(path, size))
+                self.frames.append(offset + BLOCK + self.cut[1])
+            offset += BLOCK + size + -size % BLOCK
+        self._blocks = _blocks(members)
         self._pending = b""
         self.count = 0
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """``members`` and ``cut``, as JSON for the blob's manifest."""
+        return {"members": [list(member) for member in self.members], "cut": self.cut}
 
     def read(self, size: int = -1) -> bytes:
         parts = [self._pending]

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pulumi_capy.api.errors import FieldError, InvalidInput
+
+if TYPE_CHECKING:
+    from pulumi_capy.engine.blobs import BlobParts
 
 __all__ = [
     "Consume",
@@ -124,11 +127,14 @@ class Driver(Protocol):
         create: bool,
         before_commit: Callable[[], None],
         workdir: Path | None = None,
+        parts: BlobParts | None = None,
     ) -> Outcome:
         """Load the dump into ``target_url``.
 
         ``workdir``: where scratch files may go (the engine's scratch space, swept
         when a killed worker left them); the system's temporary directory if None.
+        ``parts``: the backup's blob, when it was written in frames, for a driver that
+        reads its ranges itself instead of calling ``materialize`` (else None).
 
         ``create``: the target must not exist yet (a new preview). Otherwise it
         is overwritten in one atomic step. ``before_commit`` runs right before

@@ -16,11 +16,14 @@ psycopg runs the control statements.
 - restore: from the directory (or, for backups taken before the directory
   format, a custom-format archive file), always into a scratch database first
   (``pg_restore --no-owner -j 2``); the largest table's rows, from
-  ``split_over`` up, are unpacked in two halves and loaded by two pg_restore
-  processes at once, between the schema and the rest (``_restore_split``); only
-  when all that succeeded is the scratch database renamed into place. Over an existing database: connections are refused and terminated, the
-  target is renamed aside (``<name>__capy_old_…``), the scratch database takes its
-  name, the old one is dropped. A failure at any step leaves the target as it was.
+  ``split_over`` up, are loaded in two halves by two pg_restore processes at
+  once, between the schema and the rest (``_restore_split``), streamed from the
+  blob's frames into FIFOs when the blob has them (backups from now on) or else
+  unpacked in two files; only when all that succeeded is the scratch database
+  renamed into place. Over an existing database: connections are refused and
+  terminated, the target is renamed aside (``<name>__capy_old_…``), the scratch
+  database takes its name, the old one is dropped. A failure at any step leaves
+  the target as it was.
 
 The engine's role needs CREATEDB, ownership of the project database, and the
 right to terminate its connections (``pg_signal_backend``, or the same role).
@@ -28,16 +31,18 @@ right to terminate its connections (``pg_signal_backend``, or the same role).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -46,6 +51,7 @@ import psycopg
 from psycopg import sql
 
 from pulumi_capy.api.errors import FieldError, InvalidInput
+from pulumi_capy.engine.blobs import BlobParts
 from pulumi_capy.engine.drivers import (
     Consume,
     DatabaseInfo,
@@ -53,7 +59,15 @@ from pulumi_capy.engine.drivers import (
     Materialize,
     Outcome,
 )
-from pulumi_capy.engine.tarstream import BLOCK, Split, TarDamaged, TarReader, is_tar, unpack
+from pulumi_capy.engine.tarstream import (
+    BLOCK,
+    Split,
+    TarDamaged,
+    TarReader,
+    is_tar,
+    plain_name,
+    unpack,
+)
 
 CUSTOM_ARCHIVE = b"PGDMP"  # pg_dump's custom format: backups taken before the directory one
 
@@ -91,6 +105,18 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class _Halves:
+    """The largest table's rows, read from the blob's frames straight into the two FIFOs
+    its loaders read (``<dump>/<name>`` and ``<dump>/.capy-side/<name>``), while the
+    other files are written (``rest``)."""
+
+    parts: BlobParts
+    name: str
+    ranges: tuple[tuple[int, int], tuple[int, int]]  # in the blob's source
+    rest: Future[None]
 
 
 def _database(url: str) -> str:
@@ -345,11 +371,12 @@ class PostgresDriver:
         directory = workdir / "pg_dump"
         try:
             dumped = self.dump(url, directory)
-            stream = TarReader(directory)
+            stream = TarReader(directory, split=self._splits)
             consume(cast(IO[bytes], stream))
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-        return replace(dumped, details={**dumped.details, "size_bytes": stream.count})
+        details = {**dumped.details, "size_bytes": stream.count, "tar": stream.layout}
+        return replace(dumped, details=details)
 
     def unpack(self, stream: IO[bytes], destination: Path) -> None:
         """What ``dump_streamed`` streamed, back at ``destination``: the directory, or
@@ -383,15 +410,81 @@ class PostgresDriver:
         chosen: list[str] = []
 
         def split(name: str, size: int) -> Path | None:
-            if chosen or size < self.split_over or not TABLE_DATA.fullmatch(name):
+            if chosen or not self._splits(name, size):
                 return None
             chosen.append(name)
             return destination / SIDE / name
 
         return split
 
+    def _splits(self, name: str, size: int) -> bool:
+        """Is this file of pg_dump's directory a table's rows worth loading in halves?"""
+        return size >= self.split_over and TABLE_DATA.fullmatch(name) is not None
+
+    def _halves(self, parts: BlobParts, dump: Path, pool: ThreadPoolExecutor) -> _Halves:
+        """Check the blob, write pg_dump's table of contents at ``dump``, make the FIFOs of
+        the largest table's halves and start writing the other files (in ``pool``)."""
+        layout = parts.details.get("tar") or {}
+        name, cut = layout["cut"]
+        members = {str(item[0]): (int(item[1]), int(item[2])) for item in layout["members"]}
+        start, size = members[name]
+        if not all(map(plain_name, members)) or not TABLE_DATA.fullmatch(name) or cut > size:
+            raise DriverFailure(
+                f"blob {parts.key}: its manifest's layout is damaged", permanent=True
+            )
+        parts.verify()  # before any of it is used
+        side = dump / SIDE
+        side.mkdir(mode=0o700, parents=True)
+        (toc_start, toc_size) = members["toc.dat"]
+        with (dump / "toc.dat").open("wb") as out:
+            parts.copy(toc_start, toc_start + toc_size, out)
+        os.mkfifo(dump / name, 0o600)
+        os.mkfifo(side / name, 0o600)
+        others = {
+            other: extent for other, extent in members.items() if other not in (name, "toc.dat")
+        }
+        return _Halves(
+            parts,
+            name,
+            ((start, start + cut), (start + cut, start + size)),
+            pool.submit(self._write_members, parts, dump, others),
+        )
+
+    @staticmethod
+    def _write_members(parts: BlobParts, dump: Path, members: dict[str, tuple[int, int]]) -> None:
+        for name, (start, size) in members.items():
+            with (dump / name).open("wb") as out:
+                parts.copy(start, start + size, out)
+
+    @staticmethod
+    def _feed(
+        parts: BlobParts, extent: tuple[int, int], fifo: Path, loader: subprocess.Popen[str]
+    ) -> None:
+        """``extent`` of the blob's source into ``fifo`` once ``loader`` opened it; if the
+        loader ends first, nothing (its exit code says why)."""
+        while True:
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+            if loader.poll() is not None:
+                return
+            time.sleep(0.002)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as out:
+            parts.copy(*extent, out)
+
     def _restore_into(
-        self, dump: Path, url: str, database: str, doing: str, *, keep_acl: bool = False
+        self,
+        dump: Path,
+        url: str,
+        database: str,
+        doing: str,
+        *,
+        keep_acl: bool = False,
+        halves: _Halves | None = None,
     ) -> Outcome:
         pg_restore = _binary("pg_restore")
         options = [
@@ -402,7 +495,7 @@ class PostgresDriver:
             database,
         ]
         if (dump / SIDE).is_dir():
-            return self._restore_split(pg_restore, options, dump, url, database, doing)
+            return self._restore_split(pg_restore, options, dump, url, database, doing, halves)
         done = _run(
             [pg_restore, *options, f"--jobs={RESTORE_JOBS}", str(dump)],
             _with_database(url, database),
@@ -411,7 +504,14 @@ class PostgresDriver:
         return Outcome(f"{doing}: done", done.returncode, done.stdout, done.stderr)
 
     def _restore_split(
-        self, pg_restore: str, options: list[str], dump: Path, url: str, database: str, doing: str
+        self,
+        pg_restore: str,
+        options: list[str],
+        dump: Path,
+        url: str,
+        database: str,
+        doing: str,
+        halves: _Halves | None = None,
     ) -> Outcome:
         """pg_restore loads a table with one COPY, so with ``-j2`` the largest table's
         load and then its indexes are the restore's critical path while the second
@@ -426,6 +526,10 @@ class PostgresDriver:
            data item left out): the other tables' rows, then every index, constraint
            and trigger, as pg_restore orders them; the largest table's indexes are
            built while the other tables load.
+
+        With ``halves`` the two halves are FIFOs, fed from the blob's frames as the
+        loaders read them (nothing of that table is written to disk), and the other
+        files are being written meanwhile: step 3 waits for them.
         """
         side = dump / SIDE
         (half,) = (path for path in side.iterdir() if TABLE_DATA.fullmatch(path.name))
@@ -455,8 +559,18 @@ class PostgresDriver:
             )
             for directory in (dump, side)
         ]
-        with ThreadPoolExecutor(len(loads)) as pool:
+        with ThreadPoolExecutor(2 * len(loads)) as pool:
             outputs = [pool.submit(load.communicate) for load in loads]
+            feeds = (
+                [
+                    pool.submit(self._feed, halves.parts, extent, directory / halves.name, load)
+                    for extent, directory, load in zip(
+                        halves.ranges, (dump, side), loads, strict=True
+                    )
+                ]
+                if halves is not None
+                else []
+            )
             for load, output in zip(loads, outputs, strict=True):
                 out, err = output.result()
                 done = subprocess.CompletedProcess(load.args, load.returncode, out, err)
@@ -465,6 +579,10 @@ class PostgresDriver:
                         other.kill()
                     raise _failure(f"{doing} (the largest table, in two halves)", done)
                 steps.append(done)
+            for feed in feeds:
+                feed.result()  # a loader that read a half which ended early: not a success
+        if halves is not None:
+            halves.rest.result()
         steps.append(
             _run(
                 [
@@ -553,6 +671,7 @@ class PostgresDriver:
         create: bool,
         before_commit: Callable[[], None],
         workdir: Path | None = None,
+        parts: BlobParts | None = None,
     ) -> Outcome:
         target = _database(target_url)
         exists = self._exists(target_url, target)
@@ -567,23 +686,31 @@ class PostgresDriver:
         self._drop(target_url, _scratch_name(target, "old"))
         with tempfile.TemporaryDirectory(prefix="capy-restore-", dir=workdir) as scratch_dir:
             dump = Path(scratch_dir) / "restore"  # pg_dump's directory (or an archive file)
+            # a blob in frames with a cut: its largest table streams from the blob
+            streamed = parts is not None and bool((parts.details.get("tar") or {}).get("cut"))
             try:
-                with ThreadPoolExecutor(1) as pool:  # the scratch database, while unpacking
+                # the scratch database, while unpacking; then the other files, while loading
+                with ThreadPoolExecutor(2) as pool:
                     created = pool.submit(self._create, target_url, scratch)
+                    halves = None
                     try:
-                        materialize(dump)
+                        if parts is not None and streamed:
+                            halves = self._halves(parts, dump, pool)
+                        else:
+                            materialize(dump)
                     except BaseException:
                         wait([created])  # then dropped below; the unpacking's error is the one
                         raise
                     created.result()
-                restored = self._restore_into(
-                    dump,
-                    target_url,
-                    scratch,
-                    f"pg_restore into {scratch}",
-                    # in place, the target's grants come back with its data
-                    keep_acl=not create,
-                )
+                    restored = self._restore_into(
+                        dump,
+                        target_url,
+                        scratch,
+                        f"pg_restore into {scratch}",
+                        # in place, the target's grants come back with its data
+                        keep_acl=not create,
+                        halves=halves,
+                    )
                 before_commit()
                 if create:
                     self._rename(target_url, scratch, target)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pulumi_capy.api.errors import FieldError, InvalidInput
-from pulumi_capy.engine.blobs import fsync_directory
+from pulumi_capy.engine.blobs import BlobParts, fsync_directory
 from pulumi_capy.engine.drivers import DatabaseInfo, DriverFailure, Materialize, Outcome
 
 __all__ = ["SqliteDriver", "sqlite_path"]
@@ -169,6 +169,7 @@ class SqliteDriver:
         create: bool,
         before_commit: Callable[[], None],
         workdir: Path | None = None,  # unused: the scratch copy sits beside the target
+        parts: BlobParts | None = None,  # unused: a SQLite backup is one file
     ) -> Outcome:
         target = sqlite_path(target_url)
         if create:
