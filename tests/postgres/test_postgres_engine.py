@@ -962,3 +962,63 @@ def test_a_half_that_fails_to_load_fails_the_restore_and_leaves_nothing(
     assert "invalid input syntax" in (failed.value.outcome.stderr if failed.value.outcome else "")
     assert not pg.exists(pg.name("halves"))
     assert pg.leftovers() == []
+
+
+def _failed_restore(engine: Engine, project_id: str, backup_key: str) -> Job:
+    with pytest.raises(JobFailed) as failed:
+        engine.wait_for_job(
+            engine.create_restore(project_id, RestoreRequest(backup_key=backup_key)).id,
+            JOB_TIMEOUT,
+        )
+    job = failed.value.job
+    assert (job.state, job.attempts, job.retry_classification) == (
+        JobState.failed,
+        1,
+        "permanent",
+    )
+    return job
+
+
+def test_a_damaged_blob_or_manifest_fails_a_streamed_restore_before_it_loads_anything(
+    engine: Engine,
+    project: Project,
+    pg: PgNamespace,
+    source_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The halves stream from the blob only after the whole blob matched its checksum;
+    a manifest whose layout names a path outside the dump is refused."""
+    import json
+
+    from pulumi_capy.engine.drivers.postgres import PostgresDriver
+
+    _grow_history_with_a_trigger(source_url)
+    monkeypatch.setattr(PostgresDriver, "split_over", 64 << 10)
+    backup, _, _ = _backup(engine, project.id)
+    blob = engine.rt.blobs.path(backup.backup_key)
+    manifest_path = engine.rt.blobs.manifest_path(backup.backup_key)
+    good_blob, good_manifest = blob.read_bytes(), manifest_path.read_text()
+    before = pg.databases()
+
+    damaged = bytearray(good_blob)
+    damaged[-100] ^= 0x01  # in the last frame: the halves' frames decompress fine
+    blob.write_bytes(bytes(damaged))
+    job = _failed_restore(engine, project.id, backup.backup_key)
+    assert "checksum mismatch" in (job.error or "")
+    assert pg.databases() == before
+
+    blob.write_bytes(good_blob)
+    manifest = json.loads(good_manifest)
+    layout = manifest["details"]["tar"]
+    layout["members"][-1][0] = "../escaped.dat"
+    manifest_path.write_text(json.dumps(manifest))
+    job = _failed_restore(engine, project.id, backup.backup_key)
+    assert "layout is damaged" in (job.error or "")
+    assert pg.databases() == before
+    assert not list(engine.rt.scratch_dir.rglob("escaped.dat"))
+    assert not (engine.rt.scratch_dir.parent / "escaped.dat").exists()
+
+    manifest_path.write_text(good_manifest)  # and whole again, it restores
+    _, preview = _new_preview(engine, project.id, backup.backup_key)
+    assert preview.database_name
+    assert checksums(pg.server.url(preview.database_name)) == checksums(source_url)
