@@ -92,7 +92,7 @@ class BlobParts:
     def copy(self, start: int, end: int, out: IO[bytes]) -> None:
         """Bytes ``start`` to ``end`` of the source, decompressed from the frame that
         holds ``start`` on, into ``out``."""
-        index = bisect.bisect_right([source for source, _ in self.frames], start) - 1
+        index = bisect.bisect_right(self.frames, start, key=lambda frame: frame[0]) - 1
         source, offset = self.frames[max(index, 0)]
         with self.path.open("rb") as raw:
             raw.seek(offset)

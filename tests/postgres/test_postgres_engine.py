@@ -9,6 +9,7 @@ dropped at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -870,11 +871,22 @@ def _grow_history_with_a_trigger(url: str) -> None:
         db.execute("COMMENT ON TABLE history IS 'every change of a balance'")
 
 
+@pytest.fixture
+def halved(source_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``source_url`` with ``history`` grown (and counted by a trigger) past a lowered
+    ``split_over``: its restores load ``history`` in two halves."""
+    from pulumi_capy.engine.drivers.postgres import PostgresDriver
+
+    _grow_history_with_a_trigger(source_url)
+    monkeypatch.setattr(PostgresDriver, "split_over", 64 << 10)
+    return source_url
+
+
 def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
     engine: Engine,
     project: Project,
     pg: PgNamespace,
-    source_url: str,
+    halved: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Over ``split_over`` the largest table's rows are loaded by two pg_restore
@@ -883,8 +895,7 @@ def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
     object, comment and trigger, and no trigger fired on a restored row."""
     from pulumi_capy.engine.drivers.postgres import PostgresDriver
 
-    _grow_history_with_a_trigger(source_url)
-    monkeypatch.setattr(PostgresDriver, "split_over", 64 << 10)
+    source_url = halved
     splits: list[str] = []  # how each restore's halves came: "fifo" or "file"
     restore_split = PostgresDriver._restore_split
 
@@ -934,13 +945,12 @@ def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
 
 
 def test_a_half_that_fails_to_load_fails_the_restore_and_leaves_nothing(
-    pg: PgNamespace, source_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pg: PgNamespace, halved: str, tmp_path: Path
 ) -> None:
     from pulumi_capy.engine.drivers import DriverFailure
     from pulumi_capy.engine.drivers.postgres import PostgresDriver
 
-    _grow_history_with_a_trigger(source_url)
-    monkeypatch.setattr(PostgresDriver, "split_over", 64 << 10)
+    source_url = halved
     driver = PostgresDriver()
     unpacked = tmp_path / "unpacked"
 
@@ -980,20 +990,11 @@ def _failed_restore(engine: Engine, project_id: str, backup_key: str) -> Job:
 
 
 def test_a_damaged_blob_or_manifest_fails_a_streamed_restore_before_it_loads_anything(
-    engine: Engine,
-    project: Project,
-    pg: PgNamespace,
-    source_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    engine: Engine, project: Project, pg: PgNamespace, halved: str
 ) -> None:
     """The halves stream from the blob only after the whole blob matched its checksum;
     a manifest whose layout names a path outside the dump is refused."""
-    import json
-
-    from pulumi_capy.engine.drivers.postgres import PostgresDriver
-
-    _grow_history_with_a_trigger(source_url)
-    monkeypatch.setattr(PostgresDriver, "split_over", 64 << 10)
+    source_url = halved
     backup, _, _ = _backup(engine, project.id)
     blob = engine.rt.blobs.path(backup.backup_key)
     manifest_path = engine.rt.blobs.manifest_path(backup.backup_key)

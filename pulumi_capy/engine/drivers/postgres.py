@@ -561,16 +561,13 @@ class PostgresDriver:
         ]
         with ThreadPoolExecutor(2 * len(loads)) as pool:
             outputs = [pool.submit(load.communicate) for load in loads]
-            feeds = (
-                [
-                    pool.submit(self._feed, halves.parts, extent, directory / halves.name, load)
-                    for extent, directory, load in zip(
-                        halves.ranges, (dump, side), loads, strict=True
-                    )
+            feeds = []
+            if halves is not None:
+                fifos = (dump / halves.name, side / halves.name)
+                feeds = [
+                    pool.submit(self._feed, halves.parts, extent, fifo, load)
+                    for extent, fifo, load in zip(halves.ranges, fifos, loads, strict=True)
                 ]
-                if halves is not None
-                else []
-            )
             for load, output in zip(loads, outputs, strict=True):
                 out, err = output.result()
                 done = subprocess.CompletedProcess(load.args, load.returncode, out, err)
@@ -686,15 +683,14 @@ class PostgresDriver:
         self._drop(target_url, _scratch_name(target, "old"))
         with tempfile.TemporaryDirectory(prefix="capy-restore-", dir=workdir) as scratch_dir:
             dump = Path(scratch_dir) / "restore"  # pg_dump's directory (or an archive file)
-            # a blob in frames with a cut: its largest table streams from the blob
-            streamed = parts is not None and bool((parts.details.get("tar") or {}).get("cut"))
             try:
                 # the scratch database, while unpacking; then the other files, while loading
                 with ThreadPoolExecutor(2) as pool:
                     created = pool.submit(self._create, target_url, scratch)
                     halves = None
                     try:
-                        if parts is not None and streamed:
+                        # a blob in frames with a cut: its largest table streams from the blob
+                        if parts is not None and (parts.details.get("tar") or {}).get("cut"):
                             halves = self._halves(parts, dump, pool)
                         else:
                             materialize(dump)
