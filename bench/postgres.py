@@ -13,10 +13,11 @@ text-heavy ``notes`` table), then in one run times:
 - the engine's restore to a new preview (``create_restore`` with
   ``allow_unverified_backup``; only that job is run, so the backup's pending
   verification is not timed): the blob checked against its SHA-256, the schema
-  restored, the largest table's two halves streamed from the blob's frames into
-  two pg_restore processes at once (the other tables' files written meanwhile),
-  then the rest with ``pg_restore -j2``, into a scratch database renamed into
-  place.
+  restored (owners and grants kept), the largest table's two halves streamed from
+  the blob's frames into two ``COPY … FROM STDIN`` at once (the other tables' files
+  written meanwhile), then the rest with ``pg_restore -j2``, into a scratch
+  database created from ``template0`` with the source's encoding and locale, given
+  the source database's owner, settings and grants, and renamed into place.
 
 It prints seconds, archive sizes and the ratios against the targets (engine backup
 <= 0.6x ``pg_dump -Fc``, blob <= 1.0x its archive, engine restore <= 0.9x

@@ -308,6 +308,8 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         if isinstance(driver, StreamsDump)
         else None
     )
+    # what the dump recorded of its source (PostgreSQL: the database's encoding, owner, …)
+    details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
     with rt.scratch_space() as where:
         outcome = driver.restore(
             materialize,
@@ -316,6 +318,7 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
             before_commit=before_commit,
             workdir=where,
             parts=parts,
+            details=details,
         )
     now = rt.now()
     if safety:
@@ -382,15 +385,24 @@ def run_preview_create(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     mode = job.payload["mode"]
     driver.drop(target_url)  # an earlier attempt's leftovers are ours
 
-    def materialize(path: Path) -> None:
-        if mode == "empty":
-            driver.empty_dump(project.database_url, path)
-        else:
-            driver.dump(project.database_url, path)
-
     with rt.scratch_space() as where:
+        # dumped first: the restore needs what the dump recorded of its source
+        dumped_at = where / f"{job.id}.dump"
+        if mode == "empty":
+            dumped = driver.empty_dump(project.database_url, dumped_at)
+        else:
+            dumped = driver.dump(project.database_url, dumped_at)
+
+        def materialize(path: Path) -> None:
+            shutil.move(dumped_at, path)
+
         outcome = driver.restore(
-            materialize, target_url, create=True, before_commit=lease.check, workdir=where
+            materialize,
+            target_url,
+            create=True,
+            before_commit=lease.check,
+            workdir=where,
+            details=dumped.details,
         )
     now = rt.now()
 

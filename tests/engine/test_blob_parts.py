@@ -10,15 +10,11 @@ from __future__ import annotations
 import io
 import os
 import random
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
 
-from pulumi_capy.engine.blobs import BlobParts, ChecksumMismatch, LocalBlobStore
-from pulumi_capy.engine.drivers.postgres import PostgresDriver
+from pulumi_capy.engine.blobs import ChecksumMismatch, LocalBlobStore
 from pulumi_capy.engine.tarstream import TarReader
 
 
@@ -116,46 +112,3 @@ def test_a_tar_reader_asks_for_a_frame_per_member_and_at_the_cut(tmp_path: Path)
     # the frames begin at the members' headers and at the cut
     starts = {source for source, _ in store.read_manifest("bk_2")["frames"]}
     assert {offset - 512 for _, offset, _ in reader.members} | {start + cut} <= starts
-
-
-def _fifo_parts(tmp_path: Path) -> tuple[BlobParts, bytes, Path]:
-    data = _source() * 4
-    store, sha = _store(tmp_path, data, [len(data) // 2])
-    parts = store.parts("bk_1", sha)
-    assert parts is not None
-    fifo = tmp_path / "half.fifo"
-    os.mkfifo(fifo)
-    return parts, data, fifo
-
-
-def test_a_feed_writes_its_range_into_the_fifo_its_loader_reads(tmp_path: Path) -> None:
-    parts, data, fifo = _fifo_parts(tmp_path)
-    out = tmp_path / "read"
-    loader = subprocess.Popen(["cp", str(fifo), str(out)], text=True)
-    PostgresDriver._feed(parts, (100, len(data) - 100), fifo, loader)
-    assert loader.wait(30) == 0
-    assert out.read_bytes() == data[100:-100]
-
-
-def test_a_feed_whose_loader_ends_without_opening_the_fifo_returns(tmp_path: Path) -> None:
-    parts, data, fifo = _fifo_parts(tmp_path)
-    loader = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"], text=True)
-    done = threading.Event()
-
-    def feed() -> None:
-        PostgresDriver._feed(parts, (0, len(data)), fifo, loader)
-        done.set()
-
-    threading.Thread(target=feed, daemon=True).start()
-    assert done.wait(30), "the feed waits forever for a reader that is gone"
-    assert loader.wait(30) == 3
-
-
-def test_a_feed_whose_loader_stops_reading_fails(tmp_path: Path) -> None:
-    parts, data, fifo = _fifo_parts(tmp_path)
-    loader = subprocess.Popen(
-        ["head", "-c", "1000", str(fifo)], stdout=subprocess.DEVNULL, text=True
-    )
-    with pytest.raises(BrokenPipeError):
-        PostgresDriver._feed(parts, (0, len(data)), fifo, loader)
-    loader.wait(30)

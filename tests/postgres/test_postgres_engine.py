@@ -14,9 +14,9 @@ import os
 import random
 import shutil
 import signal
-import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -889,24 +889,21 @@ def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
     halved: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Over ``split_over`` the largest table's rows are loaded by two pg_restore
-    processes at once, between the schema and the rest: the verification, a new
-    preview and a restore in place all end with every row, key, index, sequence, large
-    object, comment and trigger, and no trigger fired on a restored row."""
+    """Over ``split_over`` the largest table's rows are loaded by two ``COPY … FROM
+    STDIN`` at once, between the schema and the rest: the verification, a new preview
+    and a restore in place all end with every row, key, index, sequence, large object,
+    comment and trigger, and no trigger fired on a restored row."""
     from pulumi_capy.engine.drivers.postgres import PostgresDriver
 
     source_url = halved
-    splits: list[str] = []  # how each restore's halves came: "fifo" or "file"
+    splits: list[str] = []  # where each restore's halves came from: "blob" or "file"
     restore_split = PostgresDriver._restore_split
 
     def spy(self: PostgresDriver, pg_restore: str, options: list[str], dump: Path, *a: Any) -> Any:
-        (half,) = (dump / ".capy-side").glob("*.dat")
-        kinds = {
-            "fifo" if stat.S_ISFIFO(path.stat().st_mode) else "file"
-            for path in (half, dump / half.name)
-        }
-        assert len(kinds) == 1
-        splits.append(kinds.pop())
+        side = dump / ".capy-side"
+        # nothing of the largest table is on disk when it streams from the blob
+        splits.append("file" if side.is_dir() and list(side.glob("*.dat")) else "blob")
+        assert not [path for path in dump.iterdir() if not path.is_file() and not path.is_dir()]
         return restore_split(self, pg_restore, options, dump, *a)
 
     monkeypatch.setattr(PostgresDriver, "_restore_split", spy)
@@ -921,7 +918,7 @@ def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
     assert "frames" in engine.rt.blobs.read_manifest(backup.backup_key)
 
     _, preview = _new_preview(engine, project.id, backup.backup_key)
-    assert splits == ["file", "fifo"]  # a restore streams the halves from the blob's frames
+    assert splits == ["file", "blob"]  # a restore streams the halves from the blob's frames
     assert preview.database_name
     target = pg.server.url(preview.database_name)
     assert checksums(target) == expected  # history_count still 1: no trigger fired
@@ -938,7 +935,7 @@ def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
         engine.create_restore(project.id, _overwrite(backup.backup_key)).id, JOB_TIMEOUT
     )
     assert done.state == JobState.completed, done.error
-    assert splits[2:] == ["fifo"] or splits[2:] == ["file", "fifo"]  # (a safety backup's check)
+    assert splits[2:] == ["blob"] or splits[2:] == ["file", "blob"]  # (a safety backup's check)
     assert checksums(source_url) == expected
     assert schema_of(source_url) == expected_schema
     assert pg.leftovers() == []
@@ -1023,3 +1020,87 @@ def test_a_damaged_blob_or_manifest_fails_a_streamed_restore_before_it_loads_any
     _, preview = _new_preview(engine, project.id, backup.backup_key)
     assert preview.database_name
     assert checksums(pg.server.url(preview.database_name)) == checksums(source_url)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 65, 1 << 20])
+def test_the_halves_copy_stream_drops_only_the_dumps_end_marker(
+    pg: PgNamespace, chunk: int
+) -> None:
+    """pg_dump's data file ends with a ``\\.`` line; the engine's COPY sends every row
+    and not that line, wherever the writes cut it (a value ``\\.`` is ``\\\\.``)."""
+    from pulumi_capy.engine.drivers.postgres import _CopyIn
+
+    url = pg.create_database("copy")
+    rows = [f"{n}\tvalue {n}\n".encode() for n in range(200)] + [b"200\t\\\\.\n", b"201\t.\n"]
+    data = b"".join(rows) + b"\\.\n\n\n"
+    with connect(url) as db:
+        db.execute("CREATE TABLE t (id integer PRIMARY KEY, body text)")
+        sent: list[bytes] = []
+        with db.cursor() as cursor, cursor.copy("COPY t (id, body) FROM STDIN") as copy:
+
+            class Recording:
+                def write(self, buffer: bytes) -> None:
+                    sent.append(bytes(buffer))
+                    copy.write(buffer)
+
+            stream = _CopyIn(Recording())  # type: ignore[arg-type]
+            for start in range(0, len(data), chunk):
+                stream.write(data[start : start + chunk])
+            stream.close()
+        # exactly the rows: a server that took "\." as a row would fail on it
+        assert b"".join(sent) == b"".join(rows)
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (202,)
+        assert db.execute("SELECT body FROM t WHERE id >= 200 ORDER BY id").fetchall() == [
+            ("\\.",),
+            (".",),
+        ]
+
+
+def test_a_failed_restore_names_the_first_real_cause_not_the_end_of_a_statement(
+    engine: Engine,
+    project: Project,
+    pg: PgNamespace,
+    source_url: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A C function whose library is gone at restore time: pg_restore's last line is
+    the end of the ``CREATE FUNCTION``; the job's error is the ``ERROR:`` line and the
+    statement it ran."""
+    # where the server (another user) can read it, unlike pytest's tmp_path
+    shared = Path(tempfile.mkdtemp(prefix="capy-lib-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o755)
+    library = shared / "capy_gone.so"
+    pkglibdir = _binary_dir().parent / "lib"
+    if not (pkglibdir / "citext.so").exists():  # Debian: /usr/lib/postgresql/N/lib
+        pkglibdir = Path(
+            subprocess.run(
+                ["pg_config", "--pkglibdir"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+    shutil.copy(pkglibdir / "citext.so", library)
+    library.chmod(0o755)
+    with connect(source_url) as db:
+        db.execute(
+            sql.SQL(
+                "CREATE FUNCTION gone_cmp(text, text) RETURNS integer LANGUAGE c IMMUTABLE "
+                "STRICT AS {}, 'citext_cmp'"
+            ).format(sql.Literal(str(library)))
+        )
+    backup, _, _ = _backup(engine, project.id)
+    library.unlink()
+
+    job = _failed_restore(engine, project.id, backup.backup_key)
+    error = job.error or ""
+    assert "ERROR:" in error
+    assert f'could not access file "{library}"' in error
+    assert "CREATE FUNCTION public.gone_cmp" in error
+    assert not error.rstrip().endswith("'citext_cmp';")  # not just the statement's end
+    assert (job.last_stderr or "").rstrip().endswith("'citext_cmp';")  # as pg_restore said
+    assert pg.leftovers() == []
+
+
+def _binary_dir() -> Path:
+    from pulumi_capy.engine.drivers.postgres import _binary
+
+    return Path(_binary("pg_restore")).resolve().parent

@@ -107,8 +107,9 @@ class Driver(Protocol):
         """
         ...
 
-    def empty_dump(self, url: str, destination: Path) -> None:
-        """Write the dump of an empty database on ``url``'s server (``mode: empty``)."""
+    def empty_dump(self, url: str, destination: Path) -> Outcome:
+        """Write the dump of an empty database on ``url``'s server (``mode: empty``), as
+        ``dump`` would (its ``details`` are the empty database's)."""
         ...
 
     def connection_fields(self, url: str) -> dict[str, Any]:
@@ -128,6 +129,7 @@ class Driver(Protocol):
         before_commit: Callable[[], None],
         workdir: Path | None = None,
         parts: BlobParts | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> Outcome:
         """Load the dump into ``target_url``.
 
@@ -135,6 +137,7 @@ class Driver(Protocol):
         when a killed worker left them); the system's temporary directory if None.
         ``parts``: the backup's blob, when it was written in frames, for a driver that
         reads its ranges itself instead of calling ``materialize`` (else None).
+        ``details``: what ``dump`` reported of the source (the backup's manifest).
 
         ``create``: the target must not exist yet (a new preview). Otherwise it
         is overwritten in one atomic step. ``before_commit`` runs right before

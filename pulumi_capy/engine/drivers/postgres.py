@@ -14,33 +14,36 @@ psycopg runs the control statements.
   (``bench/postgres.py --formats``: 0.8-0.97x the time);
 - check: restore into a throwaway database, compare the row counts, drop it;
 - restore: from the directory (or, for backups taken before the directory
-  format, a custom-format archive file), always into a scratch database first
-  (``pg_restore --no-owner -j 2``); the largest table's rows, from
-  ``split_over`` up, are loaded in two halves by two pg_restore processes at
-  once, between the schema and the rest (``_restore_split``), streamed from the
-  blob's frames into FIFOs when the blob has them (backups from now on) or else
-  unpacked in two files; only when all that succeeded is the scratch database
-  renamed into place. Over an existing database: connections are refused and
-  terminated, the target is renamed aside (``<name>__capy_old_…``), the scratch
-  database takes its name, the old one is dropped. A failure at any step leaves
-  the target as it was.
+  format, a custom-format archive file), always into a scratch database first,
+  created from ``template0`` with the source's encoding and locale
+  (``pg_database``), keeping every owner and grant (``pg_restore -j 2``); the
+  largest table's rows, from ``split_over`` up, are loaded in two halves by two
+  ``COPY … FROM STDIN`` at once, between the schema and the rest
+  (``_restore_split``), streamed from the blob's frames when the blob has them
+  (backups from now on) or else unpacked in two files; only when all that
+  succeeded is the scratch database renamed into place. Over an existing
+  database: connections are refused and terminated, the target is renamed aside
+  (``<name>__capy_old_…``), the scratch database takes its name, the old one is
+  dropped. A failure at any step leaves the target as it was. A new database
+  gets the source database's own properties (owner, grants, settings) from the
+  backup; a database restored in place keeps its own.
 
-The engine's role needs CREATEDB, ownership of the project database, and the
-right to terminate its connections (``pg_signal_backend``, or the same role).
+The engine's role needs CREATEDB, ownership of the project database, the right to
+terminate its connections (``pg_signal_backend``, or the same role), and membership
+in every role that owns something in it (to give the restored objects back to their
+owners); a superuser has all of these.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,7 +61,9 @@ from pulumi_capy.engine.drivers import (
     DriverFailure,
     Materialize,
     Outcome,
+    pg_database,
 )
+from pulumi_capy.engine.drivers.pg_database import DatabaseProperties
 from pulumi_capy.engine.tarstream import (
     BLOCK,
     Split,
@@ -78,7 +83,11 @@ RESTORE_JOBS = 2
 # in pg_dump's directory, "<dump id>.dat" holds a table's rows as COPY text, one per line
 TABLE_DATA = re.compile(r"[1-9][0-9]*\.dat")
 SIDE = ".capy-side"  # not a name a tar member can have (see tarstream)
-DATABASE_PRIVILEGES = frozenset({"CREATE", "CONNECT", "TEMPORARY"})  # aclexplode's names
+# where the COPY statement of the largest table is rendered (its data file empty)
+RENDER = ".capy-copy"
+ERROR_LINE = re.compile(r"\b(?:error|ERROR|FATAL|PANIC):")
+TOC_ENTRY = re.compile(r"pg_restore: from TOC entry (\d+; .*)")
+COPY_END = re.compile(rb"(?:^|\n)\\\.\n*\Z")  # the "\." line closing pg_dump's COPY data
 CONNECT_TIMEOUT = 10
 # what pg_dump / pg_restore / libpq print when retrying may help
 TRANSIENT = (
@@ -107,16 +116,59 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+# writes one half of the largest table's rows (pg_dump's COPY text) into a stream
+WriteHalf = Callable[[IO[bytes]], None]
+
+
 @dataclass(frozen=True)
 class _Halves:
-    """The largest table's rows, read from the blob's frames straight into the two FIFOs
-    its loaders read (``<dump>/<name>`` and ``<dump>/.capy-side/<name>``), while the
-    other files are written (``rest``)."""
+    """The largest table's rows in two halves, each written into a stream when asked
+    (from the blob's frames, or from the two files an unpacking wrote), the name of its
+    data file, and the writing of the other files, which the rest of the restore waits
+    for (``rest``)."""
 
-    parts: BlobParts
     name: str
-    ranges: tuple[tuple[int, int], tuple[int, int]]  # in the blob's source
-    rest: Future[None]
+    write: tuple[WriteHalf, WriteHalf]
+    rest: Future[None] | None = None
+
+
+class _CopyIn:
+    """A half of pg_dump's COPY data into a ``COPY … FROM STDIN``, without the ``\\.``
+    line with which the dump's data ends (holding back the last bytes until ``close``)."""
+
+    HOLD = 64
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self._copy = copy
+        self._tail = b""
+
+    def write(self, data: bytes) -> int:
+        if len(data) >= self.HOLD:
+            if self._tail:
+                self._copy.write(self._tail)
+            self._copy.write(data[: -self.HOLD])
+            self._tail = data[-self.HOLD :]
+        else:
+            self._tail += data
+            if len(self._tail) > self.HOLD:
+                self._copy.write(self._tail[: -self.HOLD])
+                self._tail = self._tail[-self.HOLD :]
+        return len(data)
+
+    def close(self) -> None:
+        tail = self._tail
+        end = COPY_END.search(tail)
+        if end is not None:  # keep the line end of the last row
+            tail = tail[: end.start() + (1 if tail[end.start() : end.start() + 1] == b"\n" else 0)]
+        if tail:
+            self._copy.write(tail)
+
+
+def _recorded(details: Mapping[str, Any]) -> DatabaseProperties | None:
+    """The source database's properties as the backup recorded them (None for backups
+    from before they were)."""
+    recorded = details.get("database")
+    return DatabaseProperties.from_json(dict(recorded)) if recorded else None
 
 
 def _database(url: str) -> str:
@@ -194,13 +246,44 @@ def _classify(text: str) -> bool:
     return not any(marker in lowered for marker in TRANSIENT)
 
 
-def _failure(doing: str, done: subprocess.CompletedProcess[str]) -> DriverFailure:
-    stderr = done.stderr or ""
+def _cause(stderr: str) -> str | None:
+    """The first real cause in what pg_restore, pg_dump or libpq printed: the first
+    error line, the TOC entry it came from, the DETAIL/HINT lines after it and the first
+    line of the statement that failed (pg_restore's last line is often only the end of
+    that statement)."""
+    lines = [line.rstrip() for line in stderr.splitlines()]
+    for index, line in enumerate(lines):
+        if not ERROR_LINE.search(line):
+            continue
+        found = [line.strip()]
+        if index and (entry := TOC_ENTRY.match(lines[index - 1])):
+            found.append(f"(TOC entry {entry.group(1)})")
+        for follow in lines[index + 1 :]:
+            stripped = follow.strip()
+            if stripped.startswith(("DETAIL:", "HINT:", "CONTEXT:")):
+                found.append(stripped)
+            elif stripped.startswith("Command was:"):
+                command = stripped.removeprefix("Command was:").strip()
+                found.append(f"(while running: {command[:200]})")
+                break
+            elif not stripped.startswith("LINE ") and not stripped.startswith("^"):
+                break
+        return " ".join(found)
+    return None
+
+
+def _mask(text: str, url: str) -> str:
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
+
+
+def _failure(doing: str, done: subprocess.CompletedProcess[str], url: str = "") -> DriverFailure:
+    stderr = _mask(done.stderr or "", url)
     last = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {done.returncode}"
-    message = f"{doing}: {last}"
+    message = f"{doing}: {_cause(stderr) or last}"
     if "permission denied" in stderr.lower() or "must be owner" in stderr.lower():
         message += f" ({PRIVILEGE_HINT})"
-    outcome = Outcome(message, done.returncode, done.stdout or "", stderr)
+    outcome = Outcome(message, done.returncode, _mask(done.stdout or "", url), stderr)
     # killed by a signal (negative exit code): nothing wrong with the data, try again
     permanent = done.returncode > 0 and _classify(stderr)
     return DriverFailure(message, permanent=permanent, outcome=outcome)
@@ -209,7 +292,7 @@ def _failure(doing: str, done: subprocess.CompletedProcess[str]) -> DriverFailur
 def _run(command: list[str], url: str, doing: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(command, env=_env(url), capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise _failure(doing, done)
+        raise _failure(doing, done, url)
     return done
 
 
@@ -315,17 +398,26 @@ class PostgresDriver:
         return counts
 
     @contextmanager
-    def _snapshot(self, url: str) -> Iterator[tuple[str, dict[str, int]]]:
-        """An exported snapshot of ``url`` (held while the block runs) and the row count of
-        every table in it: pg_dump reads the very snapshot the counts were taken in."""
+    def _snapshot(self, url: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """An exported snapshot of ``url`` (held while the block runs) and what the
+        backup's manifest records of it: the row count of every table, read in that
+        same snapshot (pg_dump reads the very snapshot the counts were taken in), the
+        database's own properties and the roles its objects refer to."""
         with self._connect(url) as conn:
             conn.autocommit = False
             try:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 row = conn.execute("SELECT pg_export_snapshot()").fetchone()
                 snapshot = str(row[0]) if row else ""
-                counts = self._row_counts(conn)
-                yield snapshot, counts
+                properties = pg_database.read(conn, _database(url))
+                if properties is None:
+                    raise DriverFailure(f"database {_database(url)} is gone", permanent=True)
+                details = {
+                    "row_counts": self._row_counts(conn),
+                    "database": properties.to_json(),
+                    "roles": pg_database.roles(conn, properties).to_json(),
+                }
+                yield snapshot, details
             except psycopg.Error as exc:
                 raise DriverFailure(
                     f"snapshot of {_database(url)}: {str(exc).strip()}",
@@ -334,26 +426,11 @@ class PostgresDriver:
             finally:
                 conn.rollback()
 
-    def _dumped(
-        self, url: str, counts: dict[str, int], size: int, exit_code: int, out: str, err: str
-    ) -> Outcome:
-        summary = (
-            f"pg_dump of {_database(url)}: {len(counts)} tables, "
-            f"{sum(counts.values())} rows, {size} bytes"
-        )
-        return Outcome(
-            summary,
-            exit_code,
-            out or summary,
-            err,
-            details={"row_counts": counts, "size_bytes": size},
-        )
-
     def dump(self, url: str, destination: Path) -> Outcome:
         """``pg_dump -Fd -Z0`` into ``destination``, a directory it creates."""
         pg_dump = _binary("pg_dump")
         try:
-            with self._snapshot(url) as (snapshot, counts):
+            with self._snapshot(url) as (snapshot, details):
                 done = _run(
                     [pg_dump, "-Fd", "-Z0", f"--snapshot={snapshot}", "-f", str(destination)],
                     url,
@@ -363,7 +440,18 @@ class PostgresDriver:
             shutil.rmtree(destination, ignore_errors=True)  # what pg_dump wrote before failing
             raise
         size = sum(path.stat().st_size for path in destination.iterdir())
-        return self._dumped(url, counts, size, done.returncode, done.stdout, done.stderr)
+        counts = details["row_counts"]
+        summary = (
+            f"pg_dump of {_database(url)}: {len(counts)} tables, "
+            f"{sum(counts.values())} rows, {size} bytes"
+        )
+        return Outcome(
+            summary,
+            done.returncode,
+            done.stdout or summary,
+            done.stderr,
+            details={**details, "size_bytes": size},
+        )
 
     def dump_streamed(self, url: str, consume: Consume, workdir: Path) -> Outcome:
         """The dump's directory, written under ``workdir``, handed to ``consume`` as one tar
@@ -422,8 +510,9 @@ class PostgresDriver:
         return size >= self.split_over and TABLE_DATA.fullmatch(name) is not None
 
     def _halves(self, parts: BlobParts, dump: Path, pool: ThreadPoolExecutor) -> _Halves:
-        """Check the blob, write pg_dump's table of contents at ``dump``, make the FIFOs of
-        the largest table's halves and start writing the other files (in ``pool``)."""
+        """Check the blob, write pg_dump's table of contents at ``dump``, start writing
+        the other files (in ``pool``); the largest table's halves are read from the
+        blob's frames as they are loaded (nothing of that table is written to disk)."""
         layout = parts.details.get("tar") or {}
         name, cut = layout["cut"]
         members = {str(item[0]): (int(item[1]), int(item[2])) for item in layout["members"]}
@@ -433,22 +522,21 @@ class PostgresDriver:
                 f"blob {parts.key}: its manifest's layout is damaged", permanent=True
             )
         parts.verify()  # before any of it is used
-        side = dump / SIDE
-        side.mkdir(mode=0o700, parents=True)
+        dump.mkdir(mode=0o700, parents=True)
         (toc_start, toc_size) = members["toc.dat"]
         with (dump / "toc.dat").open("wb") as out:
             parts.copy(toc_start, toc_start + toc_size, out)
-        os.mkfifo(dump / name, 0o600)
-        os.mkfifo(side / name, 0o600)
         others = {
             other: extent for other, extent in members.items() if other not in (name, "toc.dat")
         }
-        return _Halves(
-            parts,
-            name,
-            ((start, start + cut), (start + cut, start + size)),
-            pool.submit(self._write_members, parts, dump, others),
-        )
+
+        def first(out: IO[bytes]) -> None:
+            parts.copy(start, start + cut, out)
+
+        def second(out: IO[bytes]) -> None:
+            parts.copy(start + cut, start + size, out)
+
+        return _Halves(name, (first, second), pool.submit(self._write_members, parts, dump, others))
 
     @staticmethod
     def _write_members(parts: BlobParts, dump: Path, members: dict[str, tuple[int, int]]) -> None:
@@ -457,44 +545,30 @@ class PostgresDriver:
                 parts.copy(start, start + size, out)
 
     @staticmethod
-    def _feed(
-        parts: BlobParts, extent: tuple[int, int], fifo: Path, loader: subprocess.Popen[str]
-    ) -> None:
-        """``extent`` of the blob's source into ``fifo`` once ``loader`` opened it; if the
-        loader ends first, nothing (its exit code says why)."""
-        while True:
-            try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                    raise
-            if loader.poll() is not None:
-                return
-            time.sleep(0.002)
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "wb") as out:
-            parts.copy(*extent, out)
+    def _unpacked_halves(dump: Path) -> _Halves | None:
+        """The halves an unpacking wrote (``<dump>/<name>``, ``<dump>/.capy-side/<name>``)."""
+        side = dump / SIDE
+        if not side.is_dir():
+            return None
+        (half,) = (path for path in side.iterdir() if TABLE_DATA.fullmatch(path.name))
+
+        def reader(path: Path) -> WriteHalf:
+            def write(out: IO[bytes]) -> None:
+                with path.open("rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+
+            return write
+
+        return _Halves(half.name, (reader(dump / half.name), reader(half)))
 
     def _restore_into(
-        self,
-        dump: Path,
-        url: str,
-        database: str,
-        doing: str,
-        *,
-        keep_acl: bool = False,
-        halves: _Halves | None = None,
+        self, dump: Path, url: str, database: str, doing: str, halves: _Halves | None = None
     ) -> Outcome:
         pg_restore = _binary("pg_restore")
-        options = [
-            "--no-owner",
-            *([] if keep_acl else ["--no-acl"]),
-            "--exit-on-error",
-            "--dbname",
-            database,
-        ]
-        if (dump / SIDE).is_dir():
+        # owners and grants as they were: the engine's role gives each object back
+        options = ["--exit-on-error", "--dbname", database]
+        halves = halves or self._unpacked_halves(dump)
+        if halves is not None:
             return self._restore_split(pg_restore, options, dump, url, database, doing, halves)
         done = _run(
             [pg_restore, *options, f"--jobs={RESTORE_JOBS}", str(dump)],
@@ -511,36 +585,29 @@ class PostgresDriver:
         url: str,
         database: str,
         doing: str,
-        halves: _Halves | None = None,
+        halves: _Halves,
     ) -> Outcome:
         """pg_restore loads a table with one COPY, so with ``-j2`` the largest table's
         load and then its indexes are the restore's critical path while the second
-        worker idles. Here that table's rows were unpacked in two halves (the second in
-        ``.capy-side/``, a directory of the same table of contents), and the restore
-        runs in three steps, each begun when the one before has ended:
+        worker idles. Here that table's rows come in two halves, and the restore runs
+        in three steps, each begun when the one before has ended:
 
-        1. the schema (``--section=pre-data``);
-        2. the two halves, by two pg_restore processes at once (only that table's data
-           item, ``--use-list``), which keeps both cores busy;
+        1. the schema (``pg_restore --section=pre-data``);
+        2. the two halves, by two ``COPY … FROM STDIN`` at once (the statement and
+           session settings pg_restore itself would use), which keeps both cores busy;
         3. everything else (``--section=data --section=post-data`` with ``-j2``, that
-           data item left out): the other tables' rows, then every index, constraint
-           and trigger, as pg_restore orders them; the largest table's indexes are
-           built while the other tables load.
+           table's data left out): the other tables' rows, then every index,
+           constraint, trigger and grant, as pg_restore orders them; the largest
+           table's indexes are built while the other tables load.
 
-        With ``halves`` the two halves are FIFOs, fed from the blob's frames as the
-        loaders read them (nothing of that table is written to disk), and the other
-        files are being written meanwhile: step 3 waits for them.
+        The halves never pass through pg_restore, which (from 15.20 and the other
+        branches' releases of the same day) reads only regular files.
         """
-        side = dump / SIDE
-        (half,) = (path for path in side.iterdir() if TABLE_DATA.fullmatch(path.name))
-        item = half.name.removesuffix(".dat")  # the data item's dump id
-        if not (side / "toc.dat").exists():
-            os.link(dump / "toc.dat", side / "toc.dat")
-        only = side / "only.list"
-        only.write_text(f"{item}\n")
+        item = halves.name.removesuffix(".dat")  # the data item's dump id
         target = _with_database(url, database)
+        prelude, copy = self._copy_statement(pg_restore, dump, halves.name, item, target, doing)
         listed = _run([pg_restore, "--list", str(dump)], target, f"{doing} (the contents)")
-        rest = side / "rest.list"
+        rest = dump / RENDER / "rest.list"
         rest.write_text(
             "".join(
                 line
@@ -549,36 +616,18 @@ class PostgresDriver:
             )
         )
         steps = [_run([pg_restore, *options, "--section=pre-data", str(dump)], target, doing)]
-        loads = [
-            subprocess.Popen(
-                [pg_restore, *options, "--data-only", f"--use-list={only}", str(directory)],
-                env=_env(target),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for directory in (dump, side)
-        ]
-        with ThreadPoolExecutor(2 * len(loads)) as pool:
-            outputs = [pool.submit(load.communicate) for load in loads]
-            feeds = []
-            if halves is not None:
-                fifos = (dump / halves.name, side / halves.name)
-                feeds = [
-                    pool.submit(self._feed, halves.parts, extent, fifo, load)
-                    for extent, fifo, load in zip(halves.ranges, fifos, loads, strict=True)
-                ]
-            for load, output in zip(loads, outputs, strict=True):
-                out, err = output.result()
-                done = subprocess.CompletedProcess(load.args, load.returncode, out, err)
-                if done.returncode != 0:
-                    for other in loads:
-                        other.kill()
-                    raise _failure(f"{doing} (the largest table, in two halves)", done)
-                steps.append(done)
-            for feed in feeds:
-                feed.result()  # a loader that read a half which ended early: not a success
-        if halves is not None:
+        with ThreadPoolExecutor(2) as pool:
+            loads = [
+                pool.submit(self._copy_in, target, prelude, copy, write, doing)
+                for write in halves.write
+            ]
+            wait(loads, return_when=FIRST_EXCEPTION)
+            failed = [load for load in loads if load.done() and load.exception() is not None]
+            if failed:
+                self._terminate(url, database)  # stops the other half
+                wait(loads)
+                failed[0].result()
+        if halves.rest is not None:
             halves.rest.result()
         steps.append(
             _run(
@@ -602,10 +651,68 @@ class PostgresDriver:
             "".join(step.stderr for step in steps),
         )
 
-    def _create(self, url: str, name: str) -> None:
-        self._execute(
-            url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)), f"create {name}"
+    @staticmethod
+    def _copy_statement(
+        pg_restore: str, dump: Path, name: str, item: str, target: str, doing: str
+    ) -> tuple[list[bytes], bytes]:
+        """The session settings and the ``COPY … FROM stdin`` that pg_restore would run
+        for data item ``item``, rendered by pg_restore from the dump's table of contents
+        (in a directory where that item's data file is empty)."""
+        render = dump / RENDER
+        render.mkdir(mode=0o700, exist_ok=True)
+        if not (render / "toc.dat").exists():
+            os.link(dump / "toc.dat", render / "toc.dat")
+        (render / name).write_bytes(b"")
+        (render / "only.list").write_text(f"{item}\n")
+        done = subprocess.run(
+            [
+                pg_restore,
+                "--data-only",
+                f"--use-list={render / 'only.list'}",
+                "-f",
+                "-",
+                str(render),
+            ],
+            env=_env(target),
+            capture_output=True,
+            check=False,
         )
+        if done.returncode != 0:
+            text = subprocess.CompletedProcess(
+                done.args, done.returncode, "", done.stderr.decode(errors="replace")
+            )
+            raise _failure(f"{doing} (the largest table's COPY statement)", text, target)
+        prelude: list[bytes] = []
+        for line in done.stdout.splitlines():
+            if line.startswith(b"COPY "):
+                return prelude, line.rstrip(b";")
+            if line.startswith((b"SET ", b"SELECT pg_catalog.set_config(")):
+                prelude.append(line)
+        raise DriverFailure(
+            f"{doing}: pg_restore gave no COPY statement for the largest table", permanent=True
+        )
+
+    def _copy_in(
+        self, target: str, prelude: list[bytes], copy: bytes, write: WriteHalf, doing: str
+    ) -> None:
+        """One half of the largest table's rows, loaded with ``COPY … FROM STDIN``."""
+        with self._connect(target) as conn:
+            try:
+                for statement in prelude:
+                    conn.execute(statement)
+                with conn.cursor() as cursor, cursor.copy(copy) as into:
+                    stream = _CopyIn(into)
+                    write(cast(IO[bytes], stream))
+                    stream.close()
+            except psycopg.Error as exc:
+                text = _mask(str(exc).strip(), target)
+                message = f"{doing} (the largest table, in two halves): {text.splitlines()[0]}"
+                raise DriverFailure(
+                    message, permanent=_classify(text), outcome=Outcome(message, 1, "", text)
+                ) from None
+
+    def _create(self, url: str, name: str, properties: DatabaseProperties | None) -> None:
+        self._execute(url, pg_database.create_statement(name, properties), f"create {name}")
 
     def _drop(self, url: str, name: str) -> None:
         self._terminate(url, name)
@@ -628,11 +735,52 @@ class PostgresDriver:
             row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         return row is not None
 
+    def _properties(self, url: str, name: str) -> DatabaseProperties | None:
+        with self._admin(url) as conn:
+            return pg_database.read(conn, name)
+
+    def _check_roles(self, url: str, details: Mapping[str, Any]) -> None:
+        """Refuse, before anything is done, a restore that needs a role the server does
+        not have, or the right to give objects to a role the engine's role lacks."""
+        needs = details.get("roles")
+        if not needs:  # a backup from before roles were recorded: pg_restore will say
+            return
+        owners, others = list(needs.get("owners") or []), list(needs.get("others") or [])
+        with self._admin(url) as conn:
+            found = {
+                str(name): bool(member)
+                for name, member in conn.execute(
+                    "SELECT rolname, pg_has_role(current_user, oid, 'MEMBER') "
+                    "FROM pg_roles WHERE rolname = ANY(%s)",
+                    (owners + others,),
+                )
+            }
+            row = conn.execute(
+                "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+        missing = sorted(set(owners + others) - set(found))
+        if missing:
+            raise DriverFailure(
+                "the backup's objects belong or are granted to roles this server does not "
+                f"have: {', '.join(missing)}; create them (CREATE ROLE …) and restore again",
+                permanent=True,
+            )
+        engine_role, superuser = row if row else ("", False)
+        foreign = sorted(owner for owner in owners if not superuser and not found[owner])
+        if foreign:
+            raise DriverFailure(
+                f"the engine's role {engine_role} cannot give the restored objects back to "
+                f"their owners {', '.join(foreign)}: grant it membership "
+                f"(GRANT {foreign[0]} TO {engine_role}) or restore as a superuser",
+                permanent=True,
+            )
+
     def check(self, dump: Path, url: str, details: Mapping[str, Any]) -> Outcome:
+        self._check_roles(url, details)
         # named after the dump file, which is named after the job: a retry drops it first
         throwaway = _scratch_name(_database(url), "verify", str(dump.resolve()))
         self._drop(url, throwaway)
-        self._create(url, throwaway)
+        self._create(url, throwaway, _recorded(details))
         try:
             self._restore_into(dump, url, throwaway, "restore into a throwaway database")
             with self._connect(url, throwaway) as conn:
@@ -651,12 +799,13 @@ class PostgresDriver:
             )
         return Outcome(f"restored and counted {len(counts)} tables ({sum(counts.values())} rows)")
 
-    def empty_dump(self, url: str, destination: Path) -> None:
+    def empty_dump(self, url: str, destination: Path) -> Outcome:
         empty = _scratch_name(_database(url), "empty", str(destination.resolve()))
         self._drop(url, empty)
-        self._create(url, empty)
+        # the project's encoding and locale; owned by the engine's role
+        self._create(url, empty, self._properties(url, _database(url)))
         try:
-            self.dump(_with_database(url, empty), destination)
+            return self.dump(_with_database(url, empty), destination)
         finally:
             self._drop(url, empty)
 
@@ -669,15 +818,22 @@ class PostgresDriver:
         before_commit: Callable[[], None],
         workdir: Path | None = None,
         parts: BlobParts | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> Outcome:
+        """A new database gets the source database's properties from ``details`` (its
+        encoding and locale, owner, grants, settings); a database restored in place
+        keeps its own. Every object keeps the owner and grants it had."""
         target = _database(target_url)
-        exists = self._exists(target_url, target)
-        if create and exists:
+        details = details or {}
+        self._check_roles(target_url, details)
+        current = self._properties(target_url, target)
+        if create and current is not None:
             raise DriverFailure(
                 f"database {target} exists already; not overwriting it", permanent=True
             )
-        if not create and not exists:
+        if not create and current is None:
             raise DriverFailure(f"the target database {target} is missing", permanent=True)
+        properties = _recorded(details) if create else current
         scratch = _scratch_name(target, "new")
         self._drop(target_url, scratch)  # what a killed attempt left
         self._drop(target_url, _scratch_name(target, "old"))
@@ -686,7 +842,7 @@ class PostgresDriver:
             try:
                 # the scratch database, while unpacking; then the other files, while loading
                 with ThreadPoolExecutor(2) as pool:
-                    created = pool.submit(self._create, target_url, scratch)
+                    created = pool.submit(self._create, target_url, scratch, properties)
                     halves = None
                     try:
                         # a blob in frames with a cut: its largest table streams from the blob
@@ -699,19 +855,14 @@ class PostgresDriver:
                         raise
                     created.result()
                     restored = self._restore_into(
-                        dump,
-                        target_url,
-                        scratch,
-                        f"pg_restore into {scratch}",
-                        # in place, the target's grants come back with its data
-                        keep_acl=not create,
-                        halves=halves,
+                        dump, target_url, scratch, f"pg_restore into {scratch}", halves
                     )
                 before_commit()
+                if properties is not None:
+                    self._give_properties(target_url, scratch, properties)
                 if create:
                     self._rename(target_url, scratch, target)
                 else:
-                    self._adopt_database_settings(target_url, target, scratch)
                     self._swap(target_url, scratch, target)
             except BaseException:
                 self._drop(target_url, scratch)
@@ -737,78 +888,16 @@ class PostgresDriver:
             f"{'allow' if allow else 'refuse'} connections to {name}",
         )
 
-    def _adopt_database_settings(self, url: str, target: str, scratch: str) -> None:
-        """The swapped-in database keeps the target's owner, ``ALTER DATABASE … SET``s and
-        database-level grants (``GRANT CONNECT ON DATABASE …``)."""
-        with self._admin(url) as conn:
-            row = conn.execute(
-                "SELECT pg_get_userbyid(d.datdba), s.setconfig, d.datacl IS NOT NULL "
-                "FROM pg_database d "
-                "LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0 "
-                "WHERE d.datname = %s",
-                (target,),
-            ).fetchone()
-            grants = conn.execute(
-                "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
-                "a.privilege_type, a.is_grantable "
-                "FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s "
-                "ORDER BY 1 NULLS FIRST, 2",
-                (target,),
-            ).fetchall()
-        if row is None:
-            return
-        owner, settings, explicit_acl = row
-        self._execute(
-            url,
-            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                sql.Identifier(scratch), sql.Identifier(owner)
-            ),
-            f"give {scratch} the owner of {target} ({owner})",
-        )
-        for setting in settings or []:
-            name, _, value = str(setting).partition("=")
-            self._execute(
-                url,
-                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
-                    sql.Identifier(scratch), sql.Identifier(name), sql.Literal(value)
-                ),
-                f"copy the setting {name} of {target}",
-            )
-        if explicit_acl:  # else both have the built-in default (owner: all; PUBLIC: CONNECT, TEMP)
-            self._copy_database_grants(url, target, scratch, owner, grants)
-
-    def _copy_database_grants(
-        self,
-        url: str,
-        target: str,
-        scratch: str,
-        owner: str,
-        grants: list[tuple[str | None, str, bool]],
-    ) -> None:
-        database = sql.Identifier(scratch)
-        self._execute(
-            url,
-            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC, {}").format(
-                database, sql.Identifier(owner)
-            ),
-            f"clear the default grants of {scratch}",
-        )
-        for grantee, privilege, grantable in grants:
-            if privilege not in DATABASE_PRIVILEGES:
-                raise DriverFailure(
-                    f"{target} has a grant of {privilege!r}, which the engine cannot copy",
-                    permanent=True,
-                )
-            self._execute(
-                url,
-                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                    sql.SQL(privilege),  # from aclexplode: CREATE, CONNECT or TEMPORARY
-                    database,
-                    sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee),
-                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
-                ),
-                f"copy the grant of {privilege} on {target} to {grantee or 'PUBLIC'}",
-            )
+    def _give_properties(self, url: str, scratch: str, properties: DatabaseProperties) -> None:
+        """``scratch`` gets ``properties``' owner, ``ALTER DATABASE … SET``s (and
+        ``ALTER ROLE … IN DATABASE … SET``s), database-level grants, comment and
+        connection limit."""
+        try:
+            steps = pg_database.apply_statements(scratch, properties)
+        except ValueError as exc:
+            raise DriverFailure(f"the engine cannot copy {exc}", permanent=True) from None
+        for doing, statement in steps:
+            self._execute(url, statement, f"{scratch}: {doing}")
 
     def _swap(self, url: str, scratch: str, target: str) -> None:
         """Put ``scratch`` in ``target``'s place; on any failure the target stays as it was.

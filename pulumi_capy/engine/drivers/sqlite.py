@@ -148,7 +148,7 @@ class SqliteDriver:
     def connection_fields(self, url: str) -> dict[str, Any]:
         return {"database_name": str(sqlite_path(url))}
 
-    def empty_dump(self, url: str, destination: Path) -> None:
+    def empty_dump(self, url: str, destination: Path) -> Outcome:
         db = sqlite3.connect(destination)
         try:
             db.execute("PRAGMA user_version = 0")
@@ -157,6 +157,7 @@ class SqliteDriver:
             db.commit()
         finally:
             db.close()
+        return Outcome(summary=f"an empty database, {destination.stat().st_size} bytes")
 
     def preview_url(self, project_url: str, preview_id: str, previews_dir: Path) -> str:
         return _url(previews_dir / f"{preview_id}.db")
@@ -170,6 +171,7 @@ class SqliteDriver:
         before_commit: Callable[[], None],
         workdir: Path | None = None,  # unused: the scratch copy sits beside the target
         parts: BlobParts | None = None,  # unused: a SQLite backup is one file
+        details: Mapping[str, Any] | None = None,  # unused: the file is the whole database
     ) -> Outcome:
         target = sqlite_path(target_url)
         if create:
