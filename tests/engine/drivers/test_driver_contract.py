@@ -3,7 +3,9 @@
 What is specific to a database (its URLs, how to create a test database and
 read it back) sits behind a small harness per driver; add a driver by adding
 its harness to ``HARNESSES``. Each database holds one table,
-``items (id INTEGER PRIMARY KEY, label TEXT)``.
+``items (id INTEGER PRIMARY KEY, label TEXT)``, but the rich one (``create_rich``),
+which uses what a restore can lose, judged against the plain tools' own copy
+(``control``) by a ``fingerprint`` of everything a restore must bring back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 import pytest
@@ -24,6 +26,8 @@ from pulumi_capy.api.errors import InvalidInput
 from pulumi_capy.engine.drivers import Driver, DriverFailure, Materialize
 from pulumi_capy.engine.drivers.sqlite import SqliteDriver
 from tests.pg import PostgresServer
+from tests.postgres import fidelity
+from tests.postgres.conftest import PgNamespace
 
 Rows = list[tuple[int, str]]
 
@@ -41,8 +45,10 @@ class DriverHarness(Protocol):
         """Create a database holding ``items`` with ``rows``; return its URL."""
         ...
 
-    def replace_rows(self, url: str, rows: Sequence[tuple[int, str]]) -> None:
-        """Make ``items`` hold exactly ``rows``."""
+    def replace_rows(
+        self, url: str, rows: Sequence[tuple[int, str]], *, create: bool = False
+    ) -> None:
+        """Make ``items`` hold exactly ``rows`` (``create``: make the table first)."""
         ...
 
     def rows(self, url: str) -> Rows | None:
@@ -63,10 +69,55 @@ class DriverHarness(Protocol):
         """``database_url`` values ``inspect`` must reject."""
         ...
 
+    def create_rich(self, name: str) -> str:
+        """Create a database that uses what a restore can lose; return its URL."""
+        ...
+
+    def control(self, url: str) -> str:
+        """The plain tools' copy of the database (a new database); return its URL."""
+        ...
+
+    def fingerprint(self, url: str) -> dict[str, Any]:
+        """Everything a restore must bring back, comparable across databases."""
+        ...
+
     def close(self) -> None: ...
 
 
 # ---------------------------------------------------------------- SQLite
+
+SQLITE_RICH = """
+PRAGMA page_size = 8192;
+PRAGMA auto_vacuum = INCREMENTAL;
+PRAGMA encoding = 'UTF-16le';
+PRAGMA journal_mode = WAL;
+PRAGMA user_version = 42;
+PRAGMA application_id = 1128421721;
+CREATE TABLE customers (
+    id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE COLLATE NOCASE, name TEXT,
+    avatar BLOB, score REAL, joined TEXT DEFAULT CURRENT_TIMESTAMP
+) STRICT;
+CREATE TABLE tags (name TEXT PRIMARY KEY, uses INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    customer_id INTEGER NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+    total NUMERIC, note TEXT, total_cents INTEGER GENERATED ALWAYS AS (total * 100) STORED
+);
+CREATE INDEX orders_customer ON orders (customer_id, total DESC);
+CREATE INDEX customers_big ON customers (score) WHERE score > 50;
+CREATE VIEW totals AS SELECT customer_id, sum(total) AS total FROM orders GROUP BY 1;
+CREATE TABLE audit (id INTEGER PRIMARY KEY, what TEXT NOT NULL);
+CREATE TRIGGER orders_audit AFTER INSERT ON orders
+BEGIN INSERT INTO audit (what) VALUES ('order ' || new.id); END;
+CREATE VIRTUAL TABLE notes USING fts5 (body);
+"""
+
+
+def _sqlite_rows(db: sqlite3.Connection, name: str) -> list[tuple[object, ...]]:
+    return [
+        tuple(row)
+        for row in db.execute(f'SELECT * FROM "{name}" ORDER BY 1')  # noqa: S608
+    ]
 
 
 class SqliteHarness:
@@ -91,8 +142,12 @@ class SqliteHarness:
             db.executemany("INSERT INTO items (id, label) VALUES (?, ?)", rows)
         return url
 
-    def replace_rows(self, url: str, rows: Sequence[tuple[int, str]]) -> None:
+    def replace_rows(
+        self, url: str, rows: Sequence[tuple[int, str]], *, create: bool = False
+    ) -> None:
         with contextlib.closing(sqlite3.connect(self._path(url))) as db, db:
+            if create:
+                db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, label TEXT)")
             db.execute("DELETE FROM items")
             db.executemany("INSERT INTO items (id, label) VALUES (?, ?)", rows)
 
@@ -137,6 +192,70 @@ class SqliteHarness:
             f"sqlite:///{self.root.resolve()}",  # a directory
         ]
 
+    def create_rich(self, name: str) -> str:
+        url = self._url(name)
+        with contextlib.closing(sqlite3.connect(self._path(url))) as db:
+            db.executescript(SQLITE_RICH)
+            with db:
+                db.executemany(
+                    "INSERT INTO customers (email, name, avatar, score) VALUES (?, ?, ?, ?)",
+                    [
+                        (
+                            f"C{n}@Example.test",
+                            f"naïve ünïcødé {n}" if n % 7 else None,
+                            secrets.token_bytes(n % 50) or None,
+                            n / 3,
+                        )
+                        for n in range(1, 301)
+                    ],
+                )
+                db.executemany(
+                    "INSERT INTO orders (customer_id, total, note) VALUES (?, ?, ?)",
+                    [(n % 300 + 1, n * 1.25, "é" * (n % 5)) for n in range(1, 901)],
+                )
+                db.executemany("INSERT INTO tags VALUES (?, ?)", [(f"t{n}", n) for n in range(40)])
+                db.executemany(
+                    "INSERT INTO notes (body) VALUES (?)", [(f"note {n} über",) for n in range(50)]
+                )
+                db.execute("DELETE FROM customers WHERE id % 10 = 0")  # free pages, gaps
+        return url
+
+    def control(self, url: str) -> str:
+        copy = self._url(f"{self._path(url).stem}-control")
+        with (
+            contextlib.closing(self._read(url)) as source,
+            contextlib.closing(sqlite3.connect(self._path(copy))) as target,
+        ):
+            source.backup(target)
+        return copy
+
+    def fingerprint(self, url: str) -> dict[str, Any]:
+        with contextlib.closing(self._read(url)) as db:
+            pragmas = {
+                name: db.execute(f"PRAGMA {name}").fetchone()
+                for name in (
+                    "encoding",
+                    "page_size",
+                    "auto_vacuum",
+                    "journal_mode",
+                    "user_version",
+                    "application_id",
+                    "integrity_check",
+                    "foreign_keys",
+                )
+            }
+            schema = db.execute(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+            ).fetchall()
+            tables = [
+                str(row[0])
+                for row in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+                )
+            ]
+            rows = {name: _sqlite_rows(db, name) for name in tables}
+        return {"pragmas": pragmas, "schema": schema, "rows": rows}
+
     def close(self) -> None:
         pass
 
@@ -155,6 +274,7 @@ class PostgresHarness:
         self.driver: Driver = PostgresDriver()
         self.previews_dir = root / "previews"
         self.prefix = f"c_{secrets.token_hex(4)}"
+        self.namespace = PgNamespace(self.server, self.prefix)
 
     def _admin(self) -> psycopg.Connection:
         return psycopg.connect(self.server.url(), autocommit=True)
@@ -218,7 +338,17 @@ class PostgresHarness:
             existing.replace(self.server.password, "wrong-password"),
         ]
 
+    def create_rich(self, name: str) -> str:
+        return fidelity.build_rich(self.namespace, name).url
+
+    def control(self, url: str) -> str:
+        return fidelity.control(self.namespace, url.rsplit("/", 1)[1], "control")
+
+    def fingerprint(self, url: str) -> dict[str, Any]:
+        return fidelity.fingerprint(url)
+
     def close(self) -> None:
+        self.namespace.drop_all()
         with self._admin() as admin:
             names = [
                 str(row[0])
@@ -499,3 +629,25 @@ def test_drop_of_a_missing_database_is_fine(harness: DriverHarness) -> None:
     harness.driver.drop(target)
     assert not harness.exists(target)
     assert harness.rows(source) == OLD_ROWS
+
+
+def test_a_restore_is_what_the_plain_tools_make(harness: DriverHarness, tmp_path: Path) -> None:
+    """Into a new database and over a changed one, a restore brings back exactly what the
+    plain tools' own copy of the source holds (SQLite: the online backup API; PostgreSQL:
+    ``pg_dump --create | psql``), judged by the harness's fingerprint."""
+    driver = harness.driver
+    source = harness.create_rich("rich")
+    expected = harness.fingerprint(harness.control(source))
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    dump = dumps / f"rich.{driver.extension}"
+    details = driver.dump(source, dump).details
+
+    target = driver.preview_url(source, "prv_exact", harness.previews_dir)
+    driver.restore(_copy_of(dump), target, create=True, before_commit=_Calls(), details=details)
+    assert harness.fingerprint(target) == expected
+
+    harness.replace_rows(target, NEW_ROWS, create=True)  # the target changes, then is restored
+    assert harness.fingerprint(target) != expected
+    driver.restore(_copy_of(dump), target, create=False, before_commit=_Calls(), details=details)
+    assert harness.fingerprint(target) == expected
