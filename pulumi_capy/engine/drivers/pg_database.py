@@ -13,7 +13,7 @@ that would need a role the server no longer has is refused before it starts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import psycopg
@@ -68,16 +68,19 @@ class DatabaseProperties:
     settings: list[Setting] = field(default_factory=list)
     comment: str | None = None
     connection_limit: int = -1
+    tablespace: str | None = None  # None: the server's default
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatabaseProperties:
+        """From a manifest, ignoring what a newer engine may have added."""
+        known = {item.name for item in fields(cls)}
         grants = data.get("grants")
         return cls(
             **{
-                **data,
+                **{key: value for key, value in data.items() if key in known},
                 "grants": None if grants is None else [Grant(**grant) for grant in grants],
                 "settings": [Setting(**setting) for setting in data.get("settings") or []],
             }
@@ -100,12 +103,14 @@ def read(conn: psycopg.Connection, name: str) -> DatabaseProperties | None:
     """The properties of database ``name`` (None if it does not exist)."""
     row = conn.execute(
         "SELECT to_jsonb(d), pg_encoding_to_char(d.encoding), pg_get_userbyid(d.datdba), "
-        "shobj_description(d.oid, 'pg_database') FROM pg_database d WHERE d.datname = %s",
+        "shobj_description(d.oid, 'pg_database'), "
+        "(SELECT spcname FROM pg_tablespace WHERE oid = d.dattablespace) "
+        "FROM pg_database d WHERE d.datname = %s",
         (name,),
     ).fetchone()
     if row is None:
         return None
-    columns, encoding, owner, comment = row
+    columns, encoding, owner, comment, tablespace = row
     grants = None
     if columns.get("datacl") is not None:
         grants = [
@@ -142,7 +147,33 @@ def read(conn: psycopg.Connection, name: str) -> DatabaseProperties | None:
         settings=settings,
         comment=comment,
         connection_limit=int(columns.get("datconnlimit", -1)),
+        tablespace=None if tablespace == "pg_default" else tablespace,
     )
+
+
+# does the bootstrap superuser (OID 10, pinned: no pg_shdepend rows) own an object that
+# pg_dump gives an owner to? Objects of the system's schemas and of extensions aside.
+BOOTSTRAP_OWNS = """
+WITH user_schemas AS (
+    SELECT oid FROM pg_namespace
+    WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+    AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%'
+), members AS (
+    SELECT classid, objid FROM pg_depend WHERE deptype = 'e'
+)
+SELECT EXISTS (SELECT 1 FROM pg_namespace n JOIN user_schemas u ON u.oid = n.oid
+               WHERE n.nspowner = 10)
+    OR EXISTS (SELECT 1 FROM pg_class c JOIN user_schemas u ON u.oid = c.relnamespace
+               WHERE c.relowner = 10 AND NOT EXISTS (SELECT 1 FROM members m
+               WHERE m.classid = 'pg_class'::regclass AND m.objid = c.oid))
+    OR EXISTS (SELECT 1 FROM pg_proc p JOIN user_schemas u ON u.oid = p.pronamespace
+               WHERE p.proowner = 10 AND NOT EXISTS (SELECT 1 FROM members m
+               WHERE m.classid = 'pg_proc'::regclass AND m.objid = p.oid))
+    OR EXISTS (SELECT 1 FROM pg_type t JOIN user_schemas u ON u.oid = t.typnamespace
+               WHERE t.typowner = 10 AND NOT EXISTS (SELECT 1 FROM members m
+               WHERE m.classid = 'pg_type'::regclass AND m.objid = t.oid))
+    OR EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE lomowner = 10)
+"""
 
 
 def roles(conn: psycopg.Connection, properties: DatabaseProperties) -> RoleNeeds:
@@ -159,10 +190,11 @@ def roles(conn: psycopg.Connection, properties: DatabaseProperties) -> RoleNeeds
         (owners if kind == "o" else others).add(str(role))
     others.update(grant.grantee for grant in properties.grants or [] if grant.grantee)
     others.update(setting.role for setting in properties.settings if setting.role)
-    # objects of the bootstrap superuser have no pg_shdepend rows (pinned)
-    row = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
-    if row is not None:
-        others.add(str(row[0]))
+    row = conn.execute(BOOTSTRAP_OWNS).fetchone()
+    if row is not None and row[0]:
+        bootstrap = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
+        if bootstrap is not None:
+            owners.add(str(bootstrap[0]))
     return RoleNeeds(sorted(owners), sorted(others - owners))
 
 
@@ -187,6 +219,8 @@ def create_statement(name: str, properties: DatabaseProperties | None) -> sql.Co
         options.append(("ICU_RULES", properties.icu_rules))
     for option, value in options:
         statement += sql.SQL(" {} {}").format(sql.SQL(option), sql.Literal(value))
+    if properties.tablespace is not None:
+        statement += sql.SQL(" TABLESPACE {}").format(sql.Identifier(properties.tablespace))
     return statement
 
 
@@ -271,15 +305,17 @@ def _split_setting(item: str) -> tuple[str, str]:
 
 
 def _setting_value(setting: Setting) -> sql.Composable:
-    """The value as ``pg_dump`` writes it: a list setting element by element."""
+    """The value as ``pg_dump`` writes it: a list setting element by element (an empty
+    list as ``''``)."""
     if setting.name.lower() not in LIST_SETTINGS:
         return sql.Literal(setting.value)
     return sql.SQL(", ").join(sql.Literal(element) for element in _split_list(setting.value))
 
 
 def _split_list(value: str) -> list[str]:
-    """Split a list setting as PostgreSQL stores it (``"$user", public``): commas outside
-    double quotes separate elements; a doubled quote inside quotes is one quote."""
+    """Split a list setting as PostgreSQL stores it (``"$user", public``; ``""`` for an
+    empty one): commas outside double quotes separate elements, whitespace outside
+    quotes is dropped, a doubled quote inside quotes is one quote."""
     elements: list[str] = []
     current: list[str] = []
     quoted = False
@@ -297,10 +333,10 @@ def _split_list(value: str) -> list[str]:
         elif char == '"':
             quoted = True
         elif char == ",":
-            elements.append("".join(current).strip())
+            elements.append("".join(current))
             current = []
-        else:
+        elif not char.isspace():
             current.append(char)
         index += 1
-    elements.append("".join(current).strip())
-    return [element for element in elements if element]
+    elements.append("".join(current))
+    return elements

@@ -52,6 +52,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from pulumi_capy.api.errors import FieldError, InvalidInput
 from pulumi_capy.engine.blobs import BlobParts
@@ -63,6 +64,7 @@ from pulumi_capy.engine.drivers import (
     Outcome,
     pg_database,
 )
+from pulumi_capy.engine.drivers.pg_binaries import binary
 from pulumi_capy.engine.drivers.pg_database import DatabaseProperties
 from pulumi_capy.engine.tarstream import (
     BLOCK,
@@ -85,6 +87,8 @@ TABLE_DATA = re.compile(r"[1-9][0-9]*\.dat")
 SIDE = ".capy-side"  # not a name a tar member can have (see tarstream)
 # where the COPY statement of the largest table is rendered (its data file empty)
 RENDER = ".capy-copy"
+# a password in a statement (an option of a user mapping) or a connection string
+SECRET_OPTION = re.compile(r"(?i)(\bpassword\s*=\s*|\bpassword\s+(?='))('(?:[^']|'')*'|[^\s',)]+)")
 ERROR_LINE = re.compile(r"\b(?:error|ERROR|FATAL|PANIC):")
 TOC_ENTRY = re.compile(r"pg_restore: from TOC entry (\d+; .*)")
 COPY_END = re.compile(rb"(?:^|\n)\\\.\n*\Z")  # the "\." line closing pg_dump's COPY data
@@ -102,8 +106,9 @@ TRANSIENT = (
     "is being accessed by other users",  # a swap met a session; the next attempt may not
 )
 PRIVILEGE_HINT = (
-    "the engine's role needs CREATEDB, ownership of the project database and the right to "
-    "terminate its connections (see the README)"
+    "the engine's role needs CREATEDB, ownership of the project database, the right to "
+    "terminate its connections, and to give every object back to its owner: a superuser "
+    "can; another role only where PostgreSQL lets it (see the README)"
 )
 
 
@@ -204,34 +209,6 @@ def _env(url: str) -> dict[str, str]:
     return env
 
 
-def _binary(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    try:
-        bindir = subprocess.run(
-            ["pg_config", "--bindir"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        bindir = ""
-    candidates = [Path(bindir) / name] if bindir else []
-    # Debian keeps the versioned binaries here when pg_config (libpq-dev) is absent
-    versions = Path("/usr/lib/postgresql").glob(f"*/bin/{name}")
-    candidates += sorted(
-        versions,
-        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    raise DriverFailure(
-        f"{name} not found on PATH or in `pg_config --bindir`: install Debian's "
-        "postgresql-client package",
-        permanent=True,
-    )
-
-
 def _scratch_name(base: str, tag: str, key: str | None = None) -> str:
     """A helper database's name, derived from what it serves, so that a retry finds (and
     drops) what a killed attempt left; restores of one target never overlap (job lock)."""
@@ -273,8 +250,16 @@ def _cause(stderr: str) -> str | None:
 
 
 def _mask(text: str, url: str) -> str:
+    """``text`` without the URL's password (as written and decoded) nor any password a
+    failed statement carried (``OPTIONS (password '…')``, ``password=…`` in a
+    connection string)."""
     password = urlsplit(url).password
-    return text.replace(password, "***") if password else text
+    for secret in (password, unquote(password)) if password else ():
+        text = text.replace(secret, "***")
+    return SECRET_OPTION.sub(
+        lambda found: found.group(1) + ("'***'" if found.group(2).startswith("'") else "***"),
+        text,
+    )
 
 
 def _failure(doing: str, done: subprocess.CompletedProcess[str], url: str = "") -> DriverFailure:
@@ -413,6 +398,7 @@ class PostgresDriver:
                 if properties is None:
                     raise DriverFailure(f"database {_database(url)} is gone", permanent=True)
                 details = {
+                    "server_major": conn.info.server_version // 10000,
                     "row_counts": self._row_counts(conn),
                     "database": properties.to_json(),
                     "roles": pg_database.roles(conn, properties).to_json(),
@@ -428,9 +414,9 @@ class PostgresDriver:
 
     def dump(self, url: str, destination: Path) -> Outcome:
         """``pg_dump -Fd -Z0`` into ``destination``, a directory it creates."""
-        pg_dump = _binary("pg_dump")
         try:
             with self._snapshot(url) as (snapshot, details):
+                pg_dump = binary("pg_dump", details["server_major"])
                 done = _run(
                     [pg_dump, "-Fd", "-Z0", f"--snapshot={snapshot}", "-f", str(destination)],
                     url,
@@ -564,7 +550,7 @@ class PostgresDriver:
     def _restore_into(
         self, dump: Path, url: str, database: str, doing: str, halves: _Halves | None = None
     ) -> Outcome:
-        pg_restore = _binary("pg_restore")
+        pg_restore = binary("pg_restore", self._server_major(url))
         # owners and grants as they were: the engine's role gives each object back
         options = ["--exit-on-error", "--dbname", database]
         halves = halves or self._unpacked_halves(dump)
@@ -735,6 +721,10 @@ class PostgresDriver:
             row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         return row is not None
 
+    def _server_major(self, url: str) -> int:
+        with self._admin(url) as conn:
+            return int(conn.info.server_version) // 10000
+
     def _properties(self, url: str, name: str) -> DatabaseProperties | None:
         with self._admin(url) as conn:
             return pg_database.read(conn, name)
@@ -747,12 +737,14 @@ class PostgresDriver:
             return
         owners, others = list(needs.get("owners") or []), list(needs.get("others") or [])
         with self._admin(url) as conn:
+            # ALTER … OWNER TO needs membership (15), the SET option of it (16 on)
+            privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
             found = {
-                str(name): bool(member)
-                for name, member in conn.execute(
-                    "SELECT rolname, pg_has_role(current_user, oid, 'MEMBER') "
+                str(name): bool(allowed)
+                for name, allowed in conn.execute(
+                    "SELECT rolname, pg_has_role(current_user, oid, %s) "
                     "FROM pg_roles WHERE rolname = ANY(%s)",
-                    (owners + others,),
+                    (privilege, owners + others),
                 )
             }
             row = conn.execute(
@@ -854,12 +846,14 @@ class PostgresDriver:
                         wait([created])  # then dropped below; the unpacking's error is the one
                         raise
                     created.result()
+                    if properties is not None:  # may the engine? Known before the load
+                        self._give_properties(target_url, scratch, properties, dry_run=True)
                     restored = self._restore_into(
                         dump, target_url, scratch, f"pg_restore into {scratch}", halves
                     )
-                before_commit()
                 if properties is not None:
                     self._give_properties(target_url, scratch, properties)
+                before_commit()
                 if create:
                     self._rename(target_url, scratch, target)
                 else:
@@ -888,16 +882,40 @@ class PostgresDriver:
             f"{'allow' if allow else 'refuse'} connections to {name}",
         )
 
-    def _give_properties(self, url: str, scratch: str, properties: DatabaseProperties) -> None:
+    def _give_properties(
+        self, url: str, scratch: str, properties: DatabaseProperties, *, dry_run: bool = False
+    ) -> None:
         """``scratch`` gets ``properties``' owner, ``ALTER DATABASE … SET``s (and
         ``ALTER ROLE … IN DATABASE … SET``s), database-level grants, comment and
-        connection limit."""
+        connection limit, in one transaction (``dry_run``: rolled back, to learn early
+        whether the engine's role may)."""
         try:
             steps = pg_database.apply_statements(scratch, properties)
         except ValueError as exc:
             raise DriverFailure(f"the engine cannot copy {exc}", permanent=True) from None
-        for doing, statement in steps:
-            self._execute(url, statement, f"{scratch}: {doing}")
+        with self._admin(url) as conn:
+            conn.autocommit = False
+            try:
+                for doing, statement in steps:
+                    try:
+                        conn.execute(statement)
+                    except psycopg.Error as exc:
+                        text = str(exc).strip()
+                        hint = (
+                            f" ({PRIVILEGE_HINT})"
+                            if isinstance(exc, psycopg.errors.InsufficientPrivilege)
+                            else ""
+                        )
+                        raise DriverFailure(
+                            f"{scratch}: {doing}: {text}{hint}", permanent=_classify(text)
+                        ) from None
+                if dry_run:
+                    conn.rollback()
+                else:
+                    conn.commit()
+            finally:
+                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                    conn.rollback()
 
     def _swap(self, url: str, scratch: str, target: str) -> None:
         """Put ``scratch`` in ``target``'s place; on any failure the target stays as it was.
