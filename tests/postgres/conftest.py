@@ -2,7 +2,7 @@
 
 - ``pg_template`` (session): a template database with a realistic schema: an
   identity column and SERIALs, a free-standing sequence, foreign keys, an
-  index, a view, a second schema, the ``citext`` and ``pgcrypto`` extensions,
+  index, a view, a second schema, the ``citext`` and ``hstore`` extensions,
   large objects, and text/bytea/jsonb/numeric columns; ``accounts``/``history``
   hold the pgbench-style invariant ``sum(balance) = sum(delta)``.
 - ``pg``: this test's databases and roles on the server, all named with one
@@ -59,8 +59,15 @@ TABLES = [
 
 TEMPLATE_SQL = [
     "CREATE EXTENSION citext",
-    "CREATE EXTENSION pgcrypto",
+    "CREATE EXTENSION hstore",
     "CREATE SEQUENCE invoice_number START 1000 INCREMENT 7",
+    # random bytes without pgcrypto (which PostgreSQL builds without OpenSSL lack)
+    """
+    CREATE FUNCTION random_bytes(n integer) RETURNS bytea LANGUAGE sql VOLATILE AS $$
+        SELECT substring(string_agg(uuid_send(gen_random_uuid()), ''::bytea) FROM 1 FOR n)
+        FROM generate_series(1, (n + 15) / 16)
+    $$
+    """,
     """
     CREATE TABLE customers (
         id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -78,7 +85,8 @@ TEMPLATE_SQL = [
         invoice bigint NOT NULL DEFAULT nextval('invoice_number'),
         amount numeric(12, 2) NOT NULL,
         note text,
-        token bytea NOT NULL DEFAULT gen_random_bytes(16)
+        token bytea NOT NULL DEFAULT uuid_send(gen_random_uuid()),
+        attributes hstore
     )
     """,
     "CREATE INDEX orders_customer_idx ON orders (customer_id)",
@@ -112,14 +120,16 @@ TEMPLATE_SQL = [
            CASE WHEN g % 7 = 0 THEN E'naïve ünïcødé \u2014 "quoted", \\\\ back\\nslash ' || g
                 ELSE 'customer ' || g END,
            jsonb_build_object('tier', g % 3, 'tags', jsonb_build_array('a' || g, g % 5)),
-           CASE WHEN g % 4 = 0 THEN NULL ELSE gen_random_bytes(64) END,
-           encode(digest('secret-' || g, 'sha256'), 'hex')
+           CASE WHEN g % 4 = 0 THEN NULL ELSE random_bytes(64) END,
+           encode(sha256(convert_to('secret-' || g, 'UTF8')), 'hex')
     FROM generate_series(1, 200) AS g
     """,
     """
-    INSERT INTO orders (customer_id, amount, note)
+    INSERT INTO orders (customer_id, amount, note, attributes)
     SELECT g % 200 + 1, (g * 37 % 10000) / 100.0,
-           CASE WHEN g % 5 = 0 THEN NULL ELSE repeat('line ' || g || E'\\t', g % 9 + 1) END
+           CASE WHEN g % 5 = 0 THEN NULL ELSE repeat('line ' || g || E'\\t', g % 9 + 1) END,
+           CASE WHEN g % 3 = 0 THEN NULL
+                ELSE hstore(ARRAY['n', 'tag'], ARRAY[g::text, 'tag ' || g % 4]) END
     FROM generate_series(1, 600) AS g
     """,
     """
@@ -130,8 +140,8 @@ TEMPLATE_SQL = [
     """
     INSERT INTO documents (title, content)
     VALUES ('small', lo_from_bytea(0, convert_to('a small large object', 'UTF8'))),
-           ('binary', lo_from_bytea(0, '\\x00ff00fe'::bytea || gen_random_bytes(1000))),
-           ('big', lo_from_bytea(0, (SELECT string_agg(gen_random_bytes(1024), ''::bytea)
+           ('binary', lo_from_bytea(0, '\\x00ff00fe'::bytea || random_bytes(1000))),
+           ('big', lo_from_bytea(0, (SELECT string_agg(random_bytes(1024), ''::bytea)
                                       FROM generate_series(1, 300))))
     """,
     "INSERT INTO accounts (id) SELECT g FROM generate_series(1, 50) AS g",

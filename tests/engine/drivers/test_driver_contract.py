@@ -266,11 +266,13 @@ class SqliteHarness:
 class PostgresHarness:
     """Databases on the session's real PostgreSQL (tests/pg.py), one prefix per test."""
 
+    installation = "debian"  # tests/pg.py's INSTALLATIONS
+
     def __init__(self, root: Path, request: pytest.FixtureRequest | None = None) -> None:
         assert request is not None
         from pulumi_capy.engine.drivers.postgres import PostgresDriver
 
-        self.server: PostgresServer = request.getfixturevalue("postgres_server")
+        self.server: PostgresServer = request.getfixturevalue(f"{self.installation}_postgres")
         self.driver: Driver = PostgresDriver()
         self.previews_dir = root / "previews"
         self.prefix = f"c_{secrets.token_hex(4)}"
@@ -362,9 +364,16 @@ class PostgresHarness:
                 )
 
 
+class PypiPostgresHarness(PostgresHarness):
+    """The same, on the newest PostgreSQL major PyPI serves."""
+
+    installation = "pypi"
+
+
 HARNESSES: list[Callable[[Path, pytest.FixtureRequest], DriverHarness]] = [
     SqliteHarness,
     PostgresHarness,
+    PypiPostgresHarness,
 ]
 
 
