@@ -1172,3 +1172,43 @@ def test_passwords_in_failed_statements_and_urls_are_masked() -> None:
         assert secret not in masked
     assert "password authentication failed for user" in masked  # not a password: kept
     assert "OPTIONS (user 'app', password '***')" in masked
+
+
+def test_a_new_preview_is_made_in_the_sources_tablespace(
+    engine: Engine, pg: PgNamespace, request: pytest.FixtureRequest
+) -> None:
+    location = Path(tempfile.mkdtemp(prefix="capy-space-"))
+    request.addfinalizer(lambda: shutil.rmtree(location, ignore_errors=True))
+    if os.geteuid() == 0:
+        shutil.chown(location, "postgres")  # the server's user owns a tablespace's directory
+    space = pg.name("space")
+    with pg.admin() as admin:
+        admin.execute(
+            sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+                sql.Identifier(space), sql.Literal(str(location))
+            )
+        )
+    try:
+        url = pg.create_database("spaced")
+        with pg.admin() as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET TABLESPACE {}").format(
+                    sql.Identifier(pg.name("spaced")), sql.Identifier(space)
+                )
+            )
+        with connect(url) as db:
+            db.execute("CREATE TABLE t AS SELECT generate_series(1, 100) AS n")
+        project = engine.create_project(CreateProject(name="spaced", database_url=url)).project
+        backup, _, _ = _backup(engine, project.id)
+        _, preview = _new_preview(engine, project.id, backup.backup_key)
+        assert preview.database_name
+        where = (
+            "SELECT t.spcname FROM pg_database d JOIN pg_tablespace t "
+            "ON t.oid = d.dattablespace WHERE d.datname = current_database()"
+        )
+        assert _row(pg.server.url(preview.database_name), where) == (space,)
+        assert _row(pg.server.url(preview.database_name), "SELECT count(*) FROM t") == (100,)
+    finally:
+        pg.drop_all()
+        with pg.admin() as admin:
+            admin.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(space)))

@@ -50,3 +50,18 @@ def test_the_server_and_the_binaries_restores_run_are_the_release_installed(
             [binary(tool, major), "--version"], capture_output=True, text=True, check=True
         ).stdout
         assert _version(printed) == expected, printed
+
+
+def test_a_server_newer_than_every_pg_dump_here_is_refused_naming_the_package(
+    postgres_server: PostgresServer,
+) -> None:
+    from pulumi_capy.engine.drivers import DriverFailure
+
+    with pytest.raises(DriverFailure) as refused:
+        binary("pg_dump", 99)
+    assert refused.value.permanent
+    assert "postgresql-client-99" in str(refused.value)
+    # an older server gets the oldest release newer than it
+    older = binary("pg_restore", 9)
+    printed = subprocess.run([older, "--version"], capture_output=True, text=True, check=True)
+    assert int(_version(printed.stdout).split(".")[0]) >= 10
