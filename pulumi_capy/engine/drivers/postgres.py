@@ -90,7 +90,6 @@ RENDER = ".capy-copy"
 # a password in a statement (an option of a user mapping) or a connection string
 SECRET_OPTION = re.compile(r"(?i)(\bpassword\s*=\s*|\bpassword\s+(?='))('(?:[^']|'')*'|[^\s',)]+)")
 ERROR_LINE = re.compile(r"\b(?:error|ERROR|FATAL|PANIC):")
-TOC_ENTRY = re.compile(r"pg_restore: from TOC entry (\d+; .*)")
 COPY_END = re.compile(rb"(?:^|\n)\\\.\n*\Z")  # the "\." line closing pg_dump's COPY data
 CONNECT_TIMEOUT = 10
 # what pg_dump / pg_restore / libpq print when retrying may help
@@ -225,16 +224,13 @@ def _classify(text: str) -> bool:
 
 def _cause(stderr: str) -> str | None:
     """The first real cause in what pg_restore, pg_dump or libpq printed: the first
-    error line, the TOC entry it came from, the DETAIL/HINT lines after it and the first
-    line of the statement that failed (pg_restore's last line is often only the end of
-    that statement)."""
+    error line, the DETAIL/HINT lines after it and the first line of the statement that
+    failed (pg_restore's last line is often only the end of that statement)."""
     lines = [line.rstrip() for line in stderr.splitlines()]
     for index, line in enumerate(lines):
         if not ERROR_LINE.search(line):
             continue
         found = [line.strip()]
-        if index and (entry := TOC_ENTRY.match(lines[index - 1])):
-            found.append(f"(TOC entry {entry.group(1)})")
         for follow in lines[index + 1 :]:
             stripped = follow.strip()
             if stripped.startswith(("DETAIL:", "HINT:", "CONTEXT:")):
@@ -272,6 +268,13 @@ def _failure(doing: str, done: subprocess.CompletedProcess[str], url: str = "") 
     # killed by a signal (negative exit code): nothing wrong with the data, try again
     permanent = done.returncode > 0 and _classify(stderr)
     return DriverFailure(message, permanent=permanent, outcome=outcome)
+
+
+def _statement_failure(doing: str, exc: psycopg.Error) -> DriverFailure:
+    """A control statement that failed, with the privileges hint when it was refused."""
+    text = str(exc).strip()
+    hint = f" ({PRIVILEGE_HINT})" if isinstance(exc, psycopg.errors.InsufficientPrivilege) else ""
+    return DriverFailure(f"{doing}: {text}{hint}", permanent=_classify(text))
 
 
 def _run(command: list[str], url: str, doing: str) -> subprocess.CompletedProcess[str]:
@@ -318,13 +321,7 @@ class PostgresDriver:
             try:
                 conn.execute(statement)
             except psycopg.Error as exc:
-                text = str(exc).strip()
-                hint = (
-                    f" ({PRIVILEGE_HINT})"
-                    if isinstance(exc, psycopg.errors.InsufficientPrivilege)
-                    else ""
-                )
-                raise DriverFailure(f"{doing}: {text}{hint}", permanent=_classify(text)) from None
+                raise _statement_failure(doing, exc) from None
 
     # ------------------------------------------------------------ contract
 
@@ -900,15 +897,7 @@ class PostgresDriver:
                     try:
                         conn.execute(statement)
                     except psycopg.Error as exc:
-                        text = str(exc).strip()
-                        hint = (
-                            f" ({PRIVILEGE_HINT})"
-                            if isinstance(exc, psycopg.errors.InsufficientPrivilege)
-                            else ""
-                        )
-                        raise DriverFailure(
-                            f"{scratch}: {doing}: {text}{hint}", permanent=_classify(text)
-                        ) from None
+                        raise _statement_failure(f"{scratch}: {doing}", exc) from None
                 if dry_run:
                     conn.rollback()
                 else:
