@@ -13,26 +13,17 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request, Security
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, Query, Security
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from pulumi_capy._version import __version__
 from pulumi_capy.api.credentials import API_KEY_PREFIX
 from pulumi_capy.api.errors import (
-    ApiError,
-    CapyError,
-    FieldError,
     Forbidden,
-    InvalidInput,
     NotFound,
-    NotSupported,
 )
 from pulumi_capy.api.models import (
     CreateApiKey,
@@ -45,7 +36,6 @@ from pulumi_capy.api.models import (
     Principal,
     PutScheduledBackup,
     RestoreRequest,
-    RuleError,
     TargetKind,
 )
 from pulumi_capy.engine import Engine
@@ -59,33 +49,12 @@ from pulumi_capy.server.auth import (
 )
 from pulumi_capy.server.body_limit import BODY_LIMIT, BodyLimit
 from pulumi_capy.server.cache import Principals, ReadCache, ReadStats, StoreVersion
+from pulumi_capy.server.handlers import EXCEPTION_HANDLERS
 from pulumi_capy.server.sessions import SessionSettings, SessionVerifier
 
 __all__ = ["BODY_LIMIT", "create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def _status(error: CapyError) -> int:
-    if isinstance(error, ApiError):
-        return error.status
-    if isinstance(error, NotSupported):
-        return 501
-    return 500
-
-
-def _field_name(location: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in location if part not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
-
-
-def _allowed_methods(app: FastAPI, request: Request) -> str:
-    methods: set[str] = set()
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE and isinstance(route, APIRoute):
-            methods.update(route.methods or ())
-    return ", ".join(sorted(methods))
 
 
 def _answer(model: BaseModel) -> Response:
@@ -117,6 +86,7 @@ def create_app(
         openapi_url="/v1/openapi.json",
         docs_url=None,
         redoc_url=None,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.engine = engine
     principals = Principals(engine, StoreVersion(engine.rt.store.path))
@@ -124,45 +94,6 @@ def create_app(
     app.state.read_stats = ReadStats()
     if read_cache:
         app.add_middleware(ReadCache, principals=principals, stats=app.state.read_stats)
-
-    @app.exception_handler(CapyError)
-    async def capy_error(_: Request, exc: CapyError) -> JSONResponse:
-        status = _status(exc)
-        if status >= 500:
-            log.error("server fault: %s", exc)
-        return JSONResponse({"error": str(exc)}, status_code=status)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems: list[FieldError] = []
-        for error in exc.errors():
-            cause = (error.get("ctx") or {}).get("error")
-            if isinstance(cause, RuleError):  # a rule over several fields names each of them
-                problems.extend(FieldError(name, cause.message) for name in cause.fields)
-                continue
-            field = _field_name(tuple(error.get("loc", ())))
-            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-            if error.get("type") == "json_invalid" or field == "body":
-                field, message = "body", "must be a JSON object (is it valid JSON?)"
-            elif error.get("type") == "extra_forbidden":
-                message = "unknown field"
-            problems.append(FieldError(field, message))
-        return JSONResponse({"error": InvalidInput(problems).detail}, status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        headers = dict(exc.headers or {})
-        if exc.status_code == 405:
-            # Starlette names only the first route of the path; a path has one route per method
-            headers["Allow"] = _allowed_methods(app, request)
-        return JSONResponse(
-            {"error": str(exc.detail)}, status_code=exc.status_code, headers=headers
-        )
-
-    @app.exception_handler(Exception)
-    async def fault(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected server fault")
-        return JSONResponse({"error": "internal server error"}, status_code=500)
 
     bearer = HTTPBearer(auto_error=False)
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
