@@ -10,15 +10,15 @@ other exception is a 500 that reveals nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from pulumi_capy.api.errors import ApiError, CapyError, FieldError, InvalidInput, NotSupported
 from pulumi_capy.api.models import RuleError
@@ -41,9 +41,12 @@ def _field_name(location: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _allowed_methods(app: FastAPI, request: Request) -> str:
+def _allowed_methods(request: Request) -> str:
+    """Every method of the request's path. ``app.state.api_routes`` lists the routes of the
+    included routers (a FastAPI app may keep an included router whole, as one route)."""
+    routes: Sequence[BaseRoute] = request.app.state.api_routes
     methods: set[str] = set()
-    for route in app.router.routes:
+    for route in routes:
         match, _ = route.matches(request.scope)
         if match is not Match.NONE and isinstance(route, APIRoute):
             methods.update(route.methods or ())
@@ -78,7 +81,7 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         # Starlette names only the first route of the path; a path has one route per method
-        headers["Allow"] = _allowed_methods(request.app, request)
+        headers["Allow"] = _allowed_methods(request)
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
 
 
