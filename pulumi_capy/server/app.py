@@ -5,9 +5,14 @@ set of Pulumi resources) works against both. Every error is
 ``{"error": "<message>"}``; each error class maps to one status
 (``server/handlers.py``). The OpenAPI document is at ``/v1/openapi.json``.
 
-``create_app`` assembles the app: the engine and what the routes' dependencies
-read in ``app.state``, the middleware, the exception handlers and one router
-per noun (``server/routes/``).
+``create_app`` assembles the app: the middleware (``body_limit``, ``cache``),
+the exception handlers (``handlers``), one router per noun (``routes/``), and
+in ``app.state`` what the rest reads:
+
+- ``engine``, ``session_verifier``, ``principals``: the routes' dependencies
+  (``dependencies``);
+- ``read_stats``: how the read cache has answered;
+- ``api_routes``: every route of the routers, for the ``Allow`` header of a 405.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pulumi_capy.server.sessions import SessionSettings, SessionVerifier
 
 __all__ = ["BODY_LIMIT", "create_app"]
 
-# in the order of the OpenAPI document's paths
+# included in this order, which is the order of the OpenAPI document's paths
 ROUTERS = (
     identity.router,
     projects.router,
