@@ -15,6 +15,7 @@ from pulumi_capy.api.models import Principal
 __all__ = [
     "require_org_level",
     "require_project",
+    "require_project_access",
     "require_scope",
     "token_from",
     "unauthorized",
@@ -48,6 +49,12 @@ def require_scope(principal: Principal, scope: str) -> None:
 def require_project(principal: Principal, project_id: str) -> None:
     if principal.project_id is not None and principal.project_id != project_id:
         raise NotFound(f"project {project_id} not found")
+
+
+def require_project_access(principal: Principal, project_id: str, scope: str) -> None:
+    """What a call on one project's objects needs: ``scope``, and that project if scoped."""
+    require_scope(principal, scope)
+    require_project(principal, project_id)
 
 
 def require_org_level(principal: Principal, what: str) -> None:

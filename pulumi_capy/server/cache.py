@@ -22,25 +22,18 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from pulumi_capy.api.credentials import API_KEY_PREFIX
 from pulumi_capy.api.models import Principal
 from pulumi_capy.engine import Engine
 from pulumi_capy.engine.keys import TOUCH_EVERY, hash_key
+from pulumi_capy.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from pulumi_capy.server.auth import token_from
 
 __all__ = ["Principals", "ReadCache", "ReadStats", "StoreVersion"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_ENTRIES = 2048
 MAX_BODY = 1 << 20

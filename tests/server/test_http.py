@@ -244,6 +244,16 @@ def test_unknown_routes_and_methods_answer_in_the_error_envelope(http: httpx.Cli
     assert other.headers["allow"] == "DELETE"
 
 
+def test_every_path_names_all_its_methods_in_a_405(http: httpx.Client) -> None:
+    # every router of the app counts, not only the first route of the path
+    document = http.get("/v1/openapi.json").json()
+    for path, operations in document["paths"].items():
+        concrete = path.replace("{organization_id}", ORG).replace("{", "x_").replace("}", "")
+        not_allowed = http.patch(concrete)
+        assert_error(not_allowed, 405)
+        assert not_allowed.headers["allow"] == ", ".join(sorted(map(str.upper, operations)))
+
+
 def test_malformed_json_is_400(http: httpx.Client, app_project: AppProject) -> None:
     for content in (b"{", b'{"label": ', b"not json", b"[]", b'"a string"', b"null"):
         response = http.post(

@@ -1,0 +1,100 @@
+"""The app's exception handlers: every error is ``{"error": "<message>"}`` with one status.
+
+``EXCEPTION_HANDLERS`` is given to ``FastAPI(exception_handlers=…)``. A
+``CapyError`` answers its class's status (``ApiError.status``; 501 for
+``NotSupported``; 500 otherwise); invalid input is a 400 naming each field,
+never FastAPI's 422; Starlette's own errors (404, 405, …) keep their status; any
+other exception is a 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+
+from pulumi_capy.api.errors import ApiError, CapyError, FieldError, InvalidInput, NotSupported
+from pulumi_capy.api.models import RuleError
+
+__all__ = ["EXCEPTION_HANDLERS"]
+
+log = logging.getLogger(__name__)
+
+
+def _status(error: CapyError) -> int:
+    if isinstance(error, ApiError):
+        return error.status
+    if isinstance(error, NotSupported):
+        return 501
+    return 500
+
+
+def _field_name(location: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in location if part not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method of the request's path. ``app.state.api_routes`` lists the routes of the
+    included routers (a FastAPI app may keep an included router whole, as one route)."""
+    routes: Sequence[BaseRoute] = request.app.state.api_routes
+    methods: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and isinstance(route, APIRoute):
+            methods.update(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
+async def capy_error(_: Request, exc: CapyError) -> JSONResponse:
+    status = _status(exc)
+    if status >= 500:
+        log.error("server fault: %s", exc)
+    return JSONResponse({"error": str(exc)}, status_code=status)
+
+
+async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems: list[FieldError] = []
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleError):  # a rule over several fields names each of them
+            problems.extend(FieldError(name, cause.message) for name in cause.fields)
+            continue
+        field = _field_name(tuple(error.get("loc", ())))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "json_invalid" or field == "body":
+            field, message = "body", "must be a JSON object (is it valid JSON?)"
+        elif error.get("type") == "extra_forbidden":
+            message = "unknown field"
+        problems.append(FieldError(field, message))
+    return JSONResponse({"error": InvalidInput(problems).detail}, status_code=400)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first route of the path; a path has one route per method
+        headers["Allow"] = _allowed_methods(request)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)
+
+
+async def fault(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected server fault")
+    return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+EXCEPTION_HANDLERS: dict[
+    int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]
+] = {
+    CapyError: capy_error,
+    RequestValidationError: invalid_request,
+    StarletteHTTPException: http_error,
+    Exception: fault,
+}
