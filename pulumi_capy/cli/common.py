@@ -24,7 +24,8 @@ from rich.text import Text
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, ConfigError, JobFailed, JobTimeout
-from pulumi_capy.api.models import ApiRequest, Job, parse_request
+from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.validation import parse_request
 
 __all__ = [
     "CapyGroup",

@@ -54,8 +54,8 @@ from pulumi_capy.api.models import (
     ScheduledBackup,
     ServerInfo,
     TargetKind,
-    parse_request,
 )
+from pulumi_capy.api.validation import parse_request
 from pulumi_capy.engine import keys
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock

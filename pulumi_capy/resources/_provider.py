@@ -34,7 +34,8 @@ from pydantic import BaseModel, ValidationError
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.client import CapyClient
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.api.models import ApiRequest, Job, field_errors
+from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
 __all__ = [

@@ -29,7 +29,6 @@ from pulumi_capy.api.credentials import API_KEY_PREFIX
 from pulumi_capy.api.errors import (
     ApiError,
     CapyError,
-    FieldError,
     Forbidden,
     InvalidInput,
     NotFound,
@@ -46,9 +45,9 @@ from pulumi_capy.api.models import (
     Principal,
     PutScheduledBackup,
     RestoreRequest,
-    RuleError,
     TargetKind,
 )
+from pulumi_capy.api.validation import http_field_errors
 from pulumi_capy.engine import Engine
 from pulumi_capy.server import envelopes as env
 from pulumi_capy.server.auth import (
@@ -142,11 +141,6 @@ def _status(error: CapyError) -> int:
     return 500
 
 
-def _field_name(location: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in location if part not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
-
-
 def _allowed_methods(app: FastAPI, request: Request) -> str:
     methods: set[str] = set()
     for route in app.router.routes:
@@ -202,19 +196,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems: list[FieldError] = []
-        for error in exc.errors():
-            cause = (error.get("ctx") or {}).get("error")
-            if isinstance(cause, RuleError):  # a rule over several fields names each of them
-                problems.extend(FieldError(name, cause.message) for name in cause.fields)
-                continue
-            field = _field_name(tuple(error.get("loc", ())))
-            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-            if error.get("type") == "json_invalid" or field == "body":
-                field, message = "body", "must be a JSON object (is it valid JSON?)"
-            elif error.get("type") == "extra_forbidden":
-                message = "unknown field"
-            problems.append(FieldError(field, message))
+        problems = http_field_errors(exc.errors())
         return JSONResponse({"error": InvalidInput(problems).detail}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
