@@ -95,7 +95,7 @@ def _pick(
 ) -> tuple[str | None, str]:
     """The first value given, and where it came from (for messages)."""
     config_key, env_var = ENV[name]
-    if explicit is not None and _given(explicit):
+    if _given(explicit):
         return explicit, names[name]
     for key in (f"capy:{config_key}", config_key):
         value = config.get(key)
