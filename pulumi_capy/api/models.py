@@ -10,6 +10,9 @@ Two families:
   send. They are strict: unknown fields, wrong types and every rule the
   contract states fail validation, and each message names the field.
   ``pulumi_capy.api.validation`` turns their ``ValidationError`` into ``InvalidInput``.
+
+One module past 500 lines on purpose: it is the contract's vocabulary, declarations
+only, read side by side with ``capydb-api.md``, and imported by every room.
 """
 
 from __future__ import annotations
