@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the job JobFailed carries; models import nothing from here
     from pulumi_capy.api.models import Job
 
 __all__ = [
