@@ -1,10 +1,13 @@
-"""Where pulumi_capy sends its calls, resolved once, in one place.
+"""Where pulumi_capy sends its calls, resolved once, in one place; and the back end
+that serves them, built only here (``Settings.open_backend``).
 
 Precedence for each setting: explicit argument > Pulumi stack config
 (``capy:mode``, ``capy:apiUrl``, ``capy:apiKey``, ``capy:engineDir``) >
 environment (``CAPY_MODE``, ``CAPYDB_API_URL``, ``CAPYDB_API_KEY``,
-``CAPY_ENGINE_DIR``) > defaults. The mode defaults to ``api`` when a key is
-known and ``embedded`` otherwise; ``Settings.reason`` says which rule chose it.
+``CAPY_ENGINE_DIR``) > defaults. The mode: an explicit ``mode``, else an explicit
+``api_url`` (``api``) or ``engine_dir`` (``embedded``), else ``capy:mode`` or
+``CAPY_MODE``, else ``api`` when a key is known and ``embedded`` otherwise;
+``Settings.reason`` says which rule chose it.
 
 This module does not import Pulumi: the provider passes its stack config in.
 """
@@ -16,12 +19,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from pulumi_capy.api.client import DEFAULT_API_URL
+from pulumi_capy.api.client import DEFAULT_API_URL, CapyClient
 from pulumi_capy.api.credentials import check_credential
-from pulumi_capy.api.errors import ConfigError
+from pulumi_capy.api.errors import ConfigError, ConflictingSettings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from pulumi_capy.api.backend import Backend
 
 __all__ = ["ENV", "Mode", "Settings", "resolve"]
 
@@ -63,17 +72,31 @@ class Settings:
             return f"capy: mode api, {self.api_url} ({self.reason})"
         return f"capy: mode embedded, engine in {self.engine_dir} ({self.reason})"
 
+    def open_backend(self, *, transport: httpx.BaseTransport | None = None) -> Backend:
+        """A new back end of these settings, which the caller closes: the engine in
+        ``engine_dir``, or a client of ``api_url`` (over ``transport``, in tests)."""
+        if self.mode is Mode.embedded:
+            from pulumi_capy.engine import Engine  # the engine is imported only where it runs
+
+            return Engine(self.engine_dir)
+        return CapyClient(self.api_url, self.api_key, transport=transport)
+
+
+def _given(value: object) -> bool:
+    return value is not None and str(value) != ""
+
 
 def _pick(
     name: str,
     explicit: str | None,
     config: Mapping[str, str],
     environ: Mapping[str, str],
+    names: Mapping[str, str],
 ) -> tuple[str | None, str]:
     """The first value given, and where it came from (for messages)."""
     config_key, env_var = ENV[name]
-    if explicit is not None and explicit != "":
-        return explicit, name
+    if _given(explicit):
+        return explicit, names[name]
     for key in (f"capy:{config_key}", config_key):
         value = config.get(key)
         if value:
@@ -82,6 +105,34 @@ def _pick(
     if value:
         return value, env_var
     return None, "default"
+
+
+def _choose_mode(
+    explicit: str | None,
+    *,
+    url_given: bool,
+    dir_given: bool,
+    key_source: str | None,
+    config: Mapping[str, str],
+    environ: Mapping[str, str],
+    names: Mapping[str, str],
+) -> tuple[Mode, str, str]:
+    """The mode, why (``Settings.reason``), and the setting that chose it."""
+    if not _given(explicit):
+        if url_given:
+            return Mode.api, f"{names['api_url']} is given", names["api_url"]
+        if dir_given:
+            return Mode.embedded, f"{names['engine_dir']} is given", names["engine_dir"]
+    text, source = _pick("mode", explicit, config, environ, names)
+    if text is not None:
+        try:
+            chosen = Mode(text.strip().lower())
+        except ValueError:
+            raise ConfigError(f"{source} must be 'api' or 'embedded'; got {text!r}") from None
+        return chosen, f"{source} says so", source
+    if key_source is not None:
+        return Mode.api, f"an API key is set in {key_source}", key_source
+    return Mode.embedded, "no API key is set", "default"
 
 
 def resolve(
@@ -93,43 +144,54 @@ def resolve(
     config: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Resolve the settings; raise ``ConfigError`` naming the setting that cannot work."""
+    """Resolve the settings; raise ``ConfigError`` naming the setting that cannot work.
+
+    The mode: an explicit ``mode``; else an explicit ``api_url`` selects ``api`` and an
+    explicit ``engine_dir`` ``embedded`` (both, without ``mode``: ``ConflictingSettings``);
+    else ``capy:mode``, ``CAPY_MODE``; else ``api`` when a key is known. ``names`` says
+    how the caller's user gave the explicit arguments (the CLI: ``{"api_url":
+    "--api-url", ...}``), for messages; by default they are named as the arguments.
+    """
     config = config or {}
     environ = os.environ if environ is None else environ
+    names = {name: name for name in ENV} | dict(names or {})
     explicit_key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+    url_given, dir_given = _given(api_url), _given(engine_dir)
+    if url_given and dir_given and not _given(mode):
+        raise ConflictingSettings(
+            f"{names['api_url']} and {names['engine_dir']} select different back ends; "
+            f"give one (or {names['mode']})"
+        )
 
-    key_text, key_source = _pick("api_key", explicit_key, config, environ)
+    key_text, key_source = _pick("api_key", explicit_key, config, environ, names)
     key = check_credential(key_text, source=key_source) if key_text else None
 
-    url_text, url_source = _pick("api_url", api_url, config, environ)
+    url_text, url_source = _pick("api_url", api_url, config, environ, names)
     url = (url_text or DEFAULT_API_URL).strip().rstrip("/")
     if not url.startswith(("https://", "http://")) or url[-3:] == "://":
         raise ConfigError(
             f"{url_source} must be an http(s) URL such as {DEFAULT_API_URL}; got {url!r}"
         )
 
-    mode_text, mode_source = _pick("mode", mode, config, environ)
-    if mode_text is not None:
-        try:
-            chosen = Mode(mode_text.strip().lower())
-        except ValueError:
-            raise ConfigError(
-                f"{mode_source} must be 'api' or 'embedded'; got {mode_text!r}"
-            ) from None
-        reason = f"{mode_source} says so"
-    elif key is not None:
-        chosen, reason = Mode.api, f"an API key is set in {key_source}"
-    else:
-        chosen, reason = Mode.embedded, "no API key is set"
+    chosen, reason, mode_source = _choose_mode(
+        mode,
+        url_given=url_given,
+        dir_given=dir_given,
+        key_source=key_source if key is not None else None,
+        config=config,
+        environ=environ,
+        names=names,
+    )
     if chosen is Mode.api and key is None:
         raise ConfigError(
-            f"{mode_source} selects mode 'api' but no API key is set: set CAPYDB_API_KEY or "
-            "`pulumi config set --secret capy:apiKey <key>`"
+            f"{mode_source} selects mode 'api' but no API key is set: set CAPYDB_API_KEY, "
+            "or in a Pulumi program `pulumi config set --secret capy:apiKey <key>`"
         )
 
     dir_text, _ = _pick(
-        "engine_dir", None if engine_dir is None else str(engine_dir), config, environ
+        "engine_dir", None if engine_dir is None else str(engine_dir), config, environ, names
     )
     base = cwd or Path.cwd()
     directory = Path(dir_text).expanduser() if dir_text else Path(DEFAULT_ENGINE_DIR)

@@ -19,7 +19,7 @@ from pulumi_capy.api.errors import (
     Unauthorized,
     Unreachable,
 )
-from pulumi_capy.api.retry import RetryPolicy
+from pulumi_capy.api.retry import HttpRetryPolicy
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -31,13 +31,13 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Forbidden",
+    "HttpRetryPolicy",
     "InvalidInput",
     "JobFailed",
     "JobTimeout",
     "NotFound",
     "NotSupported",
     "RateLimited",
-    "RetryPolicy",
     "ServerError",
     "Unauthorized",
     "Unreachable",

@@ -59,7 +59,7 @@ from pulumi_capy.api.models import (
     RestoreRequest,
     ScheduledBackup,
 )
-from pulumi_capy.api.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from pulumi_capy.api.retry import RETRY_STATUSES, HttpRetryPolicy, parse_retry_after
 
 __all__ = ["DEFAULT_API_URL", "CapyClient"]
 
@@ -119,7 +119,7 @@ class CapyClient:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
-        retry: RetryPolicy | None = None,
+        retry: HttpRetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
@@ -133,7 +133,7 @@ class CapyClient:
         self._key = check_credential(key, source=key_source) if key else None
         self.base_url = url
         self._capy_server: bool | None = None
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or HttpRetryPolicy()
         self._sleep = sleep
         self._clock = clock
         self._rng = rng

@@ -2,6 +2,7 @@
 
     CapyError                   anything this package raises on purpose
     ├── ConfigError             settings that cannot work (malformed key, unknown mode)
+    │   └── ConflictingSettings two explicit settings select different back ends
     ├── NotSupported            an operation this back end does not offer
     ├── Unreachable             the API could not be reached (connection, TLS, timeout)
     ├── ApiError                an answer of the CapyDB API, or the engine's equivalent
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the job JobFailed carries; models import nothing from here
     from pulumi_capy.api.models import Job
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "CapyError",
     "ConfigError",
     "Conflict",
+    "ConflictingSettings",
     "FieldError",
     "Forbidden",
     "InvalidInput",
@@ -63,6 +65,10 @@ class CapyError(Exception):
 
 class ConfigError(CapyError):
     """The capy settings are invalid."""
+
+
+class ConflictingSettings(ConfigError):
+    """Two settings select different back ends."""
 
 
 class NotSupported(CapyError):

@@ -9,14 +9,17 @@ Two families:
 - **Requests** (``CreateRestorePoint``, ``RestoreRequest``, …) are what callers
   send. They are strict: unknown fields, wrong types and every rule the
   contract states fail validation, and each message names the field.
-  ``parse_request`` turns a ``ValidationError`` into ``InvalidInput``.
+  ``pulumi_capy.api.validation`` turns their ``ValidationError`` into ``InvalidInput``.
+
+One module past 500 lines on purpose: it is the contract's vocabulary, declarations
+only, read side by side with ``capydb-api.md``, and imported by every room.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
@@ -27,13 +30,10 @@ from pydantic import (
     SecretStr,
     SerializationInfo,
     Strict,
-    ValidationError,
     field_serializer,
     field_validator,
     model_validator,
 )
-
-from pulumi_capy.api.errors import FieldError, InvalidInput
 
 __all__ = [
     "SCOPES",
@@ -70,7 +70,6 @@ __all__ = [
     "TargetKind",
     "VerificationState",
     "format_timestamp",
-    "parse_request",
 ]
 
 LABEL_MAX = 200
@@ -569,37 +568,3 @@ class CreateApiKey(ApiRequest):
         if unknown:
             raise ValueError(f"unknown scope(s) {', '.join(unknown)}; known: {' '.join(SCOPES)}")
         return list(dict.fromkeys(value))
-
-
-# ---------------------------------------------------------------- validation errors
-
-RequestT = TypeVar("RequestT", bound=ApiRequest)
-
-
-def field_errors(error: ValidationError) -> list[FieldError]:
-    """One ``FieldError`` per pydantic error, named by its field.
-
-    A rule over several fields (``RuleError``) gives one entry per field it blames.
-    """
-    result: list[FieldError] = []
-    for item in error.errors(include_url=False):
-        cause = item.get("ctx", {}).get("error")
-        if isinstance(cause, RuleError):
-            result.extend(FieldError(name, cause.message) for name in cause.fields)
-            continue
-        location = ".".join(str(part) for part in item["loc"]) or "request"
-        message = str(item["msg"]).removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown field"
-        result.append(FieldError(location, message))
-    return result
-
-
-def parse_request(model: type[RequestT], data: Any, *, what: str | None = None) -> RequestT:
-    """Validate ``data`` as ``model``, raising ``InvalidInput`` that names each bad field."""
-    if isinstance(data, model):
-        return data
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(field_errors(exc), what=what) from None

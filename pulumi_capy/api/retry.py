@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["RETRY_STATUSES", "RetryPolicy", "parse_retry_after"]
+__all__ = ["RETRY_STATUSES", "HttpRetryPolicy", "parse_retry_after"]
 
 # Statuses that say "try again": rate limited, or a proxy/upstream hiccup.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class HttpRetryPolicy:
     """Exponential backoff with jitter, bounded by attempts and by a total deadline.
 
     ``delay(n)`` for the n-th failed attempt (1-based) is drawn from

@@ -23,8 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from pulumi_capy.api.backend import Backend
-from pulumi_capy.api.errors import CapyError, ConfigError, JobFailed, JobTimeout
-from pulumi_capy.api.models import ApiRequest, Job, parse_request
+from pulumi_capy.api.errors import CapyError, ConflictingSettings, JobFailed, JobTimeout
+from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.validation import parse_request
 
 __all__ = [
     "CapyGroup",
@@ -192,36 +193,26 @@ def example(*lines: str) -> str:
 # ---------------------------------------------------------------- the back end
 
 
+# How the options that choose the back end are called, for the settings' messages.
+_FLAGS = {"mode": "--mode", "api_url": "--api-url", "engine_dir": "--engine-dir"}
+
+
 def backend() -> Backend:
     """The back end the options and the environment select, made once per command."""
     current = state()
     if current._backend is None:
-        from pulumi_capy.settings import Mode, resolve
+        from pulumi_capy.settings import resolve
 
-        mode = current.mode
-        if mode is None and current.api_url and current.engine_dir:
-            raise click.UsageError(
-                "--api-url and --engine-dir select different back ends; give one (or --mode)"
+        try:
+            settings = resolve(
+                mode=current.mode,
+                api_url=current.api_url,
+                engine_dir=current.engine_dir,
+                names=_FLAGS,
             )
-        if mode is None and current.api_url:
-            mode = "api"
-        elif mode is None and current.engine_dir:
-            mode = "embedded"
-        if mode == "api" and not os.environ.get("CAPYDB_API_KEY"):
-            raise ConfigError(
-                "the api back end needs an API key: set CAPYDB_API_KEY (keys are never "
-                "flags, so they stay out of shell history)"
-            )
-        settings = resolve(mode=mode, api_url=current.api_url, engine_dir=current.engine_dir)
-        made: Backend
-        if settings.mode is Mode.embedded:
-            from pulumi_capy.engine import Engine
-
-            made = Engine(settings.engine_dir)
-        else:
-            from pulumi_capy.api.client import CapyClient
-
-            made = CapyClient(settings.api_url, settings.api_key)
+        except ConflictingSettings as exc:
+            raise click.UsageError(str(exc)) from None
+        made = settings.open_backend()
         click.get_current_context().find_root().call_on_close(made.close)
         current._backend = made
     return current._backend

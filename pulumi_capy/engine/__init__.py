@@ -2,7 +2,7 @@
 or behind ``capy serve``. Never imports Pulumi, the server or the resources."""
 
 from pulumi_capy.engine.clock import Clock, ManualClock, SystemClock
-from pulumi_capy.engine.queue import RetryPolicy
+from pulumi_capy.engine.queue import JobRetryPolicy
 from pulumi_capy.engine.service import Engine
 
-__all__ = ["Clock", "Engine", "ManualClock", "RetryPolicy", "SystemClock"]
+__all__ = ["Clock", "Engine", "JobRetryPolicy", "ManualClock", "SystemClock"]

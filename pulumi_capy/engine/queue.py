@@ -19,10 +19,10 @@ from pulumi_capy.engine.store import Fence, Store
 __all__ = [
     "OUTPUT_LIMIT",
     "Deferred",
+    "JobRetryPolicy",
     "Lease",
     "LeaseLost",
     "RetryDecision",
-    "RetryPolicy",
     "new_id",
     "new_worker_id",
     "truncate_output",
@@ -74,7 +74,7 @@ class RetryDecision:
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class JobRetryPolicy:
     """Transient failures wait ``base_delay * 2**(attempt-1)`` (capped), up to ``max_attempts``."""
 
     max_attempts: int = 3

@@ -15,7 +15,7 @@ from typing import Any
 
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock
-from pulumi_capy.engine.queue import RetryPolicy, new_id
+from pulumi_capy.engine.queue import JobRetryPolicy, new_id
 from pulumi_capy.engine.store import JobRecord, Store
 
 __all__ = ["DEFAULT_ORGANIZATION_ID", "Hook", "Runtime"]
@@ -38,7 +38,7 @@ class Runtime:
     store: Store
     blobs: LocalBlobStore
     clock: Clock
-    retry: RetryPolicy
+    retry: JobRetryPolicy
     lease_seconds: float
     worker_id: str
     hooks: Mapping[str, Hook] = field(default_factory=dict)

@@ -54,13 +54,13 @@ from pulumi_capy.api.models import (
     ScheduledBackup,
     ServerInfo,
     TargetKind,
-    parse_request,
 )
+from pulumi_capy.api.validation import parse_request
 from pulumi_capy.engine import keys
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.drivers import driver_for
-from pulumi_capy.engine.queue import RetryPolicy, new_id, new_worker_id
+from pulumi_capy.engine.queue import JobRetryPolicy, new_id, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
 from pulumi_capy.engine.store import BackupRecord, ProjectRecord, Store
 from pulumi_capy.engine.ticks import TickReport, run_tick
@@ -87,7 +87,7 @@ class Engine:
         *,
         clock: Clock | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        retry: RetryPolicy | None = None,
+        retry: JobRetryPolicy | None = None,
         hooks: dict[str, Hook] | None = None,
         worker_id: str | None = None,
     ) -> None:
@@ -99,7 +99,7 @@ class Engine:
             store=store,
             blobs=LocalBlobStore(root / "blobs"),
             clock=clock or SystemClock(),
-            retry=retry or RetryPolicy(),
+            retry=retry or JobRetryPolicy(),
             lease_seconds=lease_seconds,
             worker_id=worker_id or new_worker_id(),
             hooks=hooks or {},

@@ -32,9 +32,9 @@ from pulumi.output import Unknown
 from pydantic import BaseModel, ValidationError
 
 from pulumi_capy.api.backend import Backend
-from pulumi_capy.api.client import CapyClient
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.api.models import ApiRequest, Job, field_errors
+from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
 __all__ = [
@@ -93,13 +93,7 @@ def backend_session(settings: Settings | None = None) -> Iterator[Backend]:
     if settings.describe() not in _ANNOUNCED:
         _ANNOUNCED.add(settings.describe())
         progress(settings.describe().removeprefix("capy: "))
-    backend: Backend
-    if settings.mode is Mode.embedded:
-        from pulumi_capy.engine import Engine  # the engine only where it is used
-
-        backend = Engine(settings.engine_dir)
-    else:
-        backend = CapyClient(settings.api_url, settings.api_key, transport=http_transport)
+    backend = settings.open_backend(transport=http_transport)
     try:
         yield backend
     finally:

@@ -7,9 +7,8 @@ then the environment) and call the back end directly, at program time.
 from __future__ import annotations
 
 from pulumi_capy.api.backend import Backend
-from pulumi_capy.api.client import CapyClient
 from pulumi_capy.api.models import Backup, Job, RestorePoint
-from pulumi_capy.settings import ENV, Mode, Settings, resolve
+from pulumi_capy.settings import ENV, Settings, resolve
 
 __all__ = ["get_backups", "get_jobs", "get_restore_points"]
 
@@ -27,12 +26,7 @@ def _program_settings() -> Settings:
 
 
 def _backend() -> Backend:
-    settings = _program_settings()
-    if settings.mode is Mode.embedded:
-        from pulumi_capy.engine import Engine
-
-        return Engine(settings.engine_dir)
-    return CapyClient(settings.api_url, settings.api_key)
+    return _program_settings().open_backend()
 
 
 def get_restore_points(project_id: str) -> list[RestorePoint]:

@@ -20,8 +20,8 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
 
-from pulumi_capy.api.errors import ApiError, CapyError, FieldError, InvalidInput, NotSupported
-from pulumi_capy.api.models import RuleError
+from pulumi_capy.api.errors import ApiError, CapyError, InvalidInput, NotSupported
+from pulumi_capy.api.validation import http_field_errors
 
 __all__ = ["EXCEPTION_HANDLERS"]
 
@@ -34,11 +34,6 @@ def _status(error: CapyError) -> int:
     if isinstance(error, NotSupported):
         return 501
     return 500
-
-
-def _field_name(location: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in location if part not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
 
 
 def _allowed_methods(request: Request) -> str:
@@ -61,19 +56,7 @@ async def capy_error(_: Request, exc: CapyError) -> JSONResponse:
 
 
 async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-    problems: list[FieldError] = []
-    for error in exc.errors():
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, RuleError):  # a rule over several fields names each of them
-            problems.extend(FieldError(name, cause.message) for name in cause.fields)
-            continue
-        field = _field_name(tuple(error.get("loc", ())))
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        if error.get("type") == "json_invalid" or field == "body":
-            field, message = "body", "must be a JSON object (is it valid JSON?)"
-        elif error.get("type") == "extra_forbidden":
-            message = "unknown field"
-        problems.append(FieldError(field, message))
+    problems = http_field_errors(exc.errors())
     return JSONResponse({"error": InvalidInput(problems).detail}, status_code=400)
 
 

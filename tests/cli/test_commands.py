@@ -366,6 +366,12 @@ def test_api_url_and_engine_dir_together_are_a_usage_error(capy: Capy) -> None:
     assert "--api-url and --engine-dir" in result.stderr
 
 
+def test_api_url_without_a_key_names_the_option(capy: Capy) -> None:
+    result = capy.raw("--api-url", "http://127.0.0.1:9", "projects", "list")
+    assert result.exit_code == 1
+    assert "--api-url selects mode 'api' but no API key is set" in _one_error_line(result.stderr)
+
+
 @pytest.mark.parametrize("args", [["--nope"], ["projects", "create", "--name", "x"]])
 def test_usage_errors_exit_2(capy: Capy, args: list[str]) -> None:
     assert capy.raw(*args).exit_code == 2

@@ -31,7 +31,7 @@ from pulumi_capy.api.models import (
     TargetKind,
 )
 from pulumi_capy.engine.clock import ManualClock
-from pulumi_capy.engine.queue import Lease, LeaseLost, RetryPolicy
+from pulumi_capy.engine.queue import JobRetryPolicy, Lease, LeaseLost
 from pulumi_capy.engine.service import Engine
 from pulumi_capy.engine.store import MIGRATIONS, JobRecord, Store
 from tests.engine.conftest import (
@@ -358,7 +358,7 @@ def test_a_lost_lease_on_the_last_attempt_fails_the_job_and_its_preview(
         engine_dir,
         clock=clock,
         lease_seconds=LEASE,
-        retry=RetryPolicy(max_attempts=1),
+        retry=JobRetryPolicy(max_attempts=1),
         worker_id="worker-b",
     ) as engine:
         project = _new_project(engine, app_db)
@@ -404,7 +404,7 @@ def test_a_transient_failure_is_retried_after_a_backoff(
     with Engine(
         engine_dir,
         clock=clock,
-        retry=RetryPolicy(max_attempts=3, base_delay=2.0),
+        retry=JobRetryPolicy(max_attempts=3, base_delay=2.0),
         hooks={"backup.after_dump": flaky},
     ) as engine:
         project = _new_project(engine, app_db)
@@ -438,7 +438,7 @@ def test_backoff_doubles_per_attempt_until_max_attempts(
     def broken(job: JobRecord) -> None:
         raise RuntimeError(f"still broken (attempt {job.attempts})")
 
-    policy = RetryPolicy(max_attempts=5, base_delay=2.0, max_delay=5.0)
+    policy = JobRetryPolicy(max_attempts=5, base_delay=2.0, max_delay=5.0)
     with Engine(
         engine_dir, clock=clock, retry=policy, hooks={"backup.after_dump": broken}
     ) as engine:
@@ -564,7 +564,7 @@ def test_on_update_is_called_on_state_or_attempt_changes_only(
     with Engine(
         engine_dir,
         clock=clock,
-        retry=RetryPolicy(max_attempts=3, base_delay=4.0),
+        retry=JobRetryPolicy(max_attempts=3, base_delay=4.0),
         hooks={"backup.after_dump": flaky},
     ) as engine:
         project = _new_project(engine, app_db)

@@ -42,7 +42,7 @@ from pulumi_capy.api.models import (
 )
 from pulumi_capy.engine.clock import ManualClock
 from pulumi_capy.engine.jobs import safety_label
-from pulumi_capy.engine.queue import RetryPolicy
+from pulumi_capy.engine.queue import JobRetryPolicy
 from pulumi_capy.engine.service import Engine
 from pulumi_capy.engine.store import JobRecord
 from pulumi_capy.resources.restore import RestoreProvider, preview_url
@@ -576,7 +576,7 @@ def test_a_swap_that_cannot_complete_leaves_the_target_whole_and_a_retry_finishe
     with Engine(
         engine_dir,
         hooks={"restore.before_commit": occupy_the_scratch},
-        retry=RetryPolicy(base_delay=0.05),
+        retry=JobRetryPolicy(base_delay=0.05),
     ) as engine:
         project = engine.create_project(CreateProject(name="app", database_url=source_url)).project
         backup, _, _ = _backup(engine, project.id)

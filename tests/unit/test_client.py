@@ -66,7 +66,7 @@ from pulumi_capy.api.models import (
     ScheduledBackup,
     TargetKind,
 )
-from pulumi_capy.api.retry import RetryPolicy
+from pulumi_capy.api.retry import HttpRetryPolicy
 
 BASE_URL = "https://capydb.example/api/capydb"
 BASE_PATH = "/api/capydb"
@@ -190,7 +190,7 @@ class Harness:
 def make_client(
     handler: Handler,
     *,
-    retry: RetryPolicy | None = None,
+    retry: HttpRetryPolicy | None = None,
     api_key: str | SecretStr | None = API_KEY,
     base_url: str | None = BASE_URL,
     rng: Callable[[], float] = lambda: 0.5,
@@ -1330,7 +1330,7 @@ def test_connection_errors_exhausted_raise_unreachable() -> None:
 
 
 def test_small_deadline_gives_up_early() -> None:
-    harness = make_client(always(503), retry=RetryPolicy(deadline=2.0))
+    harness = make_client(always(503), retry=HttpRetryPolicy(deadline=2.0))
 
     with pytest.raises(ServerError):
         harness.client.list_projects()
@@ -1372,7 +1372,7 @@ def test_retry_after_beyond_deadline_gives_up_at_once(status: int) -> None:
 
 
 def test_backoff_grows_exponentially_up_to_max_delay() -> None:
-    harness = make_client(always(502), retry=RetryPolicy(max_attempts=8, deadline=1000.0))
+    harness = make_client(always(502), retry=HttpRetryPolicy(max_attempts=8, deadline=1000.0))
 
     with pytest.raises(ServerError):
         harness.client.list_projects()
@@ -1388,7 +1388,7 @@ def test_backoff_grows_exponentially_up_to_max_delay() -> None:
 def test_backoff_jitter_stays_between_half_and_full_delay(
     rng_value: float, expected: list[float]
 ) -> None:
-    harness = make_client(always(503), retry=RetryPolicy(max_attempts=4), rng=lambda: rng_value)
+    harness = make_client(always(503), retry=HttpRetryPolicy(max_attempts=4), rng=lambda: rng_value)
 
     with pytest.raises(ServerError):
         harness.client.list_projects()
@@ -1399,7 +1399,7 @@ def test_backoff_jitter_stays_between_half_and_full_delay(
 @pytest.mark.parametrize("max_attempts", [1, 2, 3, 7])
 def test_max_attempts_is_respected(max_attempts: int) -> None:
     harness = make_client(
-        refuse, retry=RetryPolicy(max_attempts=max_attempts, base_delay=0.1, deadline=1000.0)
+        refuse, retry=HttpRetryPolicy(max_attempts=max_attempts, base_delay=0.1, deadline=1000.0)
     )
 
     with pytest.raises(Unreachable):

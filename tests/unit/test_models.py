@@ -23,8 +23,8 @@ from pulumi_capy.api.models import (
     RestoreRequest,
     TargetKind,
     format_timestamp,
-    parse_request,
 )
+from pulumi_capy.api.validation import parse_request
 
 
 def invalid(model: type[Any], data: dict[str, Any]) -> InvalidInput:

@@ -42,7 +42,7 @@ def test_api_all() -> None:
             "NotFound",
             "NotSupported",
             "RateLimited",
-            "RetryPolicy",
+            "HttpRetryPolicy",
             "ServerError",
             "Unauthorized",
             "Unreachable",

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
-from pulumi_capy.api.client import DEFAULT_API_URL
-from pulumi_capy.api.errors import ConfigError
+from pulumi_capy.api.client import DEFAULT_API_URL, CapyClient
+from pulumi_capy.api.errors import ConfigError, ConflictingSettings
+from pulumi_capy.engine import Engine
 from pulumi_capy.settings import Mode, resolve
 
 KEY_ARG = "capy_live_" + "a" * 40
@@ -128,3 +130,81 @@ def test_repr_hides_the_key() -> None:
 def test_environment_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAPYDB_API_KEY", KEY_ENV)
     assert resolve().mode is Mode.api
+
+
+CLI_FLAGS = {"mode": "--mode", "api_url": "--api-url", "engine_dir": "--engine-dir"}
+
+
+def test_an_explicit_url_selects_api_and_an_explicit_dir_embedded(tmp_path: Path) -> None:
+    # both beat the mode of the config and of the environment, and the key's default
+    config = {"capy:mode": "embedded", "capy:apiKey": KEY_CONFIG}
+    environ = {"CAPY_MODE": "embedded", "CAPYDB_API_KEY": KEY_ENV}
+    by_url = resolve(api_url="http://127.0.0.1:8080", config=config, environ=environ)
+    assert (by_url.mode, by_url.reason) == (Mode.api, "api_url is given")
+    config["capy:mode"] = environ["CAPY_MODE"] = "api"
+    by_dir = resolve(engine_dir=tmp_path, config=config, environ=environ, names=CLI_FLAGS)
+    assert (by_dir.mode, by_dir.reason) == (Mode.embedded, "--engine-dir is given")
+    assert by_dir.engine_dir == tmp_path
+
+
+def test_an_explicit_mode_beats_an_explicit_url_or_dir(tmp_path: Path) -> None:
+    settings = resolve(mode="embedded", api_url="http://127.0.0.1:8080", environ={})
+    assert (settings.mode, settings.reason) == (Mode.embedded, "mode says so")
+    both = resolve(
+        mode="api",
+        api_url="http://127.0.0.1:8080",
+        engine_dir=tmp_path,
+        environ={"CAPYDB_API_KEY": KEY_ENV},
+        names=CLI_FLAGS,
+    )
+    assert (both.mode, both.reason) == (Mode.api, "--mode says so")
+
+
+def test_an_explicit_url_and_dir_without_a_mode_conflict(tmp_path: Path) -> None:
+    with pytest.raises(ConflictingSettings) as caught:
+        resolve(
+            api_url="http://127.0.0.1:8080",
+            engine_dir=tmp_path,
+            environ={"CAPYDB_API_KEY": KEY_ENV, "CAPY_MODE": "api"},
+            names=CLI_FLAGS,
+        )
+    assert str(caught.value) == (
+        "--api-url and --engine-dir select different back ends; give one (or --mode)"
+    )
+    assert isinstance(caught.value, ConfigError)
+
+
+def test_empty_explicit_values_are_not_given(tmp_path: Path) -> None:
+    settings = resolve(api_url="", engine_dir="", environ={}, cwd=tmp_path)
+    assert (settings.mode, settings.reason) == (Mode.embedded, "no API key is set")
+
+
+def test_an_explicit_url_without_a_key_is_refused_naming_the_option() -> None:
+    with pytest.raises(ConfigError, match=r"^--api-url selects mode 'api' but no API key"):
+        resolve(api_url="http://127.0.0.1:8080", environ={}, names=CLI_FLAGS)
+
+
+def test_the_back_end_is_the_engine_or_a_client_of_the_url(tmp_path: Path) -> None:
+    embedded = resolve(engine_dir=tmp_path / "engine", environ={}).open_backend()
+    try:
+        assert isinstance(embedded, Engine)
+        assert embedded.rt.directory == tmp_path / "engine"
+    finally:
+        embedded.close()
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"projects": []})
+
+    transport = httpx.MockTransport(answer)
+    settings = resolve(api_url="http://127.0.0.1:8080", api_key=KEY_ARG, environ={})
+    client = settings.open_backend(transport=transport)
+    try:
+        assert isinstance(client, CapyClient)
+        assert client.base_url == "http://127.0.0.1:8080"
+        assert client.list_projects() == []
+        assert [str(request.url) for request in seen] == ["http://127.0.0.1:8080/v1/projects"]
+        assert seen[0].headers["authorization"] == f"Bearer {KEY_ARG}"
+    finally:
+        client.close()
