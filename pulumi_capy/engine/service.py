@@ -182,11 +182,7 @@ class Engine:
                 f"project {project.name} ({project_id}) still has {len(backups)} backup(s); "
                 "set force_destroy (force=True) to delete them with the project"
             )
-        busy = [
-            job
-            for job in self.rt.store.list_jobs(project_id, 1000)
-            if job.state in (JobState.pending, JobState.running)
-        ]
+        busy = self.rt.store.busy_jobs(project_id)
         if busy:
             raise Conflict(
                 f"project {project_id} has {len(busy)} job(s) pending or running "

@@ -799,6 +799,15 @@ class Store:
         )
         return [JobRecord.model_validate(row) for row in rows]
 
+    def busy_jobs(self, project_id: str) -> list[JobRecord]:
+        """Every pending or running job of the project, newest first."""
+        rows = self._all(
+            "SELECT * FROM jobs WHERE project_id = ? AND state IN ('pending', 'running') "
+            "ORDER BY created_at DESC, rowid DESC",
+            (project_id,),
+        )
+        return [JobRecord.model_validate(row) for row in rows]
+
     def outstanding_jobs(self, job_type: str, payload_key: str, value: str) -> list[JobRecord]:
         rows = self._all(
             "SELECT * FROM jobs WHERE type = :type AND state IN ('pending', 'running') "
