@@ -40,11 +40,11 @@ def run_tick(engine: Engine, now: datetime) -> TickReport:
         created = schedule.created_at or due
         if created > due or (schedule.last_run_at is not None and schedule.last_run_at >= due):
             continue
-        with store.transaction() as db:
+        with store.transaction() as tx:
             job_id = new_id("job")
-            if store.mark_schedule_run_in(db, schedule.id, schedule.last_run_at, job_id, now):
+            if store.record_schedule_run(tx, schedule.id, schedule.last_run_at, job_id, now):
                 rt.enqueue(
-                    db,
+                    tx,
                     "project.backup",
                     project_id=schedule.project_id,
                     payload={"backup_id": new_id("bkp"), "label": schedule.label or "scheduled"},
@@ -59,9 +59,9 @@ def run_tick(engine: Engine, now: datetime) -> TickReport:
             if backup.created_at is None or backup.created_at >= cutoff:
                 continue
             if store.expire_backup(backup.id, now):
-                with store.transaction() as db:
+                with store.transaction() as tx:
                     rt.enqueue(
-                        db,
+                        tx,
                         "backup.expire",
                         project_id=schedule.project_id,
                         payload={"backup_id": backup.id},
@@ -70,7 +70,7 @@ def run_tick(engine: Engine, now: datetime) -> TickReport:
                 report.expired_backups.append(backup.backup_key)
 
     for preview in store.previews_past_ttl(now):
-        with store.transaction() as db:
-            engine._enqueue_preview_delete(db, preview)
+        with store.transaction() as tx:
+            engine._enqueue_preview_delete(tx, preview)
         report.deleted_previews.append(preview.id)
     return report

@@ -187,7 +187,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.engine = engine
-    principals = Principals(engine, StoreVersion(engine.rt.store.path))
+    principals = Principals(engine, StoreVersion(engine.rt.store))
     app.add_middleware(BodyLimit, limit=body_limit)
     app.state.read_stats = ReadStats()
     if read_cache:
