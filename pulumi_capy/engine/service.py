@@ -60,9 +60,10 @@ from pulumi_capy.engine import keys
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.drivers import driver_for
+from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import RetryPolicy, new_id, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
-from pulumi_capy.engine.stores.contract import BackupRecord, ProjectRecord, Transaction
+from pulumi_capy.engine.stores.contract import BackupRecord, ProjectRecord
 from pulumi_capy.engine.stores.sqlite import SqliteStore
 from pulumi_capy.engine.ticks import TickReport, run_tick
 from pulumi_capy.engine.worker import Worker
@@ -454,22 +455,8 @@ class Engine:
     def delete_preview_database(self, preview_id: str) -> Job:
         preview = self.get_preview_database(preview_id)
         with self.rt.store.transaction() as tx:
-            job_id = self._enqueue_preview_delete(tx, preview)
+            job_id = enqueue_preview_delete(self.rt, tx, preview)
         return self.get_job(job_id)
-
-    def _enqueue_preview_delete(self, tx: Transaction, preview: PreviewDatabase) -> str:
-        outstanding = self.rt.store.outstanding_preview_deletion(preview.id)
-        if outstanding is not None:
-            return outstanding
-        self.rt.store.mark_preview_deleting(tx, preview.id, self.rt.now())
-        return self.rt.enqueue(
-            tx,
-            "preview.delete",
-            project_id=preview.project_id,
-            payload={"preview_id": preview.id, "request": {"target_kind": "preview"}},
-            locked_resource=f"preview:{preview.id}",
-            preview_database_id=preview.id,
-        )
 
     # ------------------------------------------------------------ jobs
 
@@ -539,7 +526,7 @@ class Engine:
         and the scratch files of workers that were killed (a long-running worker would
         otherwise keep a killed sibling's unpacked dumps until it restarts)."""
         self.rt.sweep_scratch()
-        return run_tick(self, now or self.rt.now())
+        return run_tick(self.rt, self.worker, now or self.rt.now())
 
     # ------------------------------------------------------------ identity and keys
 

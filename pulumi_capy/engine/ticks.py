@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from pulumi_capy.api.models import ScheduledBackup
+from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import new_id
-
-if TYPE_CHECKING:
-    from pulumi_capy.engine.service import Engine
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.worker import Worker
 
 __all__ = ["TickReport", "last_due", "run_tick"]
 
@@ -30,10 +29,9 @@ def last_due(schedule: ScheduledBackup, now: datetime) -> datetime:
     return due if due <= now else due - timedelta(days=1)
 
 
-def run_tick(engine: Engine, now: datetime) -> TickReport:
-    rt = engine.rt
+def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
     store = rt.store
-    report = TickReport(rescued_jobs=engine.worker.rescue())
+    report = TickReport(rescued_jobs=worker.rescue())
 
     for schedule in store.active_schedules():
         due = last_due(schedule, now)
@@ -71,6 +69,6 @@ def run_tick(engine: Engine, now: datetime) -> TickReport:
 
     for preview in store.previews_past_ttl(now):
         with store.transaction() as tx:
-            engine._enqueue_preview_delete(tx, preview)
+            enqueue_preview_delete(rt, tx, preview)
         report.deleted_previews.append(preview.id)
     return report
