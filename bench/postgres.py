@@ -54,7 +54,7 @@ from psycopg import sql
 
 from pulumi_capy.api.models import CreateProject, RestoreRequest
 from pulumi_capy.engine import Engine
-from pulumi_capy.engine.store import JobRecord
+from pulumi_capy.engine.stores.contract import JobRecord
 from tests.pg import PostgresServer, bindir, running_server
 
 DATABASE = "bench"

@@ -10,7 +10,6 @@ good (e.g. the preview it was making becomes ``failed``).
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +21,16 @@ from pulumi_capy._version import __version__
 from pulumi_capy.api.errors import CapyError
 from pulumi_capy.engine.blobs import StagedBlob
 from pulumi_capy.engine.drivers import Driver, Outcome, StreamsDump, driver_for
+from pulumi_capy.engine.drivers.sqlite import SQLITE_VERSION
 from pulumi_capy.engine.queue import Deferred, Lease, new_id
 from pulumi_capy.engine.runtime import Runtime
-from pulumi_capy.engine.store import BackupRecord, JobRecord, ProjectRecord
+from pulumi_capy.engine.stores.contract import (
+    BackupRecord,
+    JobRecord,
+    PreviewSource,
+    ProjectRecord,
+    Transaction,
+)
 from pulumi_capy.engine.tarstream import TarReader
 
 __all__ = ["HANDLERS", "Handler", "JobDone", "PermanentFailure", "backup_key", "safety_label"]
@@ -36,7 +42,7 @@ class PermanentFailure(CapyError):
     """The job cannot succeed however often it is tried."""
 
 
-Commit = Callable[[sqlite3.Connection], dict[str, Any] | None]
+Commit = Callable[[Transaction], dict[str, Any] | None]
 
 
 @dataclass
@@ -49,8 +55,8 @@ class JobDone:
 @dataclass(frozen=True)
 class Handler:
     run: Callable[[Runtime, JobRecord, Lease], JobDone]
-    on_failed: Callable[[Runtime, sqlite3.Connection, JobRecord, str], None] = field(
-        default=lambda rt, db, job, error: None
+    on_failed: Callable[[Runtime, Transaction, JobRecord, str], None] = field(
+        default=lambda rt, tx, job, error: None
     )
 
 
@@ -123,7 +129,7 @@ def snapshot(
             "versions": {
                 "pulumi_capy": __version__,
                 "python": sys.version.split()[0],
-                "sqlite": sqlite3.sqlite_version,
+                "sqlite": SQLITE_VERSION,
             },
             "details": dumped.details,
         }
@@ -186,11 +192,11 @@ def snapshot(
     return row, outcome
 
 
-def record_backup(rt: Runtime, db: sqlite3.Connection, row: dict[str, Any]) -> str:
-    """Insert the backup row and queue its verification; return the verify job id."""
-    rt.store.insert_in(db, "backups", row)
+def record_backup(rt: Runtime, tx: Transaction, row: dict[str, Any]) -> str:
+    """Record the backup and queue its verification; return the verify job id."""
+    rt.store.record_backup(tx, BackupRecord.model_validate(row))
     return rt.enqueue(
-        db,
+        tx,
         "backup.verify",
         project_id=str(row["project_id"]),
         payload={"backup_id": row["id"]},
@@ -204,8 +210,8 @@ def run_backup(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     row, outcome = snapshot(rt, project, backup_id, job.payload.get("label"), job)
     lease.check()
 
-    def commit(db: sqlite3.Connection) -> dict[str, Any]:
-        return {"verify_job_id": record_backup(rt, db, row)}
+    def commit(tx: Transaction) -> dict[str, Any]:
+        return {"verify_job_id": record_backup(rt, tx, row)}
 
     return JobDone({"backup_id": backup_id, "backup_key": row["backup_key"]}, outcome, commit)
 
@@ -225,13 +231,8 @@ def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     lease.check()
     now = rt.now()
 
-    def commit(db: sqlite3.Connection) -> None:
-        rt.store.update_in(
-            db,
-            "backups",
-            backup.id,
-            {"verification_state": "verified", "verified_at": now, "verification_error": None},
-        )
+    def commit(tx: Transaction) -> None:
+        rt.store.mark_backup_verified(tx, backup.id, now)
 
     summary = f"backup {backup.backup_key}: restored into a throwaway copy; {checked.summary}"
     return JobDone(
@@ -241,13 +242,8 @@ def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     )
 
 
-def verify_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
-    rt.store.update_in(
-        db,
-        "backups",
-        str(job.payload["backup_id"]),
-        {"verification_state": "failed", "verification_error": error[:2000]},
-    )
+def verify_failed(rt: Runtime, tx: Transaction, job: JobRecord, error: str) -> None:
+    rt.store.mark_backup_verification_failed(tx, str(job.payload["backup_id"]), error)
 
 
 # ---------------------------------------------------------------- restores
@@ -264,9 +260,7 @@ def _target_url(rt: Runtime, job: JobRecord, project: ProjectRecord, driver: Dri
 def _check_verification(rt: Runtime, backup: BackupRecord, allow_unverified: bool) -> None:
     if backup.verification_state == "verified" or allow_unverified:
         return
-    if backup.verification_state == "pending" and rt.store.outstanding_jobs(
-        "backup.verify", "backup_id", backup.id
-    ):
+    if backup.verification_state == "pending" and rt.store.verification_outstanding(backup.id):
         raise Deferred(f"backup {backup.backup_key} is being verified", VERIFY_RETRY_DELAY)
     detail = f": {backup.verification_error}" if backup.verification_error else ""
     raise PermanentFailure(
@@ -325,21 +319,18 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         result["safety_backup_key"] = safety["row"]["backup_key"]
         result["safety_backup_id"] = safety["row"]["id"]
 
-    def commit(db: sqlite3.Connection) -> None:
+    def commit(tx: Transaction) -> None:
         if target_kind in ("new_preview", "preview"):
-            rt.store.update_in(
-                db,
-                "preview_databases",
+            rt.store.mark_preview_ready(
+                tx,
                 job.preview_database_id or "",
-                {
-                    "state": "ready",
-                    **driver.connection_fields(target_url),
-                    "source_kind": job.payload.get("source_kind"),
-                    "source_database": project.database_name,
-                    "source_backup_key": backup.backup_key,
-                    "last_error": None,
-                    "updated_at": now,
-                },
+                driver.connection_fields(target_url),
+                now,
+                PreviewSource(
+                    kind=job.payload.get("source_kind"),
+                    database=project.database_name,
+                    backup_key=backup.backup_key,
+                ),
             )
 
     text = f"{outcome.summary} from backup {backup.backup_key}"
@@ -359,20 +350,15 @@ def _safety_backup(rt: Runtime, project: ProjectRecord, job: JobRecord) -> dict[
     written since, and reusing it would lose those writes.
     """
     row, _ = snapshot(rt, project, new_id("bkp"), safety_label(job.id), job)
-    with rt.store.transaction() as db:  # kept even if the restore then fails
-        record_backup(rt, db, row)
+    with rt.store.transaction() as tx:  # kept even if the restore then fails
+        record_backup(rt, tx, row)
     return {"row": row}
 
 
-def new_preview_failed(rt: Runtime, db: sqlite3.Connection, job: JobRecord, error: str) -> None:
+def new_preview_failed(rt: Runtime, tx: Transaction, job: JobRecord, error: str) -> None:
     """A job that was making a new preview failed for good: the preview is ``failed``."""
     if job.payload.get("request", {}).get("target_kind") == "new_preview":
-        rt.store.update_in(
-            db,
-            "preview_databases",
-            job.preview_database_id or "",
-            {"state": "failed", "last_error": error[:2000], "updated_at": rt.now()},
-        )
+        rt.store.mark_preview_failed(tx, job.preview_database_id or "", error, rt.now())
 
 
 # ---------------------------------------------------------------- previews
@@ -406,12 +392,9 @@ def run_preview_create(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         )
     now = rt.now()
 
-    def commit(db: sqlite3.Connection) -> None:
-        rt.store.update_in(
-            db,
-            "preview_databases",
-            job.preview_database_id or "",
-            {"state": "ready", **driver.connection_fields(target_url), "updated_at": now},
+    def commit(tx: Transaction) -> None:
+        rt.store.mark_preview_ready(
+            tx, job.preview_database_id or "", driver.connection_fields(target_url), now
         )
 
     return JobDone({"preview_database_id": job.preview_database_id}, outcome, commit)
@@ -425,13 +408,8 @@ def run_preview_delete(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     lease.check()
     now = rt.now()
 
-    def commit(db: sqlite3.Connection) -> None:
-        rt.store.update_in(
-            db,
-            "preview_databases",
-            job.preview_database_id or "",
-            {"state": "deleted", "updated_at": now},
-        )
+    def commit(tx: Transaction) -> None:
+        rt.store.mark_preview_deleted(tx, job.preview_database_id or "", now)
 
     text = f"dropped preview {job.preview_database_id} ({driver.database_name(target_url)})"
     return JobDone(

@@ -1,6 +1,6 @@
 """The job queue's policy: ids, retry decisions, leases and their heartbeat.
 
-The SQL of claiming and fencing lives in ``store``; this module decides what
+The SQL of claiming and fencing lives in the store (``stores``); this module decides what
 a failure means and keeps a claimed job's lease alive while it runs.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pulumi_capy.engine.clock import Clock
-from pulumi_capy.engine.store import Fence, Store
+from pulumi_capy.engine.stores.contract import Fence, Store
 
 __all__ = [
     "OUTPUT_LIMIT",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -16,7 +15,7 @@ from typing import Any
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.queue import JobRetryPolicy, new_id
-from pulumi_capy.engine.store import JobRecord, Store
+from pulumi_capy.engine.stores.contract import JobRecord, NewJob, Store, Transaction
 
 __all__ = ["DEFAULT_ORGANIZATION_ID", "Hook", "Runtime"]
 
@@ -87,7 +86,7 @@ class Runtime:
 
     def enqueue(
         self,
-        db: sqlite3.Connection,
+        tx: Transaction,
         job_type: str,
         *,
         project_id: str,
@@ -100,23 +99,20 @@ class Runtime:
         """Insert a pending job inside the caller's transaction; return its id."""
         now = self.clock.now()
         job_id = job_id or new_id("job")
-        self.store.insert_job(
-            db,
-            {
-                "id": job_id,
-                "type": job_type,
-                "state": "pending",
-                "attempts": 0,
-                "max_attempts": self.retry.max_attempts,
-                "created_at": now,
-                "updated_at": now,
-                "run_after": now + timedelta(seconds=delay),
-                "locked_resource": locked_resource,
-                "organization_id": DEFAULT_ORGANIZATION_ID,
-                "project_id": project_id,
-                "preview_database_id": preview_database_id,
-                "payload": dict(payload),
-            },
+        self.store.enqueue(
+            tx,
+            NewJob(
+                id=job_id,
+                type=job_type,
+                project_id=project_id,
+                organization_id=DEFAULT_ORGANIZATION_ID,
+                payload=dict(payload),
+                locked_resource=locked_resource,
+                max_attempts=self.retry.max_attempts,
+                created_at=now,
+                run_after=now + timedelta(seconds=delay),
+                preview_database_id=preview_database_id,
+            ),
         )
         return job_id
 

@@ -60,9 +60,11 @@ from pulumi_capy.engine import keys
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.drivers import driver_for
+from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import JobRetryPolicy, new_id, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
-from pulumi_capy.engine.store import BackupRecord, ProjectRecord, Store
+from pulumi_capy.engine.stores.contract import BackupRecord, ProjectRecord
+from pulumi_capy.engine.stores.sqlite import SqliteStore
 from pulumi_capy.engine.ticks import TickReport, run_tick
 from pulumi_capy.engine.worker import Worker
 
@@ -93,7 +95,7 @@ class Engine:
     ) -> None:
         root = Path(directory).expanduser().resolve()
         root.mkdir(parents=True, exist_ok=True)
-        store = Store(root / "engine.db")
+        store = SqliteStore(root / "engine.db")
         self.rt = Runtime(
             directory=root,
             store=store,
@@ -159,18 +161,18 @@ class Engine:
         info = driver.inspect(url)
         now = self.rt.now()
         project = self.rt.store.insert_project(
-            {
-                "id": new_id("prj"),
-                "organization_id": DEFAULT_ORGANIZATION_ID,
-                "name": request.name,
-                "environment": request.environment.value,
-                "database_url": info.url,
-                "database_kind": info.kind,
-                "database_name": info.database_name,
-                "state": "active",
-                "created_at": now,
-                "updated_at": now,
-            }
+            ProjectRecord(
+                id=new_id("prj"),
+                organization_id=DEFAULT_ORGANIZATION_ID,
+                name=request.name,
+                environment=request.environment.value,
+                database_url=info.url,
+                database_kind=info.kind,
+                database_name=info.database_name,
+                state="active",
+                created_at=now,
+                updated_at=now,
+            )
         )
         return ProjectCreated(project=project.public(), job=None)
 
@@ -182,11 +184,7 @@ class Engine:
                 f"project {project.name} ({project_id}) still has {len(backups)} backup(s); "
                 "set force_destroy (force=True) to delete them with the project"
             )
-        busy = [
-            job
-            for job in self.rt.store.list_jobs(project_id, 1000)
-            if job.state in (JobState.pending, JobState.running)
-        ]
+        busy = self.rt.store.busy_jobs(project_id)
         if busy:
             raise Conflict(
                 f"project {project_id} has {len(busy)} job(s) pending or running "
@@ -215,9 +213,9 @@ class Engine:
         return self._enqueue_backup(project_id, request.label)
 
     def _enqueue_backup(self, project_id: str, label: str | None) -> Job:
-        with self.rt.store.transaction() as db:
+        with self.rt.store.transaction() as tx:
             job_id = self.rt.enqueue(
-                db,
+                tx,
                 "project.backup",
                 project_id=project_id,
                 payload={"backup_id": new_id("bkp"), "label": label},
@@ -260,18 +258,18 @@ class Engine:
         existing = self.rt.store.get_schedule(project_id)
         now = self.rt.now()
         return self.rt.store.put_schedule(
-            {
-                "id": existing.id if existing else new_id("sch"),
-                "project_id": project_id,
-                "organization_id": DEFAULT_ORGANIZATION_ID,
-                "cron_hour": request.cron_hour,
-                "cron_minute": request.cron_minute,
-                "is_active": int(request.is_active),
-                "label": request.label,
-                "retention_days": request.retention_days,
-                "created_at": existing.created_at if existing else now,
-                "updated_at": now,
-            }
+            ScheduledBackup(
+                id=existing.id if existing else new_id("sch"),
+                project_id=project_id,
+                organization_id=DEFAULT_ORGANIZATION_ID,
+                cron_hour=request.cron_hour,
+                cron_minute=request.cron_minute,
+                is_active=request.is_active,
+                label=request.label,
+                retention_days=request.retention_days,
+                created_at=existing.created_at if existing else now,
+                updated_at=now,
+            )
         )
 
     # ------------------------------------------------------------ restore points
@@ -292,28 +290,23 @@ class Engine:
             )
         backup = self._backup_by_key(project_id, request.backup_key or "", "backup_key")
         now = self.rt.now()
-        point_id = new_id("rp")
-        self.rt.store.insert(
-            "restore_points",
-            {
-                "id": point_id,
-                "project_id": project_id,
-                "organization_id": DEFAULT_ORGANIZATION_ID,
-                "label": request.label,
-                "note": request.note,
-                "kind": request.kind.value,
-                "backup_id": backup.id,
-                "backup_key": backup.backup_key,
-                "state": "active",
-                "created_by_actor_id": "embedded",
-                "created_by_actor_kind": "engine",
-                "created_at": now,
-                "updated_at": now,
-            },
+        return self.rt.store.insert_restore_point(
+            RestorePoint(
+                id=new_id("rp"),
+                project_id=project_id,
+                organization_id=DEFAULT_ORGANIZATION_ID,
+                label=request.label,
+                note=request.note,
+                kind=request.kind.value,
+                backup_id=backup.id,
+                backup_key=backup.backup_key,
+                state="active",
+                created_by_actor_id="embedded",
+                created_by_actor_kind="engine",
+                created_at=now,
+                updated_at=now,
+            )
         )
-        point = self.rt.store.get_restore_point(project_id, point_id)
-        assert point is not None
-        return point
 
     def delete_restore_point(self, project_id: str, restore_point_id: str) -> None:
         self._project(project_id)
@@ -343,7 +336,7 @@ class Engine:
         now = self.rt.now()
         job_id = new_id("job")
         preview_id: str | None = None
-        with self.rt.store.transaction() as db:
+        with self.rt.store.transaction() as tx:
             if request.target_kind is TargetKind.project:
                 if not request.confirm_project_overwrite:
                     raise Forbidden(
@@ -366,24 +359,24 @@ class Engine:
                 preview_id = new_id("prv")
                 ttl = request.ttl_hours or PREVIEW_TTL_HOURS
                 self.rt.store.insert_preview(
-                    db,
-                    {
-                        "id": preview_id,
-                        "project_id": project_id,
-                        "name": request.preview_name or f"{project.name}-{preview_id[4:12]}",
-                        "mode": "restore",
-                        "state": "creating",
-                        "source_kind": request.source_kind,
-                        "source_database": project.database_name,
-                        "source_backup_key": backup.backup_key,
-                        "ttl_expires_at": now + timedelta(hours=ttl),
-                        "created_at": now,
-                        "updated_at": now,
-                    },
+                    tx,
+                    PreviewDatabase(
+                        id=preview_id,
+                        project_id=project_id,
+                        name=request.preview_name or f"{project.name}-{preview_id[4:12]}",
+                        mode="restore",
+                        state="creating",
+                        source_kind=request.source_kind,
+                        source_database=project.database_name,
+                        source_backup_key=backup.backup_key,
+                        ttl_expires_at=now + timedelta(hours=ttl),
+                        created_at=now,
+                        updated_at=now,
+                    ),
                 )
                 lock = f"preview:{preview_id}"
             self.rt.enqueue(
-                db,
+                tx,
                 "project.restore",
                 project_id=project_id,
                 payload=payload,
@@ -426,23 +419,23 @@ class Engine:
         self._project(project_id)
         now = self.rt.now()
         preview_id = new_id("prv")
-        with self.rt.store.transaction() as db:
+        with self.rt.store.transaction() as tx:
             self.rt.store.insert_preview(
-                db,
-                {
-                    "id": preview_id,
-                    "project_id": project_id,
-                    "name": request.name,
-                    "mode": request.mode.value,
-                    "state": "creating",
-                    "source_kind": request.mode.value,
-                    "ttl_expires_at": now + timedelta(hours=request.ttl_hours),
-                    "created_at": now,
-                    "updated_at": now,
-                },
+                tx,
+                PreviewDatabase(
+                    id=preview_id,
+                    project_id=project_id,
+                    name=request.name,
+                    mode=request.mode.value,
+                    state="creating",
+                    source_kind=request.mode.value,
+                    ttl_expires_at=now + timedelta(hours=request.ttl_hours),
+                    created_at=now,
+                    updated_at=now,
+                ),
             )
             job_id = self.rt.enqueue(
-                db,
+                tx,
                 "preview.create",
                 project_id=project_id,
                 payload={"mode": request.mode.value, "request": {"target_kind": "new_preview"}},
@@ -461,28 +454,9 @@ class Engine:
 
     def delete_preview_database(self, preview_id: str) -> Job:
         preview = self.get_preview_database(preview_id)
-        with self.rt.store.transaction() as db:
-            job_id = self._enqueue_preview_delete(db, preview)
+        with self.rt.store.transaction() as tx:
+            job_id = enqueue_preview_delete(self.rt, tx, preview)
         return self.get_job(job_id)
-
-    def _enqueue_preview_delete(self, db: Any, preview: PreviewDatabase) -> str:
-        outstanding = self.rt.store.outstanding_jobs("preview.delete", "preview_id", preview.id)
-        if outstanding:
-            return outstanding[0].id
-        self.rt.store.update_in(
-            db,
-            "preview_databases",
-            preview.id,
-            {"state": "deleting", "updated_at": self.rt.now()},
-        )
-        return self.rt.enqueue(
-            db,
-            "preview.delete",
-            project_id=preview.project_id,
-            payload={"preview_id": preview.id, "request": {"target_kind": "preview"}},
-            locked_resource=f"preview:{preview.id}",
-            preview_database_id=preview.id,
-        )
 
     # ------------------------------------------------------------ jobs
 
@@ -552,7 +526,7 @@ class Engine:
         and the scratch files of workers that were killed (a long-running worker would
         otherwise keep a killed sibling's unpacked dumps until it restarts)."""
         self.rt.sweep_scratch()
-        return run_tick(self, now or self.rt.now())
+        return run_tick(self.rt, self.worker, now or self.rt.now())
 
     # ------------------------------------------------------------ identity and keys
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from pulumi_capy.api.models import ScheduledBackup
+from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import new_id
-
-if TYPE_CHECKING:
-    from pulumi_capy.engine.service import Engine
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.worker import Worker
 
 __all__ = ["TickReport", "last_due", "run_tick"]
 
@@ -30,21 +29,20 @@ def last_due(schedule: ScheduledBackup, now: datetime) -> datetime:
     return due if due <= now else due - timedelta(days=1)
 
 
-def run_tick(engine: Engine, now: datetime) -> TickReport:
-    rt = engine.rt
+def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
     store = rt.store
-    report = TickReport(rescued_jobs=engine.worker.rescue())
+    report = TickReport(rescued_jobs=worker.rescue())
 
     for schedule in store.active_schedules():
         due = last_due(schedule, now)
         created = schedule.created_at or due
         if created > due or (schedule.last_run_at is not None and schedule.last_run_at >= due):
             continue
-        with store.transaction() as db:
+        with store.transaction() as tx:
             job_id = new_id("job")
-            if store.mark_schedule_run_in(db, schedule.id, schedule.last_run_at, job_id, now):
+            if store.record_schedule_run(tx, schedule.id, schedule.last_run_at, job_id, now):
                 rt.enqueue(
-                    db,
+                    tx,
                     "project.backup",
                     project_id=schedule.project_id,
                     payload={"backup_id": new_id("bkp"), "label": schedule.label or "scheduled"},
@@ -59,9 +57,9 @@ def run_tick(engine: Engine, now: datetime) -> TickReport:
             if backup.created_at is None or backup.created_at >= cutoff:
                 continue
             if store.expire_backup(backup.id, now):
-                with store.transaction() as db:
+                with store.transaction() as tx:
                     rt.enqueue(
-                        db,
+                        tx,
                         "backup.expire",
                         project_id=schedule.project_id,
                         payload={"backup_id": backup.id},
@@ -70,7 +68,7 @@ def run_tick(engine: Engine, now: datetime) -> TickReport:
                 report.expired_backups.append(backup.backup_key)
 
     for preview in store.previews_past_ttl(now):
-        with store.transaction() as db:
-            engine._enqueue_preview_delete(db, preview)
+        with store.transaction() as tx:
+            enqueue_preview_delete(rt, tx, preview)
         report.deleted_previews.append(preview.id)
     return report

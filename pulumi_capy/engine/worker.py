@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import traceback
 from datetime import timedelta
-from typing import Any
 
 from pulumi_capy.engine.blobs import BlobMissing, ChecksumMismatch
 from pulumi_capy.engine.drivers import DriverFailure, Outcome
 from pulumi_capy.engine.jobs import HANDLERS, JobDone, PermanentFailure
 from pulumi_capy.engine.queue import Deferred, Lease, LeaseLost, truncate_output
 from pulumi_capy.engine.runtime import Runtime
-from pulumi_capy.engine.store import JobRecord
+from pulumi_capy.engine.stores.contract import JobOutput, JobRecord
 
 __all__ = ["Worker"]
 
@@ -45,8 +44,8 @@ class Worker:
                 handler = HANDLERS.get(str(job.type))
                 if handler is not None:
                     error = RESCUE_ERROR.format(worker=job.claimed_by, attempt=job.attempts)
-                    with self.rt.store.transaction() as db:
-                        handler.on_failed(self.rt, db, job, error)
+                    with self.rt.store.transaction() as tx:
+                        handler.on_failed(self.rt, tx, job, error)
         return len(rescued)
 
     def run_once(self, only_id: str | None = None) -> bool:
@@ -88,37 +87,23 @@ class Worker:
 
     def _complete(self, job: JobRecord, done: JobDone) -> None:
         now = self.rt.now()
-        with self.rt.store.transaction() as db:
+        with self.rt.store.transaction() as tx:
             result = dict(done.result)
             if done.commit is not None:
-                result.update(done.commit(db) or {})
-            fields: dict[str, Any] = {
-                "state": "completed",
-                "completed_at": now,
-                "updated_at": now,
-                "lease_expires_at": None,
-                "error": None,
-                "retry_classification": None,
-                "result": result,
-                **self._outcome_fields(done.outcome),
-            }
-            if not self.rt.store.update_claimed_job_in(db, job.fence, fields):
+                result.update(done.commit(tx) or {})
+            completed = self.rt.store.complete_job(
+                tx, job.fence, result=result, output=self._output(done.outcome), now=now
+            )
+            if not completed:
                 raise _Abandon
 
     def _defer(self, job: JobRecord, deferred: Deferred) -> None:
         now = self.rt.now()
-        self.rt.store.update_claimed_job(
+        self.rt.store.defer_job(
             job.fence,
-            {
-                "state": "pending",
-                "attempts": job.attempts - 1,  # waiting is not an attempt
-                "claimed_by": None,
-                "claimed_at": None,
-                "lease_expires_at": None,
-                "run_after": now + timedelta(seconds=deferred.delay),
-                "updated_at": now,
-                "last_stdout": f"waiting: {deferred}",
-            },
+            run_after=now + timedelta(seconds=deferred.delay),
+            note=f"waiting: {deferred}",
+            now=now,
         )
 
     def _fail(self, job: JobRecord, exc: Exception) -> None:
@@ -126,22 +111,7 @@ class Worker:
         decision = self.rt.retry.decide(job.attempts, job.max_attempts, permanent=permanent)
         now = self.rt.now()
         error = str(exc) or type(exc).__name__
-        fields: dict[str, Any] = {
-            "error": error,
-            "retry_classification": decision.classification,
-            "updated_at": now,
-            "lease_expires_at": None,
-            **self._outcome_fields(outcome),
-        }
-        if decision.retry:
-            fields |= {
-                "state": "pending",
-                "claimed_by": None,
-                "claimed_at": None,
-                "run_after": now + timedelta(seconds=decision.delay),
-            }
-        else:
-            fields |= {"state": "failed", "completed_at": now}
+        retry_at = now + timedelta(seconds=decision.delay) if decision.retry else None
         log.info(
             "job %s attempt %d failed (%s): %s",
             job.id,
@@ -150,13 +120,22 @@ class Worker:
             error,
         )
         try:
-            with self.rt.store.transaction() as db:
-                if not self.rt.store.update_claimed_job_in(db, job.fence, fields):
+            with self.rt.store.transaction() as tx:
+                recorded = self.rt.store.fail_job(
+                    tx,
+                    job.fence,
+                    error=error,
+                    classification=decision.classification,
+                    output=self._output(outcome),
+                    now=now,
+                    retry_at=retry_at,
+                )
+                if not recorded:
                     raise _Abandon
                 if not decision.retry:
                     handler = HANDLERS.get(str(job.type))
                     if handler is not None:
-                        handler.on_failed(self.rt, db, job, error)
+                        handler.on_failed(self.rt, tx, job, error)
         except _Abandon:
             log.warning("job %s: lease lost before recording its failure", job.id)
 
@@ -171,9 +150,9 @@ class Worker:
         return False, Outcome(str(exc), 1, stderr=trace)
 
     @staticmethod
-    def _outcome_fields(outcome: Outcome) -> dict[str, Any]:
-        return {
-            "last_exit_code": outcome.exit_code,
-            "last_stdout": truncate_output(outcome.stdout or outcome.summary),
-            "last_stderr": truncate_output(outcome.stderr),
-        }
+    def _output(outcome: Outcome) -> JobOutput:
+        return JobOutput(
+            exit_code=outcome.exit_code,
+            stdout=truncate_output(outcome.stdout or outcome.summary),
+            stderr=truncate_output(outcome.stderr),
+        )

@@ -83,7 +83,7 @@ def create_app(
     )
     app.state.engine = engine
     app.state.session_verifier = verifier
-    app.state.principals = Principals(engine, StoreVersion(engine.rt.store.path))
+    app.state.principals = Principals(engine, StoreVersion(engine.rt.store))
     app.state.read_stats = ReadStats()
     app.add_middleware(BodyLimit, limit=body_limit)
     if read_cache:

@@ -2,11 +2,11 @@
 
 Every answer of a ``GET /v1/…`` is a function of the store and of the key that
 asked (``Engine``'s reads do not look at the clock). SQLite tells us whether
-the store changed: ``PRAGMA data_version`` on a connection of our own changes
-whenever any other connection (this process's engine and workers, or another
-process such as ``capy worker``) commits. So a 200 answer is kept, tagged with
-the version read *before* it was computed, and served again while the version
-is still that one — byte for byte the answer the app would give.
+the store changed: its ``data_version()`` (SQLite's ``PRAGMA data_version``, on
+a connection of the store's own) changes whenever anyone (this process's engine
+and workers, or another process such as ``capy worker``) commits. So a 200
+answer is kept, tagged with the version read *before* it was computed, and
+served again while the version is still that one — byte for byte the answer the app would give.
 
 The key is part of every entry (its SHA-256, as the store keeps it). A revoked
 key, a new restore point, a job that moved on: each is a commit, a new version,
@@ -20,16 +20,14 @@ caller's principal (:class:`Principals`).
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 from pulumi_capy.api.credentials import API_KEY_PREFIX
 from pulumi_capy.api.models import Principal
 from pulumi_capy.engine import Engine
 from pulumi_capy.engine.keys import TOUCH_EVERY, hash_key
+from pulumi_capy.engine.stores.contract import Store
 from pulumi_capy.server.asgi import ASGIApp, Message, Receive, Scope, Send
 from pulumi_capy.server.auth import token_from
 
@@ -40,19 +38,13 @@ MAX_BODY = 1 << 20
 
 
 class StoreVersion:
-    """The store's ``PRAGMA data_version``, read on a connection that never writes."""
+    """The store's data version (``Store.data_version``): it moves with every commit."""
 
-    def __init__(self, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    def __init__(self, store: Store) -> None:
+        self._store = store
 
     def current(self) -> int:
-        with self._lock:
-            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        return self._store.data_version()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 
 from pulumi_capy.api.models import CreateBackup, CreateProject
 from pulumi_capy.engine import Engine
-from pulumi_capy.engine.store import JobRecord
+from pulumi_capy.engine.stores.contract import JobRecord
 from pulumi_capy.server import runner
 from tests.engine.conftest import make_app_db, sqlite_url
 

@@ -7,17 +7,14 @@ engine directory, with the wall clock.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -33,7 +30,7 @@ from pulumi_capy.api.models import (
 from pulumi_capy.engine.clock import ManualClock
 from pulumi_capy.engine.queue import JobRetryPolicy, Lease, LeaseLost
 from pulumi_capy.engine.service import Engine
-from pulumi_capy.engine.store import MIGRATIONS, JobRecord, Store
+from pulumi_capy.engine.stores.contract import JobOutput, JobRecord, NewJob
 from tests.engine.conftest import (
     change_app_db,
     make_app_db,
@@ -48,35 +45,6 @@ LEASE = 10.0
 # ---------------------------------------------------------------- helpers
 
 
-def _job_fields(
-    job_id: str,
-    now: datetime,
-    *,
-    lock: str | None,
-    state: str = "pending",
-    **extra: Any,
-) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "type": "project.backup",
-        "state": state,
-        "attempts": 0,
-        "max_attempts": 3,
-        "created_at": now,
-        "updated_at": now,
-        "run_after": now,
-        "locked_resource": lock,
-        "payload": {},
-        **extra,
-    }
-
-
-def _insert_jobs(store: Store, *jobs: dict[str, Any]) -> None:
-    with store.transaction() as db:
-        for fields in jobs:
-            store.insert_job(db, fields)
-
-
 def _record(engine: Engine, job_id: str) -> JobRecord:
     record = engine.rt.store.get_job(job_id)
     assert record is not None
@@ -86,166 +54,6 @@ def _record(engine: Engine, job_id: str) -> JobRecord:
 def _new_project(engine: Engine, database: Path, name: str = "app") -> Project:
     request = CreateProject(name=name, database_url=sqlite_url(database))
     return engine.create_project(request).project
-
-
-# ---------------------------------------------------------------- migrations
-
-
-def test_a_fresh_store_records_every_migration_in_wal_mode(tmp_path: Path) -> None:
-    path = tmp_path / "engine.db"
-    with contextlib.closing(Store(path)) as store:
-        assert store.schema_version == len(MIGRATIONS)
-        store.ensure_organization("org_kept", "kept", datetime.now().astimezone())
-
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        recorded = db.execute(
-            "SELECT version, applied_at FROM schema_migrations ORDER BY version"
-        ).fetchall()
-        assert [version for version, _ in recorded] == list(range(1, len(MIGRATIONS) + 1))
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-    # reopening applies nothing again: same rows, same times, data kept
-    with contextlib.closing(Store(path)) as store:
-        assert store.schema_version == len(MIGRATIONS)
-        assert store.get_organization("org_kept") is not None
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        again = db.execute(
-            "SELECT version, applied_at FROM schema_migrations ORDER BY version"
-        ).fetchall()
-        assert again == recorded
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-# ---------------------------------------------------------------- claims and locks
-
-
-def test_claim_respects_the_lock_of_a_running_job(tmp_path: Path) -> None:
-    now = ManualClock().now()
-    until = now + timedelta(seconds=LEASE)
-    with contextlib.closing(Store(tmp_path / "engine.db")) as store:
-        _insert_jobs(
-            store,
-            _job_fields("job_1", now, lock="project:p1"),
-            _job_fields("job_2", now + timedelta(seconds=1), lock="project:p1", run_after=now),
-        )
-
-        first = store.claim_job("worker-a", now, until)
-        assert first is not None
-        assert (first.id, first.state, first.attempts) == ("job_1", JobState.running, 1)
-        assert first.claimed_by == "worker-a"
-        assert first.lease_expires_at == until
-
-        # the other job needs the same lock: nobody gets it while job_1 runs
-        assert store.claim_job("worker-b", now, until) is None
-        assert store.claim_job("worker-b", now, until, only_id="job_2") is None
-        second = store.get_job("job_2")
-        assert second is not None
-        assert (second.state, second.attempts, second.claimed_by) == (JobState.pending, 0, None)
-
-        # a job holding another lock (or none) runs meanwhile
-        _insert_jobs(store, _job_fields("job_3", now, lock="project:p2"))
-        third = store.claim_job("worker-b", now, until)
-        assert third is not None
-        assert (third.id, third.claimed_by) == ("job_3", "worker-b")
-
-        # once job_1 ends, job_2 is claimable
-        assert store.update_claimed_job(first.fence, {"state": "completed"})
-        taken = store.claim_job("worker-b", now, until)
-        assert taken is not None
-        assert taken.id == "job_2"
-
-
-def test_claim_skips_jobs_not_due_yet(tmp_path: Path) -> None:
-    now = ManualClock().now()
-    with contextlib.closing(Store(tmp_path / "engine.db")) as store:
-        _insert_jobs(
-            store, _job_fields("job_later", now, lock=None, run_after=now.replace(year=2027))
-        )
-        assert store.claim_job("worker-a", now, now + timedelta(seconds=LEASE)) is None
-
-
-def test_the_partial_unique_index_refuses_two_running_holders_of_one_lock(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "engine.db"
-    now = ManualClock().now()
-    with contextlib.closing(Store(path)) as store:
-        _insert_jobs(
-            store,
-            _job_fields("job_running", now, lock="project:p1", state="running"),
-            _job_fields("job_waiting", now, lock="project:p1"),
-            _job_fields("job_done", now, lock="project:p1", state="completed"),
-        )
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        columns = (
-            "id, type, state, max_attempts, created_at, updated_at, run_after, locked_resource"
-        )
-        with pytest.raises(sqlite3.IntegrityError):
-            db.execute(
-                f"INSERT INTO jobs ({columns}) "  # noqa: S608 - fixed text
-                "VALUES ('job_other', 'project.backup', 'running', 3, 'x', 'x', 'x', 'project:p1')"
-            )
-        with pytest.raises(sqlite3.IntegrityError):
-            db.execute("UPDATE jobs SET state = 'running' WHERE id = 'job_waiting'")
-        db.rollback()
-        # another lock, or no lock, is fine
-        db.execute(
-            f"INSERT INTO jobs ({columns}) "  # noqa: S608 - fixed text
-            "VALUES ('job_free', 'project.backup', 'running', 3, 'x', 'x', 'x', NULL)"
-        )
-        db.execute(
-            f"INSERT INTO jobs ({columns}) "  # noqa: S608 - fixed text
-            "VALUES ('job_p2', 'project.backup', 'running', 3, 'x', 'x', 'x', 'project:p2')"
-        )
-        db.commit()
-
-
-def test_concurrent_claims_take_each_job_exactly_once(tmp_path: Path) -> None:
-    path = tmp_path / "engine.db"
-    now = ManualClock().now()
-    until = now + timedelta(seconds=LEASE)
-    free = [f"job_free_{i:02d}" for i in range(24)]
-    locked = [f"job_locked_{i:02d}" for i in range(6)]
-    with contextlib.closing(Store(path)) as store:
-        _insert_jobs(
-            store,
-            *(_job_fields(job_id, now, lock=None) for job_id in free),
-            *(_job_fields(job_id, now, lock="project:shared") for job_id in locked),
-        )
-
-    claims: dict[str, list[str]] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(4)
-
-    def claim_all(worker: str) -> None:
-        try:
-            with contextlib.closing(Store(path)) as store:
-                mine: list[str] = []
-                barrier.wait(timeout=10)
-                while (job := store.claim_job(worker, now, until)) is not None:
-                    mine.append(job.id)
-                claims[worker] = mine
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=claim_all, args=(f"worker-{n}",)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not errors
-    taken = [job_id for mine in claims.values() for job_id in mine]
-    counts = Counter(taken)
-    assert all(count == 1 for count in counts.values()), counts
-    # every free job once, and exactly one of the jobs sharing a lock
-    assert set(free) <= set(taken)
-    assert len([job_id for job_id in taken if job_id in locked]) == 1
-    with contextlib.closing(Store(path)) as store:
-        for worker, mine in claims.items():
-            for job_id in mine:
-                record = store.get_job(job_id)
-                assert record is not None
-                assert (record.claimed_by, record.attempts) == (worker, 1)
 
 
 # ---------------------------------------------------------------- fencing
@@ -281,9 +89,16 @@ def test_a_worker_whose_lease_was_rescued_cannot_write(
         assert (taken.id, taken.claimed_by, taken.attempts) == (job_id, "worker-b", 2)
 
         # worker A comes back: every write it tries is refused
-        assert not a.rt.store.update_claimed_job(
-            old_fence, {"state": "failed", "error": "stale write of worker-a", "updated_at": now}
-        )
+        with a.rt.store.transaction() as tx:
+            assert not a.rt.store.fail_job(
+                tx,
+                old_fence,
+                error="stale write of worker-a",
+                classification="permanent",
+                output=JobOutput(exit_code=1, stdout=None, stderr=None),
+                now=now,
+                retry_at=None,
+            )
         assert not a.rt.store.renew_lease(old_fence, now, now + timedelta(hours=1))
         with pytest.raises(LeaseLost):
             Lease(a.rt.store, clock, old_fence, LEASE).check()
@@ -298,7 +113,16 @@ def test_a_worker_whose_lease_was_rescued_cannot_write(
 
         # B finishes the job; A still cannot touch it
         b.worker.execute(taken)
-        assert not a.rt.store.update_claimed_job(old_fence, {"state": "failed"})
+        with a.rt.store.transaction() as tx:
+            assert not a.rt.store.fail_job(
+                tx,
+                old_fence,
+                error="stale",
+                classification="permanent",
+                output=JobOutput(exit_code=1, stdout=None, stderr=None),
+                now=now,
+                retry_at=None,
+            )
         done = b.get_job(job_id)
         assert (done.state, done.claimed_by, done.attempts, done.error) == (
             JobState.completed,
@@ -523,20 +347,25 @@ def test_wait_for_job_times_out_while_another_worker_holds_the_lock(
 ) -> None:
     start = clock.now()
     lock = f"project:{project.id}"
-    _insert_jobs(
-        engine.rt.store,
-        _job_fields(
-            "job_holder",
-            start,
-            lock=lock,
-            state="running",
-            attempts=1,
-            claimed_by="elsewhere:1:abcdef",
-            claimed_at=start,
-            lease_expires_at=start + timedelta(hours=1),
-            project_id=project.id,
-        ),
+    with engine.rt.store.transaction() as tx:
+        engine.rt.store.enqueue(
+            tx,
+            NewJob(
+                id="job_holder",
+                type="project.backup",
+                project_id=project.id,
+                organization_id="org_default",
+                payload={},
+                locked_resource=lock,
+                max_attempts=3,
+                created_at=start,
+                run_after=start,
+            ),
+        )
+    holding = engine.rt.store.claim_job(
+        "elsewhere:1:abcdef", start, start + timedelta(hours=1), only_id="job_holder"
     )
+    assert holding is not None
     job = engine.create_backup(project.id)
     assert job.locked_resource == lock
 

@@ -36,7 +36,7 @@ from pulumi_capy.api.models import (
 from pulumi_capy.engine.clock import ManualClock
 from pulumi_capy.engine.jobs import safety_label
 from pulumi_capy.engine.service import Engine
-from pulumi_capy.engine.store import JobRecord
+from pulumi_capy.engine.stores.contract import JobRecord
 from tests.engine.conftest import (
     change_app_db,
     make_app_db,

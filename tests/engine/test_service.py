@@ -966,6 +966,29 @@ def test_delete_project_with_force_removes_everything(
     assert engine.get_scheduled_backup(again.project.id) is None
 
 
+def test_delete_project_is_refused_while_an_old_job_is_pending_behind_many_newer(
+    engine: Engine, project: Project, app_db: Path
+) -> None:
+    pending = engine.create_backup(project.id)
+    # more finished jobs of the project than any listing page holds, all newer than it
+    with contextlib.closing(sqlite3.connect(engine.directory / "engine.db")) as db, db:
+        db.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) "
+            "INSERT INTO jobs (id, type, state, max_attempts, created_at, updated_at, "
+            "run_after, project_id, payload) "
+            "SELECT printf('job_done_%04d', i), 'backup.verify', 'completed', 3, "
+            "'2100-01-01T00:00:00.000000Z', '2100-01-01T00:00:00.000000Z', "
+            "'2100-01-01T00:00:00.000000Z', ?, '{}' FROM n",
+            (project.id,),
+        )
+
+    with pytest.raises(Conflict, match=pending.id):
+        engine.delete_project(project.id)
+
+    assert engine.get_project(project.id) == project
+    assert engine.get_job(pending.id).state == JobState.pending
+
+
 def test_delete_backup_pinned_by_a_restore_point(engine: Engine, project: Project) -> None:
     backup = take_backup(engine, project.id)
     point = engine.create_restore_point(

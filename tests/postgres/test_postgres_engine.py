@@ -9,11 +9,13 @@ dropped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -44,7 +46,7 @@ from pulumi_capy.engine.clock import ManualClock
 from pulumi_capy.engine.jobs import safety_label
 from pulumi_capy.engine.queue import JobRetryPolicy
 from pulumi_capy.engine.service import Engine
-from pulumi_capy.engine.store import JobRecord
+from pulumi_capy.engine.stores.contract import JobRecord
 from pulumi_capy.resources.restore import RestoreProvider, preview_url
 from tests.pg import PostgresServer
 from tests.postgres.conftest import (
@@ -610,7 +612,8 @@ def test_a_wrong_password_fails_permanently_and_is_never_echoed(
     bad_url = pg.server.url(_database(source_url), password=wrong)
     hidden = [wrong, unquote(wrong), pg.server.password]
 
-    engine.rt.store.update("projects", project.id, {"database_url": bad_url})
+    with contextlib.closing(sqlite3.connect(engine.directory / "engine.db")) as db, db:
+        db.execute("UPDATE projects SET database_url = ? WHERE id = ?", (bad_url, project.id))
     with pytest.raises(JobFailed) as failed:
         engine.wait_for_job(engine.create_backup(project.id).id, JOB_TIMEOUT)
     job = failed.value.job

@@ -21,7 +21,7 @@ import uvicorn
 
 from pulumi_capy.engine import Engine
 from pulumi_capy.engine.runtime import Hook
-from pulumi_capy.engine.store import JobRecord
+from pulumi_capy.engine.stores.contract import JobRecord
 from pulumi_capy.server import create_app
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pulumi_capy.api.models import RestoreRequest
+from pulumi_capy.engine.stores.sqlite import to_timestamp
 from tests.server.conftest import ALL_SCOPES, AppProject, LiveServer, add_project
 from tests.server.helpers import assert_envelope, assert_error
 
@@ -131,7 +134,10 @@ def test_an_expired_key_is_401(live_server: LiveServer) -> None:
     with live_server.http(key) as http:
         assert http.get("/v1/me").status_code == 200
         past = datetime.now(UTC) - timedelta(seconds=1)
-        assert live_server.engine.rt.store.update("api_keys", record.id, {"expires_at": past}) == 1
+        engine_db = live_server.engine.directory / "engine.db"
+        with contextlib.closing(sqlite3.connect(engine_db)) as db, db:
+            expire = "UPDATE api_keys SET expires_at = ? WHERE id = ?"
+            assert db.execute(expire, (to_timestamp(past), record.id)).rowcount == 1
         assert_error(http.get("/v1/me"), 401, "unknown, revoked or expired")
         assert_error(http.get("/v1/projects"), 401)
 

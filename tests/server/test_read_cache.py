@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from pulumi_capy.engine import Engine
+from pulumi_capy.engine.stores.sqlite import SqliteStore
 from pulumi_capy.server import create_app
 from pulumi_capy.server.cache import ReadStats, StoreVersion
 from tests.server.conftest import AppProject, LiveServer, add_project, serve
@@ -168,7 +169,8 @@ def test_the_store_version_moves_with_every_commit_of_another_connection(
     with sqlite3.connect(path) as writer:
         writer.execute("PRAGMA journal_mode = WAL")
         writer.execute("CREATE TABLE t (x)")
-    version = StoreVersion(path)
+    store = SqliteStore(path)
+    version = StoreVersion(store)
     try:
         before = version.current()
         assert version.current() == before
@@ -176,4 +178,4 @@ def test_the_store_version_moves_with_every_commit_of_another_connection(
             writer.execute("INSERT INTO t VALUES (1)")
         assert version.current() != before
     finally:
-        version.close()
+        store.close()

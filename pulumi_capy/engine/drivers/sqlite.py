@@ -25,10 +25,11 @@ from pulumi_capy.api.errors import FieldError, InvalidInput
 from pulumi_capy.engine.blobs import BlobParts, fsync_directory
 from pulumi_capy.engine.drivers import DatabaseInfo, DriverFailure, Materialize, Outcome
 
-__all__ = ["SqliteDriver", "sqlite_path"]
+__all__ = ["SQLITE_VERSION", "SqliteDriver", "sqlite_path"]
 
 HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_SECONDS = 30.0
+SQLITE_VERSION = sqlite3.sqlite_version  # of the library this Python links, in manifests
 
 
 def sqlite_path(url: str, *, cwd: Path | None = None) -> Path:

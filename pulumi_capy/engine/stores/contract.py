@@ -1,0 +1,359 @@
+"""What the engine asks of its metadata store: named operations over plain values.
+
+A store keeps organizations, projects, backups, restore points, schedules,
+previews, API keys and the job queue. Several processes may use one store at
+once. Writes that must happen together run in one ``transaction()``: callers
+get an opaque ``Transaction`` and pass it to the operations that take one,
+never touching what is behind it. Operations without a transaction argument
+commit on their own.
+
+The queue's rules are part of the contract: claiming a job is atomic and
+refuses a job whose ``locked_resource`` a running job holds; every write to a
+claimed job is fenced by its ``Fence`` (a worker whose lease was taken over
+changes nothing). The shared suite in ``tests/engine/stores`` checks every
+implementation against these rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from pulumi_capy.api.models import (
+    Backup,
+    Job,
+    PreviewDatabase,
+    Project,
+    RestorePoint,
+    ScheduledBackup,
+)
+
+__all__ = [
+    "PREVIEW_CONNECTION_FIELDS",
+    "BackupRecord",
+    "Fence",
+    "JobOutput",
+    "JobRecord",
+    "NewJob",
+    "PreviewSource",
+    "ProjectRecord",
+    "Store",
+    "Transaction",
+]
+
+# the PreviewDatabase fields that say how to reach it (a driver's ``connection_fields``)
+PREVIEW_CONNECTION_FIELDS = frozenset(
+    {"database_name", "role_name", "public_host", "direct_port", "pooled_port", "ssl_mode"}
+)
+
+
+class ProjectRecord(Project):
+    database_url: str
+
+    def __repr__(self) -> str:  # the URL may carry a password
+        return f"ProjectRecord(id={self.id!r}, name={self.name!r}, kind={self.database_kind!r})"
+
+    __str__ = __repr__
+
+    def public(self) -> Project:
+        return Project.model_validate(self.model_dump(exclude={"database_url"}))
+
+
+class BackupRecord(Backup):
+    sha256: str | None = None
+    blob_bytes: int | None = None
+    format: str | None = None
+    created_by_job_id: str | None = None
+
+    def public(self) -> Backup:
+        return Backup.model_validate(self.model_dump())
+
+
+class JobRecord(Job):
+    payload: dict[str, Any] = {}
+    run_after: datetime | None = None
+    lease_expires_at: datetime | None = None
+
+    def public(self) -> Job:
+        return Job.model_validate(self.model_dump(exclude={"payload"}))
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.id, self.claimed_by or "", self.attempts)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Who may still write a claimed job: its id, the worker, the attempt."""
+
+    job_id: str
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to queue, ``pending`` until ``run_after``."""
+
+    id: str
+    type: str
+    project_id: str
+    organization_id: str
+    payload: Mapping[str, Any]
+    locked_resource: str | None
+    max_attempts: int
+    created_at: datetime
+    run_after: datetime
+    preview_database_id: str | None = None
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """What an attempt printed, as kept on the job (already cut to size)."""
+
+    exit_code: int | None
+    stdout: str | None
+    stderr: str | None
+
+
+@dataclass(frozen=True)
+class PreviewSource:
+    """What a restored preview was restored from."""
+
+    kind: str | None
+    database: str | None
+    backup_key: str | None
+
+
+class Transaction(Protocol):
+    """An open write transaction of one store: all of its writes commit, or none.
+
+    Opaque: pass it to that store's operations, nothing else."""
+
+
+class Store(Protocol):
+    """The metadata store of one engine. Thread-safe."""
+
+    # ------------------------------------------------------------ lifecycle
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """One write transaction: all or nothing; reads in it see its writes."""
+        ...
+
+    @property
+    def schema_version(self) -> int:
+        """The number of the last migration applied."""
+        ...
+
+    def data_version(self) -> int:
+        """A number that changes whenever anyone (this process or another) commits."""
+        ...
+
+    # ------------------------------------------------------------ organizations and keys
+
+    def ensure_organization(self, organization_id: str, name: str, now: datetime) -> None: ...
+
+    def get_organization(self, organization_id: str) -> dict[str, Any] | None: ...
+
+    def insert_api_key(self, key: Mapping[str, Any]) -> None:
+        """Keep a new key: the fields of ``ApiKey`` and its ``key_hash``."""
+        ...
+
+    def list_api_keys(self, organization_id: str) -> list[dict[str, Any]]: ...
+
+    def get_api_key(self, key_id: str) -> dict[str, Any] | None: ...
+
+    def find_api_key(self, key_hash: str) -> dict[str, Any] | None: ...
+
+    def revoke_api_key(self, key_id: str, now: datetime) -> bool:
+        """False when it was revoked already."""
+        ...
+
+    def touch_api_key(self, key_id: str, now: datetime) -> None: ...
+
+    # ------------------------------------------------------------ projects
+
+    def insert_project(self, project: ProjectRecord) -> ProjectRecord:
+        """``Conflict`` when the organization has a project of that name."""
+        ...
+
+    def get_project(self, project_id: str) -> ProjectRecord | None: ...
+
+    def list_projects(self) -> list[ProjectRecord]: ...
+
+    def delete_project(self, project_id: str) -> None:
+        """Remove the project and every row that belongs to it."""
+        ...
+
+    # ------------------------------------------------------------ backups
+
+    def record_backup(self, tx: Transaction, backup: BackupRecord) -> None: ...
+
+    def mark_backup_verified(self, tx: Transaction, backup_id: str, now: datetime) -> None: ...
+
+    def mark_backup_verification_failed(
+        self, tx: Transaction, backup_id: str, error: str
+    ) -> None: ...
+
+    def get_backup(self, backup_id: str) -> BackupRecord | None: ...
+
+    def get_backup_by_key(self, project_id: str, backup_key: str) -> BackupRecord | None: ...
+
+    def list_backups(self, project_id: str, *, state: str | None = None) -> list[BackupRecord]:
+        """Oldest first."""
+        ...
+
+    def expire_backup(self, backup_id: str, now: datetime) -> bool:
+        """Mark a backup and the restore points pinned to it expired; False if it was already."""
+        ...
+
+    def delete_backup(self, backup_id: str) -> None: ...
+
+    def jobs_using_backup(self, backup_id: str, backup_key: str) -> list[str]:
+        """The pending or running jobs that read the backup."""
+        ...
+
+    # ------------------------------------------------------------ restore points
+
+    def insert_restore_point(self, point: RestorePoint) -> RestorePoint: ...
+
+    def get_restore_point(self, project_id: str, restore_point_id: str) -> RestorePoint | None: ...
+
+    def list_restore_points(
+        self, project_id: str, *, backup_id: str | None = None
+    ) -> list[RestorePoint]: ...
+
+    def delete_restore_point(self, restore_point_id: str) -> bool:
+        """Delete it unless a pending or running restore uses it (``Conflict``)."""
+        ...
+
+    # ------------------------------------------------------------ scheduled backups
+
+    def get_schedule(self, project_id: str) -> ScheduledBackup | None: ...
+
+    def put_schedule(self, schedule: ScheduledBackup) -> ScheduledBackup:
+        """Create the project's schedule or replace it (keeping its id and creation time)."""
+        ...
+
+    def active_schedules(self) -> list[ScheduledBackup]: ...
+
+    def retention_schedules(self) -> list[ScheduledBackup]: ...
+
+    def record_schedule_run(
+        self,
+        tx: Transaction,
+        schedule_id: str,
+        expected_last_run: datetime | None,
+        job_id: str,
+        now: datetime,
+    ) -> bool:
+        """Record a run; False when another process recorded one since ``expected_last_run``."""
+        ...
+
+    # ------------------------------------------------------------ previews
+
+    def insert_preview(self, tx: Transaction, preview: PreviewDatabase) -> None:
+        """``Conflict`` when a live preview of the project has that name."""
+        ...
+
+    def get_preview(self, preview_id: str) -> PreviewDatabase | None: ...
+
+    def list_previews(self, project_id: str) -> list[PreviewDatabase]:
+        """The project's previews that are not deleted, oldest first."""
+        ...
+
+    def previews_past_ttl(self, now: datetime) -> list[PreviewDatabase]: ...
+
+    def mark_preview_ready(
+        self,
+        tx: Transaction,
+        preview_id: str,
+        connection: Mapping[str, Any],
+        now: datetime,
+        source: PreviewSource | None = None,
+    ) -> None:
+        """Ready, reachable as ``connection`` (``PREVIEW_CONNECTION_FIELDS``), no error."""
+        ...
+
+    def mark_preview_failed(
+        self, tx: Transaction, preview_id: str, error: str, now: datetime
+    ) -> None: ...
+
+    def mark_preview_deleting(self, tx: Transaction, preview_id: str, now: datetime) -> None: ...
+
+    def mark_preview_deleted(self, tx: Transaction, preview_id: str, now: datetime) -> None: ...
+
+    def outstanding_preview_deletion(self, preview_id: str) -> str | None:
+        """The id of a pending or running job deleting the preview, if any."""
+        ...
+
+    # ------------------------------------------------------------ jobs
+
+    def enqueue(self, tx: Transaction, job: NewJob) -> None: ...
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+    def list_jobs(self, project_id: str, limit: int) -> list[JobRecord]:
+        """The project's newest ``limit`` jobs, newest first."""
+        ...
+
+    def busy_jobs(self, project_id: str) -> list[JobRecord]:
+        """Every pending or running job of the project, newest first."""
+        ...
+
+    def verification_outstanding(self, backup_id: str) -> bool:
+        """Whether a pending or running job verifies the backup."""
+        ...
+
+    def claim_job(
+        self, worker_id: str, now: datetime, lease_until: datetime, only_id: str | None = None
+    ) -> JobRecord | None:
+        """Claim the oldest runnable job (or ``only_id``) whose lock no running job holds."""
+        ...
+
+    def renew_lease(self, fence: Fence, now: datetime, lease_until: datetime) -> bool:
+        """False when the lease was taken over."""
+        ...
+
+    def complete_job(
+        self,
+        tx: Transaction,
+        fence: Fence,
+        *,
+        result: Mapping[str, Any],
+        output: JobOutput,
+        now: datetime,
+    ) -> bool:
+        """The job completed; False (nothing written) when the lease was taken over."""
+        ...
+
+    def fail_job(
+        self,
+        tx: Transaction,
+        fence: Fence,
+        *,
+        error: str,
+        classification: str,
+        output: JobOutput,
+        now: datetime,
+        retry_at: datetime | None,
+    ) -> bool:
+        """The attempt failed: ``pending`` again from ``retry_at``, or ``failed`` for good
+        when ``retry_at`` is None; False (nothing written) when the lease was taken over."""
+        ...
+
+    def defer_job(self, fence: Fence, *, run_after: datetime, note: str, now: datetime) -> bool:
+        """Back to ``pending`` until ``run_after``, the attempt not counted; False when the
+        lease was taken over."""
+        ...
+
+    def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, str]]:
+        """Return each running job whose lease expired to ``pending`` (or ``failed`` when it
+        has no attempts left); ``error`` is formatted with ``worker`` and ``attempt``.
+        Returns the jobs and their new states."""
+        ...

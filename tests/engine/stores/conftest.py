@@ -1,0 +1,106 @@
+"""A harness per metadata store: how the contract suite opens one, and what it raises.
+
+Add a store by adding its harness to ``HARNESSES``; the suite in
+``test_store_contract.py`` then runs against it unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from pulumi_capy.engine.stores.contract import NewJob, ProjectRecord, Store
+from pulumi_capy.engine.stores.sqlite import SqliteStore
+
+
+class StoreHarness(Protocol):
+    """What the suite needs to know about one kind of store."""
+
+    closed_error: type[Exception]  # what a read of a closed store raises
+
+    def open(self) -> Store:
+        """A new handle on the one store of this test (as another process would open it)."""
+        ...
+
+
+class SqliteHarness:
+    closed_error = sqlite3.ProgrammingError
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "engine.db"
+
+    def open(self) -> Store:
+        return SqliteStore(self.path)
+
+
+HARNESSES = [SqliteHarness]
+
+
+@pytest.fixture(params=HARNESSES, ids=lambda factory: factory.__name__.removesuffix("Harness"))
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
+    factory: Any = request.param
+    made: StoreHarness = factory(tmp_path)
+    return made
+
+
+@pytest.fixture
+def store(harness: StoreHarness) -> Iterator[Store]:
+    with contextlib.closing(harness.open()) as opened:
+        yield opened
+
+
+def project_record(project_id: str, name: str, now: datetime) -> ProjectRecord:
+    return ProjectRecord(
+        id=project_id,
+        organization_id="org_default",
+        name=name,
+        environment="production",
+        database_url="sqlite:////tmp/app.db",
+        database_kind="sqlite",
+        database_name="app",
+        state="active",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def new_job(
+    job_id: str,
+    now: datetime,
+    *,
+    lock: str | None,
+    job_type: str = "project.backup",
+    project_id: str = "prj_1",
+    run_after: datetime | None = None,
+    payload: dict[str, Any] | None = None,
+    preview_id: str | None = None,
+    max_attempts: int = 3,
+) -> NewJob:
+    return NewJob(
+        id=job_id,
+        type=job_type,
+        project_id=project_id,
+        organization_id="org_default",
+        payload=payload or {},
+        locked_resource=lock,
+        max_attempts=max_attempts,
+        created_at=now,
+        run_after=now if run_after is None else run_after,
+        preview_database_id=preview_id,
+    )
+
+
+def enqueue(store: Store, *jobs: NewJob) -> None:
+    with store.transaction() as tx:
+        for job in jobs:
+            store.enqueue(tx, job)
+
+
+def later(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
