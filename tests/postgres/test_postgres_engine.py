@@ -848,7 +848,7 @@ def test_a_backup_in_the_custom_archive_format_still_verifies_and_restores(
     assert "counted" in driver.check(unpacked, source_url, {"row_counts": counts}).summary
 
     target = pg.server.url(pg.name("from_old"))
-    driver.restore(materialize, target, create=True, before_commit=lambda: None)
+    driver.restore_new(materialize, target, before_commit=lambda: None)
     assert checksums(target) == expected
 
 
@@ -970,7 +970,7 @@ def test_a_half_that_fails_to_load_fails_the_restore_and_leaves_nothing(
 
     target = pg.server.url(pg.name("halves"))
     with pytest.raises(DriverFailure) as failed:
-        driver.restore(materialize, target, create=True, before_commit=lambda: None)
+        driver.restore_new(materialize, target, before_commit=lambda: None)
     assert failed.value.permanent
     assert "the largest table, in two halves" in str(failed.value)
     assert "invalid input syntax" in (failed.value.outcome.stderr if failed.value.outcome else "")

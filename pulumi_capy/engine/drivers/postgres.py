@@ -798,31 +798,82 @@ class PostgresDriver:
         finally:
             self._drop(url, empty)
 
-    def restore(
+    def restore_new(
         self,
         materialize: Materialize,
         target_url: str,
         *,
-        create: bool,
         before_commit: Callable[[], None],
         workdir: Path | None = None,
         parts: BlobParts | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> Outcome:
-        """A new database gets the source database's properties from ``details`` (its
-        encoding and locale, owner, grants, settings); a database restored in place
-        keeps its own. Every object keeps the owner and grants it had."""
+        """The new database gets the source database's properties from ``details`` (its
+        encoding and locale, owner, grants, settings). Every object keeps the owner and
+        grants it had."""
         target = _database(target_url)
         details = details or {}
         self._check_roles(target_url, details)
-        current = self._properties(target_url, target)
-        if create and current is not None:
+        if self._properties(target_url, target) is not None:
             raise DriverFailure(
                 f"database {target} exists already; not overwriting it", permanent=True
             )
-        if not create and current is None:
+        restored = self._restore_through_scratch(
+            materialize,
+            target_url,
+            _recorded(details),
+            self._rename,
+            before_commit=before_commit,
+            workdir=workdir,
+            parts=parts,
+        )
+        summary = f"restored into {target} (new database)"
+        return Outcome(summary, 0, restored.stdout or summary, restored.stderr)
+
+    def restore_over(
+        self,
+        materialize: Materialize,
+        target_url: str,
+        *,
+        before_commit: Callable[[], None],
+        workdir: Path | None = None,
+        parts: BlobParts | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """The database keeps its own properties (encoding and locale, owner, grants,
+        settings). Every object keeps the owner and grants it had in the backup."""
+        target = _database(target_url)
+        self._check_roles(target_url, details or {})
+        current = self._properties(target_url, target)
+        if current is None:
             raise DriverFailure(f"the target database {target} is missing", permanent=True)
-        properties = _recorded(details) if create else current
+        restored = self._restore_through_scratch(
+            materialize,
+            target_url,
+            current,
+            self._swap,
+            before_commit=before_commit,
+            workdir=workdir,
+            parts=parts,
+        )
+        summary = f"restored into {target} (swapped in)"
+        return Outcome(summary, 0, restored.stdout or summary, restored.stderr)
+
+    def _restore_through_scratch(
+        self,
+        materialize: Materialize,
+        target_url: str,
+        properties: DatabaseProperties | None,
+        put_in_place: Callable[[str, str, str], None],
+        *,
+        before_commit: Callable[[], None],
+        workdir: Path | None,
+        parts: BlobParts | None,
+    ) -> Outcome:
+        """Restore into a scratch database given ``properties``, then (after
+        ``before_commit``) ``put_in_place(url, scratch, target)``; the scratch database is
+        dropped on any failure."""
+        target = _database(target_url)
         scratch = _scratch_name(target, "new")
         self._drop(target_url, scratch)  # what a killed attempt left
         self._drop(target_url, _scratch_name(target, "old"))
@@ -851,15 +902,11 @@ class PostgresDriver:
                 if properties is not None:
                     self._give_properties(target_url, scratch, properties)
                 before_commit()
-                if create:
-                    self._rename(target_url, scratch, target)
-                else:
-                    self._swap(target_url, scratch, target)
+                put_in_place(target_url, scratch, target)
             except BaseException:
                 self._drop(target_url, scratch)
                 raise
-        summary = f"restored into {target}" + (" (new database)" if create else " (swapped in)")
-        return Outcome(summary, 0, restored.stdout or summary, restored.stderr)
+        return restored
 
     def _rename(self, url: str, old: str, new: str) -> None:
         self._execute(
