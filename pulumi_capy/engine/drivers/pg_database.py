@@ -224,11 +224,11 @@ def create_statement(name: str, properties: DatabaseProperties | None) -> sql.Co
     return statement
 
 
-def apply_statements(name: str, properties: DatabaseProperties) -> list[tuple[str, sql.Composable]]:
+def apply_statements(name: str, properties: DatabaseProperties) -> list[tuple[str, sql.Composed]]:
     """``(what it does, statement)`` that give database ``name`` the owner, settings,
     grants, comment and connection limit of ``properties``."""
     database = sql.Identifier(name)
-    steps: list[tuple[str, sql.Composable]] = [
+    steps: list[tuple[str, sql.Composed]] = [
         (
             f"give it the owner {properties.owner}",
             sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
