@@ -1,7 +1,7 @@
 """The PostgreSQL driver: projects whose ``database_url`` is ``postgresql://…``.
 
 The data moves through the real ``pg_dump``/``pg_restore`` of the server's release
-(``pg_binaries``); their exit code and output become the job's
+(``binaries``); their exit code and output become the job's
 ``last_exit_code``/``last_stdout``/``last_stderr``. psycopg runs the control
 statements.
 
@@ -14,7 +14,7 @@ statements.
   counts, drop it;
 - restore (``restore``): from the directory (or a custom-format archive file),
   always into a scratch database first, created from ``template0`` with the source's
-  encoding and locale (``pg_database``), keeping every owner and grant
+  encoding and locale (``properties``), keeping every owner and grant
   (``pg_restore -j 2``, ``loading``); the largest table's rows, from ``split_over``
   up, are loaded in two halves by two ``COPY … FROM STDIN`` at once, between the
   schema and the rest (``halves``, ``loading.restore_split``), streamed from the
@@ -27,7 +27,8 @@ statements.
   the backup; a database restored in place keeps its own.
 
 Modules: ``driver`` (the ``Driver`` contract), ``libpq`` (reaching a server, running
-its binaries), ``failures``, ``dump``, ``halves``, ``loading``, ``restore``, ``admin``.
+its binaries), ``binaries`` (which ones), ``failures``, ``dump``, ``halves``,
+``loading``, ``restore``, ``admin``, ``properties`` (a database's own) and ``roles``.
 
 The engine's role needs CREATEDB, ownership of the project database, the right to
 terminate its connections (``pg_signal_backend``, or the same role), and membership

@@ -1,25 +1,24 @@
 """Databases on a PostgreSQL server, as the engine administers them: create, drop,
 rename, terminate sessions, refuse or allow connections, give a database its own
-properties, check a backup's roles, and the swap of a restored database into place."""
+properties, and the swap of a restored database into place."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from pulumi_capy.engine.drivers import DriverFailure, pg_database
-from pulumi_capy.engine.drivers.pg_database import DatabaseProperties
+from pulumi_capy.engine.drivers import DriverFailure
+from pulumi_capy.engine.drivers.postgres import properties as database_properties
 from pulumi_capy.engine.drivers.postgres.failures import is_permanent, statement_failure
 from pulumi_capy.engine.drivers.postgres.libpq import NAME_LIMIT, admin, execute
+from pulumi_capy.engine.drivers.postgres.properties import DatabaseProperties
 
 __all__ = [
     "allow_connections",
-    "check_roles",
     "create",
     "drop",
     "exists",
@@ -45,7 +44,7 @@ def scratch_name(base: str, tag: str, key: str | None = None) -> str:
 
 def create(url: str, name: str, properties: DatabaseProperties | None) -> None:
     """Create ``name`` from ``template0`` with ``properties``' encoding and locale."""
-    execute(url, pg_database.create_statement(name, properties), f"create {name}")
+    execute(url, database_properties.create_statement(name, properties), f"create {name}")
 
 
 def drop(url: str, name: str) -> None:
@@ -82,7 +81,7 @@ def server_major(url: str) -> int:
 def properties(url: str, name: str) -> DatabaseProperties | None:
     """``name``'s own properties; None when there is no such database."""
     with admin(url) as conn:
-        return pg_database.read(conn, name)
+        return database_properties.read(conn, name)
 
 
 def rename(url: str, old: str, new: str) -> None:
@@ -109,45 +108,6 @@ def allow_connections(url: str, name: str) -> None:
     )
 
 
-def check_roles(url: str, details: Mapping[str, Any]) -> None:
-    """Refuse, before anything is done, a restore that needs a role the server does
-    not have, or the right to give objects to a role the engine's role lacks."""
-    needs = details.get("roles")
-    if not needs:  # the backup recorded no roles: pg_restore will say
-        return
-    owners, others = list(needs.get("owners") or []), list(needs.get("others") or [])
-    with admin(url) as conn:
-        # ALTER … OWNER TO needs membership (15), the SET option of it (16 on)
-        privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
-        found = {
-            str(name): bool(allowed)
-            for name, allowed in conn.execute(
-                "SELECT rolname, pg_has_role(current_user, oid, %s) "
-                "FROM pg_roles WHERE rolname = ANY(%s)",
-                (privilege, owners + others),
-            )
-        }
-        row = conn.execute(
-            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
-    missing = sorted(set(owners + others) - set(found))
-    if missing:
-        raise DriverFailure(
-            "the backup's objects belong or are granted to roles this server does not "
-            f"have: {', '.join(missing)}; create them (CREATE ROLE …) and restore again",
-            permanent=True,
-        )
-    engine_role, superuser = row if row else ("", False)
-    foreign = sorted(owner for owner in owners if not superuser and not found[owner])
-    if foreign:
-        raise DriverFailure(
-            f"the engine's role {engine_role} cannot give the restored objects back to "
-            f"their owners {', '.join(foreign)}: grant it membership "
-            f"(GRANT {foreign[0]} TO {engine_role}) or restore as a superuser",
-            permanent=True,
-        )
-
-
 def give_properties(url: str, scratch: str, properties: DatabaseProperties) -> None:
     """``scratch`` gets ``properties``' owner, ``ALTER DATABASE … SET``s (and
     ``ALTER ROLE … IN DATABASE … SET``s), database-level grants, comment and
@@ -168,7 +128,7 @@ def _apply_properties(
     finish: Callable[[psycopg.Connection], None],
 ) -> None:
     try:
-        steps = pg_database.apply_statements(scratch, properties)
+        steps = database_properties.apply_statements(scratch, properties)
     except ValueError as exc:
         raise DriverFailure(f"the engine cannot copy {exc}", permanent=True) from None
     with admin(url) as conn:

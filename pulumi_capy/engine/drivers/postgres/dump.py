@@ -15,9 +15,9 @@ from typing import IO, Any, cast
 import psycopg
 from psycopg import sql
 
-from pulumi_capy.engine.drivers import Consume, DriverFailure, Outcome, pg_database
-from pulumi_capy.engine.drivers.pg_binaries import binary
-from pulumi_capy.engine.drivers.postgres import admin
+from pulumi_capy.engine.drivers import Consume, DriverFailure, Outcome
+from pulumi_capy.engine.drivers.postgres import admin, properties, roles
+from pulumi_capy.engine.drivers.postgres.binaries import binary
 from pulumi_capy.engine.drivers.postgres.failures import is_permanent
 from pulumi_capy.engine.drivers.postgres.halves import splits, splitter
 from pulumi_capy.engine.drivers.postgres.libpq import connect, database_of, run, with_database
@@ -61,14 +61,14 @@ def snapshot(url: str) -> Iterator[tuple[str, dict[str, Any]]]:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             row = conn.execute("SELECT pg_export_snapshot()").fetchone()
             exported = str(row[0]) if row else ""
-            properties = pg_database.read(conn, name)
-            if properties is None:
+            recorded = properties.read(conn, name)
+            if recorded is None:
                 raise DriverFailure(f"database {name} is gone", permanent=True)
             details = {
                 "server_major": conn.info.server_version // 10000,
                 "row_counts": row_counts(conn),
-                "database": properties.to_json(),
-                "roles": pg_database.roles(conn, properties).to_json(),
+                "database": recorded.to_json(),
+                "roles": roles.needed(conn, recorded).to_json(),
             }
             yield exported, details
         except psycopg.Error as exc:

@@ -15,12 +15,12 @@ from typing import Any
 
 from pulumi_capy.engine.blobs import BlobParts
 from pulumi_capy.engine.drivers import DriverFailure, Materialize, Outcome
-from pulumi_capy.engine.drivers.pg_binaries import binary
-from pulumi_capy.engine.drivers.pg_database import DatabaseProperties
-from pulumi_capy.engine.drivers.postgres import admin, halves, loading
+from pulumi_capy.engine.drivers.postgres import admin, halves, loading, roles
+from pulumi_capy.engine.drivers.postgres.binaries import binary
 from pulumi_capy.engine.drivers.postgres.dump import row_counts
 from pulumi_capy.engine.drivers.postgres.halves import Halves
 from pulumi_capy.engine.drivers.postgres.libpq import connect, database_of
+from pulumi_capy.engine.drivers.postgres.properties import DatabaseProperties
 
 __all__ = ["check", "restore_into", "restore_new", "restore_over"]
 
@@ -50,7 +50,7 @@ def restore_into(
 def check(dump: Path, url: str, details: Mapping[str, Any]) -> Outcome:
     """Restore ``dump`` into a throwaway database on ``url``'s server, compare its row
     counts with the ones ``details`` recorded, and drop it."""
-    admin.check_roles(url, details)
+    roles.check(url, details)
     # named after the dump file, which is named after the job: a retry drops it first
     throwaway = admin.scratch_name(database_of(url), "verify", str(dump.resolve()))
     admin.drop(url, throwaway)
@@ -84,7 +84,7 @@ def restore_new(
     """Into a database that must not exist yet, which gets the source database's
     properties from ``details`` (its encoding and locale, owner, grants, settings)."""
     target = database_of(target_url)
-    admin.check_roles(target_url, details)
+    roles.check(target_url, details)
     if admin.properties(target_url, target) is not None:
         raise DriverFailure(f"database {target} exists already; not overwriting it", permanent=True)
     restored = _through_scratch(
@@ -111,7 +111,7 @@ def restore_over(
 ) -> Outcome:
     """Over an existing database, which keeps its own properties."""
     target = database_of(target_url)
-    admin.check_roles(target_url, details)
+    roles.check(target_url, details)
     current = admin.properties(target_url, target)
     if current is None:
         raise DriverFailure(f"the target database {target} is missing", permanent=True)
