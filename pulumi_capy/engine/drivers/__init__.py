@@ -77,7 +77,7 @@ class StreamsDump(Protocol):
 
     def unpack(self, stream: IO[bytes], destination: Path) -> None:
         """Write what ``dump_streamed`` streamed at ``destination``, in the form
-        ``restore``'s materialize and ``check`` take."""
+        ``restore_new``/``restore_over``'s materialize and ``check`` take."""
         ...
 
 
@@ -86,7 +86,7 @@ class Driver(Protocol):
     format: str  # the dump format recorded in the manifest
     extension: str  # of the blob, before ".zst"
     zstd_level: int  # what bench/ measured as the best speed for a blob no larger than needed
-    # does ``restore`` keep the materialized dump as the database (so it must be durable)?
+    # does a restore keep the materialized dump as the database (so it must be durable)?
     # Otherwise it is read once and thrown away, and need not be fsynced
     dump_becomes_database: bool
 
