@@ -305,10 +305,10 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     # what the dump recorded of its source (PostgreSQL: the database's encoding, owner, …)
     details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
     with rt.scratch_space() as where:
-        outcome = driver.restore(
+        restore = driver.restore_new if target_kind == "new_preview" else driver.restore_over
+        outcome = restore(
             materialize,
             target_url,
-            create=target_kind == "new_preview",
             before_commit=before_commit,
             workdir=where,
             parts=parts,
@@ -382,10 +382,9 @@ def run_preview_create(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         def materialize(path: Path) -> None:
             shutil.move(dumped_at, path)
 
-        outcome = driver.restore(
+        outcome = driver.restore_new(
             materialize,
             target_url,
-            create=True,
             before_commit=lease.check,
             workdir=where,
             details=dumped.details,

@@ -827,14 +827,15 @@ def test_a_backup_in_the_custom_archive_format_still_verifies_and_restores(
 ) -> None:
     """Backups taken before the directory format hold ``pg_dump -Fc -Z0`` archives."""
     from pulumi_capy.engine.blobs import LocalBlobStore
-    from pulumi_capy.engine.drivers.postgres import PostgresDriver, _env
+    from pulumi_capy.engine.drivers.postgres import PostgresDriver
+    from pulumi_capy.engine.drivers.postgres.libpq import env as libpq_env
 
     driver = PostgresDriver()
     expected = checksums(source_url)
     archive = tmp_path / "old.pgdump"
     subprocess.run(
         [pg.server.tool("pg_dump"), "-Fc", "-Z0", "-f", str(archive)],
-        env=_env(source_url),
+        env=libpq_env(source_url),
         check=True,
     )
     store = LocalBlobStore(tmp_path / "blobs")
@@ -851,7 +852,7 @@ def test_a_backup_in_the_custom_archive_format_still_verifies_and_restores(
     assert "counted" in driver.check(unpacked, source_url, {"row_counts": counts}).summary
 
     target = pg.server.url(pg.name("from_old"))
-    driver.restore(materialize, target, create=True, before_commit=lambda: None)
+    driver.restore_new(materialize, target, before_commit=lambda: None)
     assert checksums(target) == expected
 
 
@@ -903,20 +904,21 @@ def test_the_largest_table_loads_in_two_halves_and_every_restore_is_whole(
     STDIN`` at once, between the schema and the rest: the verification, a new preview
     and a restore in place all end with every row, key, index, sequence, large object,
     comment and trigger, and no trigger fired on a restored row."""
-    from pulumi_capy.engine.drivers.postgres import PostgresDriver
+    from pulumi_capy.engine.drivers.postgres import loading
 
     source_url = halved
     splits: list[str] = []  # where each restore's halves came from: "blob" or "file"
-    restore_split = PostgresDriver._restore_split
+    restore_split = loading.restore_split
 
-    def spy(self: PostgresDriver, pg_restore: str, options: list[str], dump: Path, *a: Any) -> Any:
+    def spy(load: loading.Load, halves: Any) -> Any:
+        dump = load.dump
         side = dump / ".capy-side"
         # nothing of the largest table is on disk when it streams from the blob
         splits.append("file" if side.is_dir() and list(side.glob("*.dat")) else "blob")
         assert not [path for path in dump.iterdir() if not path.is_file() and not path.is_dir()]
-        return restore_split(self, pg_restore, options, dump, *a)
+        return restore_split(load, halves)
 
-    monkeypatch.setattr(PostgresDriver, "_restore_split", spy)
+    monkeypatch.setattr(loading, "restore_split", spy)
     expected = checksums(source_url)
     expected_schema = schema_of(source_url)
     assert _scalar(source_url, "SELECT n FROM history_count") == 1
@@ -973,7 +975,7 @@ def test_a_half_that_fails_to_load_fails_the_restore_and_leaves_nothing(
 
     target = pg.server.url(pg.name("halves"))
     with pytest.raises(DriverFailure) as failed:
-        driver.restore(materialize, target, create=True, before_commit=lambda: None)
+        driver.restore_new(materialize, target, before_commit=lambda: None)
     assert failed.value.permanent
     assert "the largest table, in two halves" in str(failed.value)
     assert "invalid input syntax" in (failed.value.outcome.stderr if failed.value.outcome else "")
@@ -1038,7 +1040,7 @@ def test_the_halves_copy_stream_drops_only_the_dumps_end_marker(
 ) -> None:
     """pg_dump's data file ends with a ``\\.`` line; the engine's COPY sends every row
     and not that line, wherever the writes cut it (a value ``\\.`` is ``\\\\.``)."""
-    from pulumi_capy.engine.drivers.postgres import _CopyIn
+    from pulumi_capy.engine.drivers.postgres.loading import CopyIn
 
     url = pg.create_database("copy")
     rows = [f"{n}\tvalue {n}\n".encode() for n in range(200)] + [b"200\t\\\\.\n", b"201\t.\n"]
@@ -1053,7 +1055,7 @@ def test_the_halves_copy_stream_drops_only_the_dumps_end_marker(
                     sent.append(bytes(buffer))
                     copy.write(buffer)
 
-            stream = _CopyIn(Recording())  # type: ignore[arg-type]
+            stream = CopyIn(Recording())  # type: ignore[arg-type]
             for start in range(0, len(data), chunk):
                 stream.write(data[start : start + chunk])
             stream.close()
@@ -1162,7 +1164,7 @@ def test_an_engine_role_that_is_no_superuser_gives_objects_back_to_roles_it_may_
 
 
 def test_passwords_in_failed_statements_and_urls_are_masked() -> None:
-    from pulumi_capy.engine.drivers.postgres import _mask
+    from pulumi_capy.engine.drivers.postgres.failures import mask
 
     url = "postgresql://engine:p%40ss@db.internal:5432/shop"
     text = (
@@ -1170,7 +1172,7 @@ def test_passwords_in_failed_statements_and_urls_are_masked() -> None:
         "OPTIONS (user 'app', password 'hunter''2'); CONNECTION 'host=h password=s3cret' "
         "p@ss p%40ss; FATAL:  password authentication failed for user"
     )
-    masked = _mask(text, url)
+    masked = mask(text, url)
     for secret in ("hunter", "s3cret", "p@ss", "p%40ss"):
         assert secret not in masked
     assert "password authentication failed for user" in masked  # not a password: kept

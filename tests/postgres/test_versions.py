@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from pulumi_capy.engine.drivers.pg_binaries import binary
+from pulumi_capy.engine.drivers.postgres.binaries import binary
 from tests.pg import PostgresServer
 from tests.postgres.conftest import connect
 

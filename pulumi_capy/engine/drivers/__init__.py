@@ -77,7 +77,7 @@ class StreamsDump(Protocol):
 
     def unpack(self, stream: IO[bytes], destination: Path) -> None:
         """Write what ``dump_streamed`` streamed at ``destination``, in the form
-        ``restore``'s materialize and ``check`` take."""
+        ``restore_new``/``restore_over``'s materialize and ``check`` take."""
         ...
 
 
@@ -86,7 +86,7 @@ class Driver(Protocol):
     format: str  # the dump format recorded in the manifest
     extension: str  # of the blob, before ".zst"
     zstd_level: int  # what bench/ measured as the best speed for a blob no larger than needed
-    # does ``restore`` keep the materialized dump as the database (so it must be durable)?
+    # does a restore keep the materialized dump as the database (so it must be durable)?
     # Otherwise it is read once and thrown away, and need not be fsynced
     dump_becomes_database: bool
 
@@ -120,18 +120,18 @@ class Driver(Protocol):
         """Where a new preview of this project lives."""
         ...
 
-    def restore(
+    def restore_new(
         self,
         materialize: Materialize,
         target_url: str,
         *,
-        create: bool,
         before_commit: Callable[[], None],
         workdir: Path | None = None,
         parts: BlobParts | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> Outcome:
-        """Load the dump into ``target_url``.
+        """Load the dump into ``target_url``, a database that must not exist yet (a new
+        preview); refuse one that does.
 
         ``workdir``: where scratch files may go (the engine's scratch space, swept
         when a killed worker left them); the system's temporary directory if None.
@@ -139,10 +139,27 @@ class Driver(Protocol):
         reads its ranges itself instead of calling ``materialize`` (else None).
         ``details``: what ``dump`` reported of the source (the backup's manifest).
 
-        ``create``: the target must not exist yet (a new preview). Otherwise it
-        is overwritten in one atomic step. ``before_commit`` runs right before
-        the first change to the target and may raise to abort; until then the
-        target is untouched, and a failure at any point leaves it as it was.
+        ``before_commit`` runs right before the target comes into being and may raise
+        to abort; a failure at any point leaves no target behind.
+        """
+        ...
+
+    def restore_over(
+        self,
+        materialize: Materialize,
+        target_url: str,
+        *,
+        before_commit: Callable[[], None],
+        workdir: Path | None = None,
+        parts: BlobParts | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Outcome:
+        """Load the dump over ``target_url``, an existing database, replacing it in one
+        atomic step; refuse a missing one.
+
+        ``workdir``, ``parts`` and ``details`` as for ``restore_new``. ``before_commit``
+        runs right before the first change to the target and may raise to abort; until
+        then the target is untouched, and a failure at any point leaves it as it was.
         """
         ...
 

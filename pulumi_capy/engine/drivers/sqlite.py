@@ -163,25 +163,17 @@ class SqliteDriver:
     def preview_url(self, project_url: str, preview_id: str, previews_dir: Path) -> str:
         return _url(previews_dir / f"{preview_id}.db")
 
-    def restore(
+    def restore_new(
         self,
         materialize: Materialize,
         target_url: str,
         *,
-        create: bool,
         before_commit: Callable[[], None],
         workdir: Path | None = None,  # unused: the scratch copy sits beside the target
         parts: BlobParts | None = None,  # unused: a SQLite backup is one file
         details: Mapping[str, Any] | None = None,  # unused: the file is the whole database
     ) -> Outcome:
         target = sqlite_path(target_url)
-        if create:
-            return self._restore_new(materialize, target, before_commit)
-        return self._restore_over(materialize, target, before_commit)
-
-    def _restore_new(
-        self, materialize: Materialize, target: Path, before_commit: Callable[[], None]
-    ) -> Outcome:
         if target.exists():
             raise DriverFailure(f"{target} exists already; not overwriting it", permanent=True)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -196,9 +188,17 @@ class SqliteDriver:
         size = target.stat().st_size
         return Outcome(summary=f"restored {size} bytes into new database {target}")
 
-    def _restore_over(
-        self, materialize: Materialize, target: Path, before_commit: Callable[[], None]
+    def restore_over(
+        self,
+        materialize: Materialize,
+        target_url: str,
+        *,
+        before_commit: Callable[[], None],
+        workdir: Path | None = None,  # unused: the scratch copy sits beside the target
+        parts: BlobParts | None = None,  # unused: a SQLite backup is one file
+        details: Mapping[str, Any] | None = None,  # unused: the file is the whole database
     ) -> Outcome:
+        target = sqlite_path(target_url)
         if not target.is_file():
             raise DriverFailure(f"the target database {target} is missing", permanent=True)
         scratch = target.with_name(f".{target.name}.restoring")

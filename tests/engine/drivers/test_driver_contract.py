@@ -461,31 +461,31 @@ def test_dump_check_restore_new_restore_over_drop(harness: DriverHarness, tmp_pa
     first = _dump(harness, source, tmp_path / "dumps", "first")
     assert driver.check(first, source, {}).exit_code == 0
 
-    # restore into a new database (create=True)
+    # restore into a new database
     target = driver.preview_url(source, "prv_contract", harness.previews_dir)
     assert target != source
     assert not harness.exists(target)
     assert driver.database_name(target)
     before_commit = _Calls()
-    outcome = driver.restore(_copy_of(first), target, create=True, before_commit=before_commit)
+    outcome = driver.restore_new(_copy_of(first), target, before_commit=before_commit)
     assert outcome.exit_code == 0
     assert outcome.summary
     assert before_commit.count == 1
     assert harness.rows(target) == OLD_ROWS
     assert harness.rows(source) == OLD_ROWS  # the source is only read
 
-    # restore over it (create=False) from a newer dump
+    # restore over it from a newer dump
     harness.replace_rows(source, NEW_ROWS)
     second = _dump(harness, source, tmp_path / "dumps", "second")
     assert driver.check(second, source, {}).exit_code == 0
     before_commit = _Calls()
-    outcome = driver.restore(_copy_of(second), target, create=False, before_commit=before_commit)
+    outcome = driver.restore_over(_copy_of(second), target, before_commit=before_commit)
     assert outcome.exit_code == 0
     assert before_commit.count == 1
     assert harness.rows(target) == NEW_ROWS
 
     # and back again: a restore replaces the whole database
-    driver.restore(_copy_of(first), target, create=False, before_commit=_Calls())
+    driver.restore_over(_copy_of(first), target, before_commit=_Calls())
     assert harness.rows(target) == OLD_ROWS
 
     driver.drop(target)
@@ -512,13 +512,13 @@ def test_before_commit_raising_aborts_a_restore_over_and_leaves_the_target(
 
     before_commit = _Calls(Boom("stop right there"))
     with pytest.raises(Boom):
-        driver.restore(_copy_of(dump), target, create=False, before_commit=before_commit)
+        driver.restore_over(_copy_of(dump), target, before_commit=before_commit)
     assert before_commit.count == 1
     assert harness.rows(target) == OLD_ROWS
     assert harness.tables(target) == ["items"]
 
     # the target still takes a restore afterwards
-    driver.restore(_copy_of(dump), target, create=False, before_commit=_Calls())
+    driver.restore_over(_copy_of(dump), target, before_commit=_Calls())
     assert harness.rows(target) == NEW_ROWS
 
 
@@ -532,12 +532,12 @@ def test_before_commit_raising_aborts_a_restore_into_a_new_database(
 
     before_commit = _Calls(Boom("stop right there"))
     with pytest.raises(Boom):
-        driver.restore(_copy_of(dump), target, create=True, before_commit=before_commit)
+        driver.restore_new(_copy_of(dump), target, before_commit=before_commit)
     assert before_commit.count == 1
     assert not harness.exists(target)
 
     # nothing was left behind that blocks the next attempt
-    driver.restore(_copy_of(dump), target, create=True, before_commit=_Calls())
+    driver.restore_new(_copy_of(dump), target, before_commit=_Calls())
     assert harness.rows(target) == NEW_ROWS
 
 
@@ -557,8 +557,9 @@ def test_a_failing_materialize_aborts_before_commit_and_changes_nothing(
         raise Boom("the blob could not be read")
 
     before_commit = _Calls()
+    restore = driver.restore_new if create else driver.restore_over
     with pytest.raises(Boom):
-        driver.restore(materialize, target, create=create, before_commit=before_commit)
+        restore(materialize, target, before_commit=before_commit)
     assert before_commit.count == 0
     if create:
         assert not harness.exists(target)
@@ -566,7 +567,7 @@ def test_a_failing_materialize_aborts_before_commit_and_changes_nothing(
         assert harness.rows(target) == OLD_ROWS
 
 
-def test_restore_create_refuses_an_existing_target(harness: DriverHarness, tmp_path: Path) -> None:
+def test_restore_new_refuses_an_existing_target(harness: DriverHarness, tmp_path: Path) -> None:
     driver = harness.driver
     source = harness.create("source", NEW_ROWS)
     dump = _dump(harness, source, tmp_path / "dumps", "new")
@@ -574,7 +575,7 @@ def test_restore_create_refuses_an_existing_target(harness: DriverHarness, tmp_p
 
     before_commit = _Calls()
     with pytest.raises(DriverFailure) as refused:
-        driver.restore(_copy_of(dump), target, create=True, before_commit=before_commit)
+        driver.restore_new(_copy_of(dump), target, before_commit=before_commit)
     assert refused.value.permanent
     assert before_commit.count == 0
     assert harness.rows(target) == OLD_ROWS
@@ -589,7 +590,7 @@ def test_restore_over_a_missing_target_fails_permanently(
 
     before_commit = _Calls()
     with pytest.raises(DriverFailure) as refused:
-        driver.restore(_copy_of(dump), target, create=False, before_commit=before_commit)
+        driver.restore_over(_copy_of(dump), target, before_commit=before_commit)
     assert refused.value.permanent
     assert before_commit.count == 0
     assert not harness.exists(target)
@@ -606,7 +607,7 @@ def test_empty_dump_passes_check_and_restores_an_empty_database(
     assert driver.check(dump, source, {}).exit_code == 0
 
     target = driver.preview_url(source, "prv_empty", harness.previews_dir)
-    driver.restore(_copy_of(dump), target, create=True, before_commit=_Calls())
+    driver.restore_new(_copy_of(dump), target, before_commit=_Calls())
     assert harness.exists(target)
     assert harness.tables(target) == []
     assert harness.rows(target) is None
@@ -653,10 +654,10 @@ def test_a_restore_is_what_the_plain_tools_make(harness: DriverHarness, tmp_path
     details = driver.dump(source, dump).details
 
     target = driver.preview_url(source, "prv_exact", harness.previews_dir)
-    driver.restore(_copy_of(dump), target, create=True, before_commit=_Calls(), details=details)
+    driver.restore_new(_copy_of(dump), target, before_commit=_Calls(), details=details)
     assert harness.fingerprint(target) == expected
 
     harness.replace_rows(target, NEW_ROWS, create=True)  # the target changes, then is restored
     assert harness.fingerprint(target) != expected
-    driver.restore(_copy_of(dump), target, create=False, before_commit=_Calls(), details=details)
+    driver.restore_over(_copy_of(dump), target, before_commit=_Calls(), details=details)
     assert harness.fingerprint(target) == expected

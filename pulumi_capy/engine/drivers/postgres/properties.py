@@ -5,10 +5,8 @@ carries every object inside a database but none of the database's own properties
 its encoding and locale, owner, ``GRANT … ON DATABASE``, ``ALTER DATABASE … SET``
 and ``ALTER ROLE … IN DATABASE … SET``, comment and connection limit. These are read
 here (``read``), recorded in a backup's manifest, and given to the databases the
-engine creates (``create_statement``, ``apply``), as ``pg_dump --create`` would.
-
-Also here: the roles a database's objects refer to (``roles``), so that a restore
-that would need a role the server no longer has is refused before it starts.
+engine creates (``create_statement``, ``apply_statements``), as ``pg_dump --create``
+would.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["DatabaseProperties", "RoleNeeds", "apply_statements", "create_statement", "read"]
+__all__ = ["DatabaseProperties", "apply_statements", "create_statement", "read"]
 
 DATABASE_PRIVILEGES = frozenset({"CREATE", "CONNECT", "TEMPORARY"})  # aclexplode's names
 # settings whose value is a list, each element quoted on its own (pg_dump's
@@ -87,18 +85,6 @@ class DatabaseProperties:
         )
 
 
-@dataclass(frozen=True)
-class RoleNeeds:
-    """The roles a database's objects refer to: as owners (restoring them needs the
-    right to give objects to that role) or in grants, policies and settings."""
-
-    owners: list[str]
-    others: list[str]
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def read(conn: psycopg.Connection, name: str) -> DatabaseProperties | None:
     """The properties of database ``name`` (None if it does not exist)."""
     row = conn.execute(
@@ -151,53 +137,6 @@ def read(conn: psycopg.Connection, name: str) -> DatabaseProperties | None:
     )
 
 
-# does the bootstrap superuser (OID 10, pinned: no pg_shdepend rows) own an object that
-# pg_dump gives an owner to? Objects of the system's schemas and of extensions aside.
-BOOTSTRAP_OWNS = """
-WITH user_schemas AS (
-    SELECT oid FROM pg_namespace
-    WHERE nspname NOT IN ('pg_catalog', 'information_schema')
-    AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%'
-), members AS (
-    SELECT classid, objid FROM pg_depend WHERE deptype = 'e'
-)
-SELECT EXISTS (SELECT 1 FROM pg_namespace n JOIN user_schemas u ON u.oid = n.oid
-               WHERE n.nspowner = 10)
-    OR EXISTS (SELECT 1 FROM pg_class c JOIN user_schemas u ON u.oid = c.relnamespace
-               WHERE c.relowner = 10 AND NOT EXISTS (SELECT 1 FROM members m
-               WHERE m.classid = 'pg_class'::regclass AND m.objid = c.oid))
-    OR EXISTS (SELECT 1 FROM pg_proc p JOIN user_schemas u ON u.oid = p.pronamespace
-               WHERE p.proowner = 10 AND NOT EXISTS (SELECT 1 FROM members m
-               WHERE m.classid = 'pg_proc'::regclass AND m.objid = p.oid))
-    OR EXISTS (SELECT 1 FROM pg_type t JOIN user_schemas u ON u.oid = t.typnamespace
-               WHERE t.typowner = 10 AND NOT EXISTS (SELECT 1 FROM members m
-               WHERE m.classid = 'pg_type'::regclass AND m.objid = t.oid))
-    OR EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE lomowner = 10)
-"""
-
-
-def roles(conn: psycopg.Connection, properties: DatabaseProperties) -> RoleNeeds:
-    """The roles the objects of ``conn``'s database refer to (pg_shdepend: owners,
-    grantees, policies, default privileges), and those of its own properties."""
-    owners: set[str] = {properties.owner}
-    others: set[str] = set()
-    for role, kind in conn.execute(
-        "SELECT DISTINCT r.rolname, s.deptype FROM pg_shdepend s "
-        "JOIN pg_roles r ON r.oid = s.refobjid "
-        "WHERE s.refclassid = 'pg_authid'::regclass "
-        "AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    ):
-        (owners if kind == "o" else others).add(str(role))
-    others.update(grant.grantee for grant in properties.grants or [] if grant.grantee)
-    others.update(setting.role for setting in properties.settings if setting.role)
-    row = conn.execute(BOOTSTRAP_OWNS).fetchone()
-    if row is not None and row[0]:
-        bootstrap = conn.execute("SELECT rolname FROM pg_roles WHERE oid = 10").fetchone()
-        if bootstrap is not None:
-            owners.add(str(bootstrap[0]))
-    return RoleNeeds(sorted(owners), sorted(others - owners))
-
-
 def create_statement(name: str, properties: DatabaseProperties | None) -> sql.Composed:
     """``CREATE DATABASE`` from ``template0`` (nothing an operator put in ``template1``
     comes along) with ``properties``' encoding and locale."""
@@ -224,60 +163,20 @@ def create_statement(name: str, properties: DatabaseProperties | None) -> sql.Co
     return statement
 
 
-def apply_statements(name: str, properties: DatabaseProperties) -> list[tuple[str, sql.Composable]]:
+def apply_statements(name: str, properties: DatabaseProperties) -> list[tuple[str, sql.Composed]]:
     """``(what it does, statement)`` that give database ``name`` the owner, settings,
     grants, comment and connection limit of ``properties``."""
     database = sql.Identifier(name)
-    steps: list[tuple[str, sql.Composable]] = [
+    steps: list[tuple[str, sql.Composed]] = [
         (
             f"give it the owner {properties.owner}",
             sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
                 database, sql.Identifier(properties.owner)
             ),
-        )
+        ),
+        *(_setting_step(database, setting) for setting in properties.settings),
+        *_grant_steps(database, properties),
     ]
-    for setting in properties.settings:
-        target = (
-            sql.SQL("ALTER DATABASE {}").format(database)
-            if setting.role is None
-            else sql.SQL("ALTER ROLE {} IN DATABASE {}").format(
-                sql.Identifier(setting.role), database
-            )
-        )
-        steps.append(
-            (
-                f"copy the setting {setting.name}"
-                + (f" of {setting.role}" if setting.role else ""),
-                sql.SQL("{} SET {} = {}").format(
-                    target, sql.Identifier(setting.name), _setting_value(setting)
-                ),
-            )
-        )
-    if properties.grants is not None:  # else the built-in default, as a new database has
-        steps.append(
-            (
-                "clear the default grants",
-                sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC, {}").format(
-                    database, sql.Identifier(properties.owner)
-                ),
-            )
-        )
-        for grant in properties.grants:
-            if grant.privilege not in DATABASE_PRIVILEGES:
-                raise ValueError(f"a grant of {grant.privilege!r} on a database")
-            steps.append(
-                (
-                    f"grant {grant.privilege} to {grant.grantee or 'PUBLIC'}",
-                    sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
-                        sql.SQL(grant.privilege),  # checked above
-                        database,
-                        sql.SQL("PUBLIC")
-                        if grant.grantee is None
-                        else sql.Identifier(grant.grantee),
-                        sql.SQL(" WITH GRANT OPTION" if grant.grantable else ""),
-                    ),
-                )
-            )
     if properties.comment is not None:
         steps.append(
             (
@@ -293,6 +192,53 @@ def apply_statements(name: str, properties: DatabaseProperties) -> list[tuple[st
                 "copy its connection limit",
                 sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(
                     database, sql.Literal(properties.connection_limit)
+                ),
+            )
+        )
+    return steps
+
+
+def _setting_step(database: sql.Identifier, setting: Setting) -> tuple[str, sql.Composed]:
+    """``ALTER DATABASE … SET`` (or ``ALTER ROLE … IN DATABASE … SET``) of one setting."""
+    target = (
+        sql.SQL("ALTER DATABASE {}").format(database)
+        if setting.role is None
+        else sql.SQL("ALTER ROLE {} IN DATABASE {}").format(sql.Identifier(setting.role), database)
+    )
+    return (
+        f"copy the setting {setting.name}" + (f" of {setting.role}" if setting.role else ""),
+        sql.SQL("{} SET {} = {}").format(
+            target, sql.Identifier(setting.name), _setting_value(setting)
+        ),
+    )
+
+
+def _grant_steps(
+    database: sql.Identifier, properties: DatabaseProperties
+) -> list[tuple[str, sql.Composed]]:
+    """The database-level grants of ``properties`` in place of the default ones; none
+    when it recorded the built-in default, as a new database has."""
+    if properties.grants is None:
+        return []
+    steps = [
+        (
+            "clear the default grants",
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC, {}").format(
+                database, sql.Identifier(properties.owner)
+            ),
+        )
+    ]
+    for grant in properties.grants:
+        if grant.privilege not in DATABASE_PRIVILEGES:
+            raise ValueError(f"a grant of {grant.privilege!r} on a database")
+        steps.append(
+            (
+                f"grant {grant.privilege} to {grant.grantee or 'PUBLIC'}",
+                sql.SQL("GRANT {} ON DATABASE {} TO {}{}").format(
+                    sql.SQL(grant.privilege),  # checked above
+                    database,
+                    sql.SQL("PUBLIC") if grant.grantee is None else sql.Identifier(grant.grantee),
+                    sql.SQL(" WITH GRANT OPTION" if grant.grantable else ""),
                 ),
             )
         )
