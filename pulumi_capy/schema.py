@@ -85,6 +85,9 @@ EXTRA_TYPES: dict[str, dict[str, Any]] = {
 }
 
 
+SCALARS = frozenset({"string", "integer", "number", "boolean"})  # JSON schema's and Pulumi's
+
+
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -107,9 +110,7 @@ def _pulumi_type(spec: Mapping[str, Any], definitions: Mapping[str, Any]) -> dic
         return {"type": "array", "items": _pulumi_type(spec.get("items", {}), definitions)}
     if kind == "object":
         return {"type": "object", "additionalProperties": {"$ref": "pulumi.json#/Any"}}
-    if kind in ("string", "integer", "number", "boolean"):
-        return {"type": kind}
-    return {"$ref": "pulumi.json#/Any"}
+    return {"type": kind} if kind in SCALARS else {"$ref": "pulumi.json#/Any"}
 
 
 def _model_types(*model_classes: type[BaseModel]) -> dict[str, dict[str, Any]]:
@@ -123,7 +124,9 @@ def _model_types(*model_classes: type[BaseModel]) -> dict[str, dict[str, Any]]:
     return types
 
 
-def _property(name: str, types: Mapping[str, dict[str, Any]], secret: bool) -> dict[str, Any]:
+def _property(
+    name: str, types: Mapping[str, dict[str, Any]], *, secret: bool = False
+) -> dict[str, Any]:
     spec = dict(EXTRA_TYPES.get(name) or types.get(name) or {"$ref": "pulumi.json#/Any"})
     if name in DESCRIPTIONS:
         spec["description"] = DESCRIPTIONS[name]
@@ -134,6 +137,7 @@ def _property(name: str, types: Mapping[str, dict[str, Any]], secret: bool) -> d
 
 def _resource(
     resource: type,
+    *,
     provider: Any,
     request_models: tuple[type[BaseModel], ...],
     output_models: tuple[type[BaseModel], ...],
@@ -150,7 +154,7 @@ def _resource(
     replace = set(provider.input_names) - set(provider.updatable)
     inputs: dict[str, Any] = {}
     for parameter in parameters:
-        spec = _property(parameter.name, types, parameter.name in secrets)
+        spec = _property(parameter.name, types, secret=parameter.name in secrets)
         if parameter.name in replace:
             spec["replaceOnChanges"] = True
         if parameter.default is not inspect.Parameter.empty and parameter.default is not None:
@@ -163,7 +167,7 @@ def _resource(
         for name, spec in inputs.items()
     }
     for name in output_names:
-        outputs[camel(name)] = _property(name, types, name in secrets)
+        outputs[camel(name)] = _property(name, types, secret=name in secrets)
     required = [camel(p.name) for p in parameters if p.default is inspect.Parameter.empty]
     return {
         "description": description,
@@ -185,43 +189,47 @@ def build_schema() -> dict[str, Any]:
     resources = {
         TYPE_NAME.format("RestorePoint"): _resource(
             restore_point.RestorePoint,
-            restore_point.RestorePointProvider,
-            (models.CreateRestorePoint,),
-            (models.RestorePoint,),
-            (
+            provider=restore_point.RestorePointProvider,
+            request_models=(models.CreateRestorePoint,),
+            output_models=(models.RestorePoint,),
+            output_names=(
                 "restore_point_id",
                 *(n for n in models.RestorePoint.model_fields if n != "id"),
                 "requested",
             ),
-            frozenset(),
-            _first_line(restore_point),
+            secrets=frozenset(),
+            description=_first_line(restore_point),
         ),
         TYPE_NAME.format("Restore"): _resource(
             restore.Restore,
-            restore.RestoreProvider,
-            (models.RestoreRequest,),
-            (models.Job,),
-            (*job_outputs, "preview_database_name", "preview_database_url"),
-            frozenset({"preview_database_url"}),
-            _first_line(restore),
+            provider=restore.RestoreProvider,
+            request_models=(models.RestoreRequest,),
+            output_models=(models.Job,),
+            output_names=(*job_outputs, "preview_database_name", "preview_database_url"),
+            secrets=frozenset({"preview_database_url"}),
+            description=_first_line(restore),
         ),
         TYPE_NAME.format("Backup"): _resource(
             backup.Backup,
-            backup.BackupProvider,
-            (models.CreateBackup,),
-            (models.Backup,),
-            ("backup_id", *(n for n in models.Backup.model_fields if n != "id"), "job_id"),
-            frozenset(),
-            _first_line(backup),
+            provider=backup.BackupProvider,
+            request_models=(models.CreateBackup,),
+            output_models=(models.Backup,),
+            output_names=(
+                "backup_id",
+                *(n for n in models.Backup.model_fields if n != "id"),
+                "job_id",
+            ),
+            secrets=frozenset(),
+            description=_first_line(backup),
         ),
         TYPE_NAME.format("Project"): _resource(
             project.Project,
-            project.ProjectProvider,
-            (models.CreateProject,),
-            (models.Project,),
-            ("project_id", *(n for n in models.Project.model_fields if n != "id")),
-            frozenset({"database_url"}),
-            _first_line(project),
+            provider=project.ProjectProvider,
+            request_models=(models.CreateProject,),
+            output_models=(models.Project,),
+            output_names=("project_id", *(n for n in models.Project.model_fields if n != "id")),
+            secrets=frozenset({"database_url"}),
+            description=_first_line(project),
         ),
     }
     list_of = {
@@ -236,7 +244,7 @@ def build_schema() -> dict[str, Any]:
     }
     functions_schema: dict[str, Any] = {}
     for name, field in list_of.items():
-        inputs: dict[str, Any] = {"projectId": _property("project_id", {}, False)}
+        inputs: dict[str, Any] = {"projectId": _property("project_id", {})}
         if name == "getJobs":
             inputs["limit"] = {"type": "integer", "description": "At most this many (default 25)."}
         functions_schema[TYPE_NAME.format(name)] = {

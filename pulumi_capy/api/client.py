@@ -16,6 +16,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Generator, Mapping
+from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -192,7 +193,7 @@ class CapyClient:
                 retry_after = None
             else:
                 log.debug("%s %s -> %s", method, _display_url(response.url), response.status_code)
-                if response.status_code < 400:
+                if response.status_code < HTTPStatus.BAD_REQUEST:
                     return self._json(response)
                 error = self._error(response)
                 if response.status_code not in RETRY_STATUSES:
@@ -240,7 +241,7 @@ class CapyClient:
             message = response.text.strip()[:300]
         if message and self._key:  # a server or proxy that echoes the token must not leak it
             message = message.replace(self._key.get_secret_value(), "**********")
-        if response.status_code == 401 and self._key is None:
+        if response.status_code == HTTPStatus.UNAUTHORIZED and self._key is None:
             message = f"{message or 'unauthorized'} (no API key was configured)"
         cls = error_for_status(response.status_code)
         kwargs: dict[str, Any] = {

@@ -20,11 +20,12 @@ __all__ = ["API_KEY_PREFIX", "check_credential", "credential_kind"]
 API_KEY_PREFIX = "capy_live_"
 _API_KEY = re.compile(r"capy_live_[A-Za-z0-9_\-]{16,}")
 _JWT_SEGMENT = re.compile(r"[A-Za-z0-9_\-]+")
+JWT_PARTS = 3  # header.payload.signature
 
 
 def _is_jwt(token: str) -> bool:
     parts = token.split(".")
-    if len(parts) != 3 or not all(_JWT_SEGMENT.fullmatch(part) for part in parts):
+    if len(parts) != JWT_PARTS or not all(_JWT_SEGMENT.fullmatch(part) for part in parts):
         return False
     header = parts[0] + "=" * (-len(parts[0]) % 4)
     try:

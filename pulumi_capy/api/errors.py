@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:  # the job JobFailed carries; models import nothing from here
@@ -209,7 +210,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 
 def error_for_status(status_code: int) -> type[ApiError]:
     """The class for an HTTP error status (other 4xx are ``BadRequest``, 5xx ``ServerError``)."""
-    if status_code >= 500:
+    if status_code >= HTTPStatus.INTERNAL_SERVER_ERROR:
         return ServerError
     return _BY_STATUS.get(status_code, BadRequest)
 

@@ -104,7 +104,11 @@ def serve(
 
     directory = _engine_dir()
     sessions = session_settings_from_env(
-        session_jwks, session_audience, session_issuer, session_org_claim, session_orgs
+        session_jwks,
+        session_audience,
+        issuer=session_issuer,
+        org_claim=session_org_claim,
+        organizations=session_orgs,
     )
     _logging(log_level)
     note(f"capy serve: engine {directory}, http://{host}:{port}/v1, {workers} worker thread(s)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from http import HTTPStatus
 
 from pulumi_capy.api.credentials import API_KEY_PREFIX
 from pulumi_capy.api.models import Principal
@@ -163,13 +164,14 @@ class ReadCache:
             await send({"type": "http.response.body", "body": answer.body})
             return
         self.stats.misses += 1
-        await self._compute(scope, receive, send, entry, token, version)
+        await self._compute(scope, receive, send, entry=entry, token=token, version=version)
 
     async def _compute(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
+        *,
         entry: tuple[str, bytes, str],
         token: str,
         version: int,
@@ -182,7 +184,7 @@ class ReadCache:
             nonlocal start, keep
             if message["type"] == "http.response.start":
                 start = dict(message)
-                keep = message["status"] == 200
+                keep = message["status"] == HTTPStatus.OK
             elif message["type"] == "http.response.body" and keep:
                 chunks.append(message.get("body", b""))
                 if sum(map(len, chunks)) > MAX_BODY:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import Request
@@ -50,7 +51,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def capy_error(_: Request, exc: CapyError) -> JSONResponse:
     status = _status(exc)
-    if status >= 500:
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
         log.error("server fault: %s", exc)
     return JSONResponse({"error": str(exc)}, status_code=status)
 
@@ -62,7 +63,7 @@ async def invalid_request(_: Request, exc: RequestValidationError) -> JSONRespon
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     headers = dict(exc.headers or {})
-    if exc.status_code == 405:
+    if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
         # Starlette names only the first route of the path; a path has one route per method
         headers["Allow"] = _allowed_methods(request)
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers)

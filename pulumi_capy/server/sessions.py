@@ -58,6 +58,7 @@ class SessionSettings:
 def session_settings_from_env(
     jwks: Path | None = None,
     audience: str | None = None,
+    *,
     issuer: str | None = None,
     org_claim: str | None = None,
     organizations: Sequence[str] = (),
