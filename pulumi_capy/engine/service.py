@@ -9,9 +9,10 @@ use one directory at once.
 Calls that start work enqueue a job and return it ``pending``;
 ``wait_for_job`` runs pending work inline, so embedded mode needs no daemon.
 
-``Engine`` is a facade over one module per noun (``projects``, ``backups``,
-``restore_points``, ``restores``, ``keys``), functions over the ``Runtime``;
-the engine owns the runtime, the in-process worker and the waiting for jobs.
+``Engine`` is a facade: each noun's rules live in its own module (``projects``,
+``backups``, ``restore_points``, ``restores``, ``previews``, ``keys``), as
+functions over the ``Runtime``; the engine owns the runtime, the in-process
+worker and the waiting for jobs.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from pulumi_capy._version import __version__
 from pulumi_capy.api.backend import DEFAULT_JOB_TIMEOUT, JobCallback
 from pulumi_capy.api.errors import FieldError, InvalidInput, JobFailed, JobTimeout, NotFound
 from pulumi_capy.api.models import (
-    SCOPES,
     ApiKey,
     Backup,
     CreateApiKey,
@@ -36,7 +35,6 @@ from pulumi_capy.api.models import (
     Identity,
     Job,
     JobState,
-    Organization,
     PreviewCreated,
     PreviewDatabase,
     Principal,
@@ -46,14 +44,12 @@ from pulumi_capy.api.models import (
     RestorePoint,
     RestoreRequest,
     ScheduledBackup,
-    ServerInfo,
 )
 from pulumi_capy.api.validation import parse_request
-from pulumi_capy.engine import backups, keys, projects, restore_points, restores
+from pulumi_capy.engine import backups, keys, previews, projects, restore_points, restores
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
-from pulumi_capy.engine.previews import enqueue_preview_delete
-from pulumi_capy.engine.queue import JobRetryPolicy, new_id, new_worker_id
+from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
 from pulumi_capy.engine.stores.sqlite import SqliteStore
 from pulumi_capy.engine.ticks import TickReport, run_tick
@@ -166,52 +162,18 @@ class Engine:
     # ------------------------------------------------------------ previews
 
     def list_preview_databases(self, project_id: str) -> list[PreviewDatabase]:
-        projects.require(self.rt, project_id)
-        return self.rt.store.list_previews(project_id)
+        return previews.list_previews(self.rt, project_id)
 
     def create_preview_database(self, project_id: str, request: CreatePreview) -> PreviewCreated:
         request = parse_request(CreatePreview, request)
-        projects.require(self.rt, project_id)
-        now = self.rt.now()
-        preview_id = new_id("prv")
-        with self.rt.store.transaction() as tx:
-            self.rt.store.insert_preview(
-                tx,
-                PreviewDatabase(
-                    id=preview_id,
-                    project_id=project_id,
-                    name=request.name,
-                    mode=request.mode.value,
-                    state="creating",
-                    source_kind=request.mode.value,
-                    ttl_expires_at=now + timedelta(hours=request.ttl_hours),
-                    created_at=now,
-                    updated_at=now,
-                ),
-            )
-            job_id = self.rt.enqueue(
-                tx,
-                "preview.create",
-                project_id=project_id,
-                payload={"mode": request.mode.value, "request": {"target_kind": "new_preview"}},
-                locked_resource=f"preview:{preview_id}",
-                preview_database_id=preview_id,
-            )
-        preview = self.rt.store.get_preview(preview_id)
-        assert preview is not None
+        job_id, preview = previews.create_preview(self.rt, project_id, request)
         return PreviewCreated(job=self.get_job(job_id), preview=preview)
 
     def get_preview_database(self, preview_id: str) -> PreviewDatabase:
-        preview = self.rt.store.get_preview(preview_id)
-        if preview is None or preview.state == "deleted":
-            raise NotFound(f"preview database {preview_id} not found")
-        return preview
+        return previews.get_preview(self.rt, preview_id)
 
     def delete_preview_database(self, preview_id: str) -> Job:
-        preview = self.get_preview_database(preview_id)
-        with self.rt.store.transaction() as tx:
-            job_id = enqueue_preview_delete(self.rt, tx, preview)
-        return self.get_job(job_id)
+        return self.get_job(previews.delete_preview(self.rt, preview_id))
 
     # ------------------------------------------------------------ jobs
 
@@ -286,18 +248,7 @@ class Engine:
     # ------------------------------------------------------------ identity and keys
 
     def get_identity(self) -> Identity:
-        organization = self.rt.store.get_organization(DEFAULT_ORGANIZATION_ID) or {}
-        return Identity(
-            organization=Organization(
-                id=DEFAULT_ORGANIZATION_ID, name=organization.get("name", "default")
-            ),
-            principal=Principal(
-                auth_source="embedded",
-                organization_id=DEFAULT_ORGANIZATION_ID,
-                scopes=list(SCOPES),
-            ),
-            server=ServerInfo(name="pulumi-capy", version=__version__),
-        )
+        return keys.identity(self.rt)
 
     def create_api_key(self, organization_id: str, request: CreateApiKey) -> CreatedApiKey:
         """Mint a key; its plaintext is in the answer and nowhere else, ever."""
