@@ -3,6 +3,8 @@
 A key is ``capy_live_`` + 32 random bytes (url-safe base64); the plaintext is
 returned once, at creation. ``authenticate`` finds a key by its hash and
 compares the hashes in constant time; a revoked or expired key is refused.
+In embedded mode there are no keys: the caller is the whole default
+organization with every scope (``identity``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,23 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from pulumi_capy._version import __version__
 from pulumi_capy.api.credentials import API_KEY_PREFIX
 from pulumi_capy.api.errors import FieldError, InvalidInput, NotFound
-from pulumi_capy.api.models import ApiKey, CreateApiKey, CreatedApiKey, Principal
+from pulumi_capy.api.models import (
+    SCOPES,
+    ApiKey,
+    CreateApiKey,
+    CreatedApiKey,
+    Identity,
+    Organization,
+    Principal,
+    ServerInfo,
+)
 from pulumi_capy.engine.queue import new_id
-from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
 
-__all__ = ["authenticate", "create_key", "hash_key", "list_keys", "revoke_key"]
+__all__ = ["authenticate", "create_key", "hash_key", "identity", "list_keys", "revoke_key"]
 
 # last_used_at is written at most this often per key (a write per request would serialize reads)
 TOUCH_EVERY = timedelta(minutes=1)
@@ -100,4 +112,20 @@ def authenticate(rt: Runtime, token: str, now: datetime | None = None) -> Princi
         scopes=list(row["scopes"]),
         project_id=row["project_id"],
         api_key_id=str(row["id"]),
+    )
+
+
+def identity(rt: Runtime) -> Identity:
+    """Who an embedded caller is: the default organization, with every scope."""
+    organization = rt.store.get_organization(DEFAULT_ORGANIZATION_ID) or {}
+    return Identity(
+        organization=Organization(
+            id=DEFAULT_ORGANIZATION_ID, name=organization.get("name", "default")
+        ),
+        principal=Principal(
+            auth_source="embedded",
+            organization_id=DEFAULT_ORGANIZATION_ID,
+            scopes=list(SCOPES),
+        ),
+        server=ServerInfo(name="pulumi-capy", version=__version__),
     )

@@ -1,0 +1,104 @@
+"""Backups of a project and its daily schedule.
+
+A backup is taken by a ``project.backup`` job; deleting one is refused while a
+restore point pins it or a job uses it. ``by_key`` is how restores and restore
+points name the backup they start from.
+"""
+
+from __future__ import annotations
+
+from pulumi_capy.api.errors import Conflict, FieldError, InvalidInput, NotFound
+from pulumi_capy.api.models import Backup, PutScheduledBackup, ScheduledBackup
+from pulumi_capy.engine import projects
+from pulumi_capy.engine.queue import new_id
+from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
+from pulumi_capy.engine.stores.contract import BackupRecord
+
+__all__ = [
+    "by_key",
+    "create_backup",
+    "delete_backup",
+    "get_schedule",
+    "list_backups",
+    "put_schedule",
+]
+
+
+def by_key(rt: Runtime, project_id: str, key: str, field: str) -> BackupRecord:
+    """The project's unexpired backup ``key``; else ``InvalidInput`` blaming ``field``."""
+    backup = rt.store.get_backup_by_key(project_id, key)
+    if backup is None:
+        raise InvalidInput([FieldError(field, f"no backup {key!r} in project {project_id}")])
+    if backup.state == "expired":
+        raise InvalidInput([FieldError(field, f"backup {key!r} expired; pick a newer backup")])
+    return backup
+
+
+def list_backups(rt: Runtime, project_id: str) -> list[Backup]:
+    projects.require(rt, project_id)
+    return [backup.public() for backup in rt.store.list_backups(project_id)]
+
+
+def create_backup(rt: Runtime, project_id: str, label: str | None) -> str:
+    """Queue a ``project.backup`` job; return its id."""
+    projects.require(rt, project_id)
+    with rt.store.transaction() as tx:
+        return rt.enqueue(
+            tx,
+            "project.backup",
+            project_id=project_id,
+            payload={"backup_id": new_id("bkp"), "label": label},
+            locked_resource=f"project:{project_id}",
+        )
+
+
+def delete_backup(rt: Runtime, project_id: str, backup_id: str) -> None:
+    """Delete the backup and its blob; ``Conflict`` while it is pinned or in use."""
+    projects.require(rt, project_id)
+    backup = rt.store.get_backup(backup_id)
+    if backup is None or backup.project_id != project_id:
+        raise NotFound(f"backup {backup_id} not found in project {project_id}")
+    pinned = [
+        point
+        for point in rt.store.list_restore_points(project_id, backup_id=backup_id)
+        if point.state == "active"
+    ]
+    if pinned:
+        names = ", ".join(f"{point.id} ({point.label})" for point in pinned)
+        raise Conflict(
+            f"backup {backup.backup_key} is pinned by restore point(s) {names}; delete them first"
+        )
+    users = rt.store.jobs_using_backup(backup_id, backup.backup_key)
+    if users:
+        raise Conflict(
+            f"backup {backup.backup_key} is in use by job(s) {', '.join(users)}; "
+            "wait for them, then delete"
+        )
+    rt.store.delete_backup(backup_id)
+    rt.blobs.delete(backup.backup_key)
+
+
+def get_schedule(rt: Runtime, project_id: str) -> ScheduledBackup | None:
+    projects.require(rt, project_id)
+    return rt.store.get_schedule(project_id)
+
+
+def put_schedule(rt: Runtime, project_id: str, request: PutScheduledBackup) -> ScheduledBackup:
+    """Create or replace the project's one schedule, keeping its id and creation time."""
+    projects.require(rt, project_id)
+    existing = rt.store.get_schedule(project_id)
+    now = rt.now()
+    return rt.store.put_schedule(
+        ScheduledBackup(
+            id=existing.id if existing else new_id("sch"),
+            project_id=project_id,
+            organization_id=DEFAULT_ORGANIZATION_ID,
+            cron_hour=request.cron_hour,
+            cron_minute=request.cron_minute,
+            is_active=request.is_active,
+            label=request.label,
+            retention_days=request.retention_days,
+            created_at=existing.created_at if existing else now,
+            updated_at=now,
+        )
+    )
