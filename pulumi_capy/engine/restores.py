@@ -58,7 +58,7 @@ def create_restore(rt: Runtime, project_id: str, request: RestoreRequest) -> str
     now = rt.now()
     job_id = new_id("job")
     with rt.store.transaction() as tx:
-        target = choose_target(rt, tx, project, backup, request, now)
+        target = choose_target(rt, tx, project, backup, request, now=now)
         rt.enqueue(
             tx,
             "project.restore",
@@ -77,6 +77,7 @@ def choose_target(
     project: ProjectRecord,
     backup: BackupRecord,
     request: RestoreRequest,
+    *,
     now: datetime,
 ) -> RestoreTarget:
     """The target ``request.target_kind`` names, checked; a new preview is inserted in ``tx``."""
@@ -89,7 +90,7 @@ def choose_target(
         return RestoreTarget(locked_resource=f"project:{project.id}", preview_id=None)
     if request.target_kind is TargetKind.preview:
         return _existing_preview(rt, project.id, request.preview_id)
-    return _new_preview(rt, tx, project, backup, request, now)
+    return _new_preview(rt, tx, project, backup, request, now=now)
 
 
 def _existing_preview(rt: Runtime, project_id: str, preview_id: str | None) -> RestoreTarget:
@@ -109,6 +110,7 @@ def _new_preview(
     project: ProjectRecord,
     backup: BackupRecord,
     request: RestoreRequest,
+    *,
     now: datetime,
 ) -> RestoreTarget:
     preview_id = new_id("prv")

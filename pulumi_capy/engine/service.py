@@ -60,6 +60,7 @@ __all__ = ["Engine"]
 DEFAULT_LEASE_SECONDS = 60.0
 POLL_START = 0.02
 POLL_CAP = 0.5
+MAX_JOBS_LISTED = 1000  # the most jobs one list_jobs answers
 
 
 class Engine:
@@ -178,8 +179,8 @@ class Engine:
     # ------------------------------------------------------------ jobs
 
     def list_jobs(self, project_id: str, limit: int = 25) -> list[Job]:
-        if not 1 <= limit <= 1000:
-            raise InvalidInput([FieldError("limit", "must be between 1 and 1000")])
+        if not 1 <= limit <= MAX_JOBS_LISTED:
+            raise InvalidInput([FieldError("limit", f"must be between 1 and {MAX_JOBS_LISTED}")])
         projects.require(self.rt, project_id)
         return [job.public() for job in self.rt.store.list_jobs(project_id, limit)]
 

@@ -32,8 +32,8 @@ def test_the_project_is_a_target_only_when_confirmed(engine: Engine, project: Pr
 
     with engine.rt.store.transaction() as tx:
         with pytest.raises(Forbidden, match="confirm_project_overwrite"):
-            restores.choose_target(engine.rt, tx, record, backup, refused, START)
-        target = restores.choose_target(engine.rt, tx, record, backup, confirmed, START)
+            restores.choose_target(engine.rt, tx, record, backup, refused, now=START)
+        target = restores.choose_target(engine.rt, tx, record, backup, confirmed, now=START)
 
     assert target == restores.RestoreTarget(
         locked_resource=f"project:{project.id}", preview_id=None
@@ -48,7 +48,7 @@ def test_an_existing_preview_must_exist(engine: Engine, project: Project) -> Non
     )
 
     with engine.rt.store.transaction() as tx, pytest.raises(InvalidInput) as raised:
-        restores.choose_target(engine.rt, tx, record, backup, request, START)
+        restores.choose_target(engine.rt, tx, record, backup, request, now=START)
 
     assert [error.field for error in raised.value.errors] == ["preview_id"]
     assert "no preview database prv_missing" in str(raised.value)
@@ -59,7 +59,7 @@ def test_a_new_preview_is_written_in_the_transaction(engine: Engine, project: Pr
     request = RestoreRequest(backup_key=backup.backup_key)  # target_kind new_preview
 
     with engine.rt.store.transaction() as tx:
-        target = restores.choose_target(engine.rt, tx, record, backup, request, START)
+        target = restores.choose_target(engine.rt, tx, record, backup, request, now=START)
 
     assert target.preview_id is not None
     assert target.locked_resource == f"preview:{target.preview_id}"

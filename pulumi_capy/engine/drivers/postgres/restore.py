@@ -147,7 +147,9 @@ def _through_scratch(
     with tempfile.TemporaryDirectory(prefix="capy-restore-", dir=workdir) as scratch_dir:
         dump = Path(scratch_dir) / "restore"  # pg_dump's directory (or an archive file)
         try:
-            restored = _load_scratch(materialize, parts, dump, target_url, scratch, properties)
+            restored = _load_scratch(
+                materialize, parts, dump, url=target_url, scratch=scratch, properties=properties
+            )
             if properties is not None:
                 admin.give_properties(target_url, scratch, properties)
             before_commit()
@@ -162,6 +164,7 @@ def _load_scratch(
     materialize: Materialize,
     parts: BlobParts | None,
     dump: Path,
+    *,
     url: str,
     scratch: str,
     properties: DatabaseProperties | None,

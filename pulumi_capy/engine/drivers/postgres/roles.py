@@ -16,6 +16,8 @@ from pulumi_capy.engine.drivers.postgres.properties import DatabaseProperties
 
 __all__ = ["RoleNeeds", "check", "needed"]
 
+POSTGRES_16 = 160000  # server_version_num of the first release with SET on role grants
+
 
 @dataclass(frozen=True)
 class RoleNeeds:
@@ -85,7 +87,7 @@ def check(url: str, details: Mapping[str, Any]) -> None:
     owners, others = list(needs.get("owners") or []), list(needs.get("others") or [])
     with admin(url) as conn:
         # ALTER … OWNER TO needs membership (15), the SET option of it (16 on)
-        privilege = "SET" if conn.info.server_version >= 160000 else "MEMBER"
+        privilege = "SET" if conn.info.server_version >= POSTGRES_16 else "MEMBER"
         found = {
             str(name): bool(allowed)
             for name, allowed in conn.execute(
