@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pulumi_capy._version import __version__
-from pulumi_capy.api.errors import CapyError
+from pulumi_capy.api.errors import EngineFailure
 from pulumi_capy.engine.blobs import StagedBlob
 from pulumi_capy.engine.drivers import Driver, Outcome, StreamsDump, driver_for
 from pulumi_capy.engine.drivers.sqlite import SQLITE_VERSION
@@ -38,7 +38,7 @@ __all__ = ["HANDLERS", "Handler", "JobDone", "PermanentFailure", "backup_key", "
 VERIFY_RETRY_DELAY = 1.0
 
 
-class PermanentFailure(CapyError):
+class PermanentFailure(EngineFailure):
     """The job cannot succeed however often it is tried."""
 
 
