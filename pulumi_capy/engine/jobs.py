@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from pulumi_capy._version import __version__
 from pulumi_capy.api.errors import EngineFailure
+from pulumi_capy.api.models import JobType
 from pulumi_capy.engine.blobs import StagedBlob
 from pulumi_capy.engine.drivers import Driver, Outcome, StreamsDump, driver_for
 from pulumi_capy.engine.drivers.sqlite import SQLITE_VERSION
@@ -197,7 +198,7 @@ def record_backup(rt: Runtime, tx: Transaction, row: dict[str, Any]) -> str:
     rt.store.record_backup(tx, BackupRecord.model_validate(row))
     return rt.enqueue(
         tx,
-        "backup.verify",
+        JobType.backup_verify,
         project_id=str(row["project_id"]),
         payload={"backup_id": row["id"]},
         locked_resource=f"backup:{row['id']}",
@@ -433,10 +434,10 @@ def run_backup_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
 
 
 HANDLERS: dict[str, Handler] = {
-    "project.backup": Handler(run_backup),
-    "backup.verify": Handler(run_verify, verify_failed),
-    "project.restore": Handler(run_restore, new_preview_failed),
-    "preview.create": Handler(run_preview_create, new_preview_failed),
-    "preview.delete": Handler(run_preview_delete),
-    "backup.expire": Handler(run_backup_expire),
+    JobType.project_backup: Handler(run_backup),
+    JobType.backup_verify: Handler(run_verify, verify_failed),
+    JobType.project_restore: Handler(run_restore, new_preview_failed),
+    JobType.preview_create: Handler(run_preview_create, new_preview_failed),
+    JobType.preview_delete: Handler(run_preview_delete),
+    JobType.backup_expire: Handler(run_backup_expire),
 }

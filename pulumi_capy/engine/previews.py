@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pulumi_capy.api.models import PreviewDatabase
+from pulumi_capy.api.models import JobType, PreviewDatabase
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import Transaction
 
@@ -18,7 +18,7 @@ def enqueue_preview_delete(rt: Runtime, tx: Transaction, preview: PreviewDatabas
     rt.store.mark_preview_deleting(tx, preview.id, rt.now())
     return rt.enqueue(
         tx,
-        "preview.delete",
+        JobType.preview_delete,
         project_id=preview.project_id,
         payload={"preview_id": preview.id, "request": {"target_kind": "preview"}},
         locked_resource=f"preview:{preview.id}",

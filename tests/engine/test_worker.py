@@ -1,5 +1,6 @@
-"""The worker classifies by one root: an ``EngineFailure`` says whether it is permanent;
-anything else is transient and keeps its traceback for whoever looks."""
+"""The worker: it classifies failures by one root (an ``EngineFailure`` says whether it is
+permanent; anything else is transient and keeps its traceback) and finds a handler for
+every job type."""
 
 from __future__ import annotations
 
@@ -41,3 +42,21 @@ def test_anything_else_is_transient_with_its_traceback(failure: Exception) -> No
     assert not permanent
     assert outcome.summary == str(failure)
     assert type(failure).__name__ in outcome.stderr
+
+
+def test_job_types_and_states_keep_their_stored_values() -> None:
+    """The enums are the stored values and the API's JSON: they must never change."""
+    from pulumi_capy.api.models import JobState, JobType
+    from pulumi_capy.engine.jobs import HANDLERS
+
+    assert [state.value for state in JobState] == ["pending", "running", "completed", "failed"]
+    assert [kind.value for kind in JobType] == [
+        "project.backup",
+        "project.restore",
+        "backup.verify",
+        "preview.create",
+        "preview.delete",
+        "backup.expire",
+    ]
+    assert set(HANDLERS) == set(JobType)
+    assert all(HANDLERS.get(str(kind)) is HANDLERS[kind] for kind in JobType)
