@@ -15,11 +15,22 @@
     │   ├── RateLimited         429: too many calls; carries ``retry_after``
     │   └── ServerError         5xx: a fault of the service
     ├── JobFailed               a job ended ``failed``; carries the job
-    └── JobTimeout              a job did not end in time; carries the job
+    ├── JobTimeout              a job did not end in time; carries the job
+    ├── EngineFailure           a step of a job failed; ``permanent``: no retry can help
+    │   ├── PermanentFailure    the job cannot succeed (engine.jobs)
+    │   ├── ChecksumMismatch    a blob's bytes differ from its checksum (engine.blobs)
+    │   ├── BlobMissing         a backup's blob is gone (engine.blobs)
+    │   └── DriverFailure       a driver step failed; carries its outcome (engine.drivers)
+    ├── TarDamaged              a dump stream is not the tar the engine wrote (engine.tarstream)
+    └── CapyResourceError       a provider call failed, as Pulumi shows it (resources)
 
 The server maps each ``ApiError`` class to exactly one HTTP status
-(``status_for``). Messages say what was being done and what to do next; they
-never contain a credential.
+(``server.handlers``); a ``DriverFailure`` or ``TarDamaged`` that reaches it is an
+unexpected fault (a 500 that reveals nothing). The job worker retries an
+``EngineFailure`` unless it is ``permanent``, and any other exception as a
+transient failure. ``Deferred`` and ``LeaseLost`` (engine.queue) are signals the
+worker catches itself, not errors, and stay outside the tree. Messages say what
+was being done and what to do next; they never contain a credential.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConflictingSettings",
+    "EngineFailure",
     "FieldError",
     "Forbidden",
     "InvalidInput",
@@ -251,3 +263,10 @@ class JobTimeout(CapyError):
             f"job {job.id} ({job.type}) is still {job.state} after {timeout:g}s; it goes on "
             f"in the background: follow it with `capy jobs get --job-id {job.id} --wait`"
         )
+
+
+class EngineFailure(CapyError):
+    """A step of a job failed."""
+
+    #: whether no retry could help; subclasses that can be transient set it per instance
+    permanent: bool = True

@@ -8,7 +8,7 @@ points name the backup they start from.
 from __future__ import annotations
 
 from pulumi_capy.api.errors import Conflict, FieldError, InvalidInput, NotFound
-from pulumi_capy.api.models import Backup, PutScheduledBackup, ScheduledBackup
+from pulumi_capy.api.models import Backup, JobType, PutScheduledBackup, ScheduledBackup
 from pulumi_capy.engine import projects
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
@@ -45,7 +45,7 @@ def create_backup(rt: Runtime, project_id: str, label: str | None) -> str:
     with rt.store.transaction() as tx:
         return rt.enqueue(
             tx,
-            "project.backup",
+            JobType.project_backup,
             project_id=project_id,
             payload={"backup_id": new_id("bkp"), "label": label},
             locked_resource=f"project:{project_id}",

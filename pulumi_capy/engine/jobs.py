@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pulumi_capy._version import __version__
-from pulumi_capy.api.errors import CapyError
+from pulumi_capy.api.errors import EngineFailure
+from pulumi_capy.api.models import JobType
 from pulumi_capy.engine.blobs import StagedBlob
 from pulumi_capy.engine.drivers import Driver, Outcome, StreamsDump, driver_for
 from pulumi_capy.engine.drivers.sqlite import SQLITE_VERSION
@@ -38,7 +39,7 @@ __all__ = ["HANDLERS", "Handler", "JobDone", "PermanentFailure", "backup_key", "
 VERIFY_RETRY_DELAY = 1.0
 
 
-class PermanentFailure(CapyError):
+class PermanentFailure(EngineFailure):
     """The job cannot succeed however often it is tried."""
 
 
@@ -197,7 +198,7 @@ def record_backup(rt: Runtime, tx: Transaction, row: dict[str, Any]) -> str:
     rt.store.record_backup(tx, BackupRecord.model_validate(row))
     return rt.enqueue(
         tx,
-        "backup.verify",
+        JobType.backup_verify,
         project_id=str(row["project_id"]),
         payload={"backup_id": row["id"]},
         locked_resource=f"backup:{row['id']}",
@@ -257,7 +258,7 @@ def _target_url(rt: Runtime, job: JobRecord, project: ProjectRecord, driver: Dri
     return driver.preview_url(project.database_url, preview_id, rt.previews_dir / project.id)
 
 
-def _check_verification(rt: Runtime, backup: BackupRecord, allow_unverified: bool) -> None:
+def _check_verification(rt: Runtime, backup: BackupRecord, *, allow_unverified: bool) -> None:
     if backup.verification_state == "verified" or allow_unverified:
         return
     if backup.verification_state == "pending" and rt.store.verification_outstanding(backup.id):
@@ -273,7 +274,7 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     project = _project(rt, job)
     request = job.payload["request"]
     backup = _backup(rt, str(job.payload["backup_id"]))
-    _check_verification(rt, backup, bool(request.get("allow_unverified_backup")))
+    _check_verification(rt, backup, allow_unverified=bool(request.get("allow_unverified_backup")))
     driver = driver_for(project.database_url)
     target_kind = request["target_kind"]
     target_url = _target_url(rt, job, project, driver)
@@ -433,10 +434,10 @@ def run_backup_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
 
 
 HANDLERS: dict[str, Handler] = {
-    "project.backup": Handler(run_backup),
-    "backup.verify": Handler(run_verify, verify_failed),
-    "project.restore": Handler(run_restore, new_preview_failed),
-    "preview.create": Handler(run_preview_create, new_preview_failed),
-    "preview.delete": Handler(run_preview_delete),
-    "backup.expire": Handler(run_backup_expire),
+    JobType.project_backup: Handler(run_backup),
+    JobType.backup_verify: Handler(run_verify, verify_failed),
+    JobType.project_restore: Handler(run_restore, new_preview_failed),
+    JobType.preview_create: Handler(run_preview_create, new_preview_failed),
+    JobType.preview_delete: Handler(run_preview_delete),
+    JobType.backup_expire: Handler(run_backup_expire),
 }

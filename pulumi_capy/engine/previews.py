@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pulumi_capy.api.errors import NotFound
-from pulumi_capy.api.models import CreatePreview, PreviewDatabase
+from pulumi_capy.api.models import CreatePreview, JobType, PreviewDatabase
 from pulumi_capy.engine import projects
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import Runtime
@@ -63,7 +63,7 @@ def create_preview(
         )
         job_id = rt.enqueue(
             tx,
-            "preview.create",
+            JobType.preview_create,
             project_id=project_id,
             payload={"mode": request.mode.value, "request": {"target_kind": "new_preview"}},
             locked_resource=f"preview:{preview_id}",
@@ -90,7 +90,7 @@ def enqueue_preview_delete(rt: Runtime, tx: Transaction, preview: PreviewDatabas
     rt.store.mark_preview_deleting(tx, preview.id, rt.now())
     return rt.enqueue(
         tx,
-        "preview.delete",
+        JobType.preview_delete,
         project_id=preview.project_id,
         payload={"preview_id": preview.id, "request": {"target_kind": "preview"}},
         locked_resource=f"preview:{preview.id}",

@@ -83,11 +83,11 @@ class JobRetryPolicy:
 
     def decide(self, attempts: int, max_attempts: int, *, permanent: bool) -> RetryDecision:
         if permanent:
-            return RetryDecision(False, 0.0, "permanent")
+            return RetryDecision(retry=False, delay=0.0, classification="permanent")
         if attempts >= max_attempts:
-            return RetryDecision(False, 0.0, "transient")
+            return RetryDecision(retry=False, delay=0.0, classification="transient")
         delay = min(self.max_delay, self.base_delay * 2.0 ** (attempts - 1))
-        return RetryDecision(True, delay, "transient")
+        return RetryDecision(retry=True, delay=delay, classification="transient")
 
 
 class Lease:

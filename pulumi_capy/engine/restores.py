@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pulumi_capy.api.errors import FieldError, Forbidden, InvalidInput
-from pulumi_capy.api.models import PreviewDatabase, RestoreRequest, TargetKind
+from pulumi_capy.api.models import JobType, PreviewDatabase, RestoreRequest, TargetKind
 from pulumi_capy.engine import backups, projects
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import Runtime
@@ -61,7 +61,7 @@ def create_restore(rt: Runtime, project_id: str, request: RestoreRequest) -> str
         target = choose_target(rt, tx, project, backup, request, now=now)
         rt.enqueue(
             tx,
-            "project.restore",
+            JobType.project_restore,
             project_id=project_id,
             payload=payload,
             locked_resource=target.locked_resource,

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pulumi_capy.api.models import JobType
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.queue import JobRetryPolicy, new_id
@@ -56,8 +57,8 @@ class Runtime:
     def scratch_space(self) -> Iterator[Path]:
         """A private directory (mode 0700) under ``<engine dir>/tmp`` for a throwaway copy,
         removed afterwards; its name carries the pid so that ``sweep_scratch`` can remove
-        what a killed process left. (Memory-backed /dev/shm measured slower end to end in
-        bench/sqlite_backup.py: 2.3-2.5x the raw copy against 1.4-1.6x on disk.)"""
+        what a killed process left. On disk, not in memory-backed /dev/shm, which is slower
+        end to end (the README's Benchmarks section has the figures)."""
         private = Path(tempfile.mkdtemp(prefix=f"capy-{os.getpid()}-", dir=self.scratch_dir))
         try:
             yield private
@@ -87,7 +88,7 @@ class Runtime:
     def enqueue(
         self,
         tx: Transaction,
-        job_type: str,
+        job_type: JobType,
         *,
         project_id: str,
         payload: Mapping[str, Any],

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pulumi_capy.api.errors import CapyError
+
 __all__ = ["BLOCK", "Split", "TarDamaged", "TarReader", "is_tar", "plain_name", "unpack"]
 
 BLOCK = 512
@@ -28,8 +30,10 @@ Split = Callable[[str, int], Path | None]
 line end after its middle), or None to write it whole."""
 
 
-class TarDamaged(Exception):
-    """The stream is not a tar of flat files as :class:`TarReader` writes them."""
+class TarDamaged(CapyError):
+    """The stream is not a tar of flat files as :class:`TarReader` writes them.
+
+    Not an ``EngineFailure``: the worker retries it as a transient failure."""
 
 
 def plain_name(name: str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from pulumi_capy.api.models import ScheduledBackup
+from pulumi_capy.api.models import JobType, ScheduledBackup
 from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import Runtime
@@ -43,7 +43,7 @@ def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
             if store.record_schedule_run(tx, schedule.id, schedule.last_run_at, job_id, now):
                 rt.enqueue(
                     tx,
-                    "project.backup",
+                    JobType.project_backup,
                     project_id=schedule.project_id,
                     payload={"backup_id": new_id("bkp"), "label": schedule.label or "scheduled"},
                     locked_resource=f"project:{schedule.project_id}",
@@ -60,7 +60,7 @@ def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
                 with store.transaction() as tx:
                     rt.enqueue(
                         tx,
-                        "backup.expire",
+                        JobType.backup_expire,
                         project_id=schedule.project_id,
                         payload={"backup_id": backup.id},
                         locked_resource=f"backup:{backup.id}",

@@ -10,7 +10,8 @@ import logging
 import traceback
 from datetime import timedelta
 
-from pulumi_capy.engine.blobs import BlobMissing, ChecksumMismatch
+from pulumi_capy.api.errors import EngineFailure
+from pulumi_capy.api.models import JobState
 from pulumi_capy.engine.drivers import DriverFailure, Outcome
 from pulumi_capy.engine.jobs import HANDLERS, JobDone, PermanentFailure
 from pulumi_capy.engine.queue import Deferred, Lease, LeaseLost, truncate_output
@@ -40,7 +41,7 @@ class Worker:
         rescued = self.rt.store.rescue_expired_leases(self.rt.now(), RESCUE_ERROR)
         for job, state in rescued:
             log.warning("rescued job %s from %s: now %s", job.id, job.claimed_by, state)
-            if state == "failed":
+            if state == JobState.failed:
                 handler = HANDLERS.get(str(job.type))
                 if handler is not None:
                     error = RESCUE_ERROR.format(worker=job.claimed_by, attempt=job.attempts)
@@ -141,10 +142,9 @@ class Worker:
 
     @staticmethod
     def _classify(exc: Exception) -> tuple[bool, Outcome]:
-        if isinstance(exc, DriverFailure):
-            return exc.permanent, exc.outcome or Outcome(str(exc), 1, stderr=str(exc))
-        if isinstance(exc, ChecksumMismatch | BlobMissing | PermanentFailure):
-            return True, Outcome(str(exc), 1, stderr=str(exc))
+        if isinstance(exc, EngineFailure):
+            reported = exc.outcome if isinstance(exc, DriverFailure) else None
+            return exc.permanent, reported or Outcome(str(exc), 1, stderr=str(exc))
         # anything else is unexpected: retrying may help, and the trace helps whoever looks
         trace = "".join(traceback.format_exception(exc))
         return False, Outcome(str(exc), 1, stderr=trace)

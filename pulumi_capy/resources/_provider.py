@@ -63,7 +63,7 @@ _ANNOUNCED: set[str] = set()
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class CapyResourceError(Exception):
+class CapyResourceError(CapyError):
     """A provider call failed; the message says why and what to do."""
 
 

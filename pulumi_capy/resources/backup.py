@@ -16,7 +16,7 @@ from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, NotFound, NotSupported
 from pulumi_capy.api.models import Backup as BackupModel
-from pulumi_capy.api.models import CreateBackup
+from pulumi_capy.api.models import CreateBackup, JobState
 from pulumi_capy.resources._provider import (
     CapyProvider,
     backend_session,
@@ -67,7 +67,8 @@ class BackupProvider(CapyProvider):
             try:
                 job = backend.create_backup(project_id, CreateBackup(label=label))
                 if props.get("wait", True) is False:
-                    outputs = self.inputs_of(props) | {"job_id": job.id, "state": "pending"}
+                    queued = {"job_id": job.id, "state": JobState.pending.value}
+                    outputs = self.inputs_of(props) | queued
                     return CreateResult(job.id, outputs)
                 done = backend.wait_for_job(job.id, BACKUP_TIMEOUT, report_job("backup"))
                 result = done.result or {}

@@ -56,8 +56,12 @@ class ProjectProvider(CapyProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         with backend_session() as backend:
             try:
-                if not backend.get_identity().is_pulumi_capy_server:
-                    fail(f"create project {props.get('name')}", CapyError(HOSTED_HINT))
+                hosted = not backend.get_identity().is_pulumi_capy_server
+            except CapyError as exc:
+                fail(f"create project {props.get('name')}", exc)
+            if hosted:
+                fail(f"create project {props.get('name')}", CapyError(HOSTED_HINT))
+            try:
                 created = backend.create_project(
                     CreateProject(
                         name=props["name"],

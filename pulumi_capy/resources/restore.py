@@ -23,7 +23,7 @@ from pulumi.dynamic import (
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, JobFailed, JobTimeout, NotFound
-from pulumi_capy.api.models import Job, PreviewDatabase, RestoreRequest
+from pulumi_capy.api.models import Job, JobState, PreviewDatabase, RestoreRequest
 from pulumi_capy.resources._provider import (
     CapyProvider,
     backend_session,
@@ -169,7 +169,7 @@ class RestoreProvider(CapyProvider):
             "preview_database_url": None,
             "preview_database_name": None,
         }
-        if preview_id and job.state == "completed":
+        if preview_id and job.state == JobState.completed:
             try:
                 previews = backend.list_preview_databases(project_id)
             except CapyError as exc:
@@ -205,7 +205,7 @@ class RestoreProvider(CapyProvider):
                 fail(f"read restore job {id_}", exc)
             outputs = dict(props)
             outputs.update(job_outputs(job))
-            if job.state == "completed" and not props.get("preview_database_url"):
+            if job.state == JobState.completed and not props.get("preview_database_url"):
                 # a restore started with wait=False: its preview is known only now
                 outputs.update(self._preview_outputs(backend, str(props["project_id"]), job))
         return ReadResult(id_, outputs)

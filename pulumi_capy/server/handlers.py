@@ -2,9 +2,10 @@
 
 ``EXCEPTION_HANDLERS`` is given to ``FastAPI(exception_handlers=…)``. A
 ``CapyError`` answers its class's status (``ApiError.status``; 501 for
-``NotSupported``; 500 otherwise); invalid input is a 400 naming each field,
-never FastAPI's 422; Starlette's own errors (404, 405, …) keep their status; any
-other exception is a 500 that reveals nothing.
+``NotSupported``; 500 otherwise), except the engine's ``DriverFailure`` and
+``TarDamaged``, faults like any other exception: a 500 that reveals nothing.
+Invalid input is a 400 naming each field, never FastAPI's 422; Starlette's own
+errors (404, 405, …) keep their status.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from starlette.routing import BaseRoute, Match
 
 from pulumi_capy.api.errors import ApiError, CapyError, InvalidInput, NotSupported
 from pulumi_capy.api.validation import http_field_errors
+from pulumi_capy.engine.drivers import DriverFailure
+from pulumi_capy.engine.tarstream import TarDamaged
 
 __all__ = ["EXCEPTION_HANDLERS"]
 
@@ -78,6 +81,10 @@ EXCEPTION_HANDLERS: dict[
     int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]
 ] = {
     CapyError: capy_error,
+    # engine failures a request meets outside a job (a driver call) are faults, as any
+    # exception the app does not expect: a 500 that reveals nothing
+    DriverFailure: fault,
+    TarDamaged: fault,
     RequestValidationError: invalid_request,
     StarletteHTTPException: http_error,
     Exception: fault,

@@ -101,3 +101,21 @@ def test_job_timeout_says_how_to_follow() -> None:
     assert "still running after 90s" in str(error)
     assert "capy jobs get --job-id job_1 --wait" in str(error)
     assert error.job.id == "job_1"
+
+
+def test_engine_failures_share_one_root_under_capy_error() -> None:
+    from pulumi_capy.api.errors import EngineFailure
+    from pulumi_capy.engine.blobs import BlobMissing, ChecksumMismatch
+    from pulumi_capy.engine.drivers import DriverFailure
+    from pulumi_capy.engine.jobs import PermanentFailure
+    from pulumi_capy.engine.tarstream import TarDamaged
+    from pulumi_capy.resources._provider import CapyResourceError
+
+    for failure in (PermanentFailure, ChecksumMismatch, BlobMissing, DriverFailure):
+        assert issubclass(failure, EngineFailure)
+    for error in (EngineFailure, TarDamaged, CapyResourceError):
+        assert issubclass(error, CapyError)
+        assert not issubclass(error, ApiError)
+    assert PermanentFailure("gone").permanent
+    assert not DriverFailure("busy", permanent=False).permanent
+    assert str(DriverFailure("busy", permanent=False)) == "busy"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pulumi_capy.api.errors import FieldError, InvalidInput
+from pulumi_capy.api.errors import EngineFailure, FieldError, InvalidInput
 
 if TYPE_CHECKING:
     from pulumi_capy.engine.blobs import BlobParts
@@ -47,7 +47,7 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class DriverFailure(Exception):
+class DriverFailure(EngineFailure):
     """A driver step failed; ``permanent`` says whether a retry could help."""
 
     def __init__(self, message: str, *, permanent: bool, outcome: Outcome | None = None) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from pulumi_capy.api.models import (
     Backup,
     Job,
+    JobState,
     PreviewDatabase,
     Project,
     RestorePoint,
@@ -352,7 +353,7 @@ class Store(Protocol):
         lease was taken over."""
         ...
 
-    def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, str]]:
+    def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, JobState]]:
         """Return each running job whose lease expired to ``pending`` (or ``failed`` when it
         has no attempts left); ``error`` is formatted with ``worker`` and ``attempt``.
         Returns the jobs and their new states."""

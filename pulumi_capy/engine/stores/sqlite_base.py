@@ -253,6 +253,7 @@ class SqliteConnections:
         table: str,
         key: str,
         fields: Mapping[str, Any],
+        *,
         where: str = "",
         params: Mapping[str, Any] | None = None,
     ) -> int:

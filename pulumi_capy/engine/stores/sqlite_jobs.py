@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pulumi_capy.api.models import JobState, JobType
 from pulumi_capy.engine.stores.contract import (
     Fence,
     JobOutput,
@@ -113,7 +114,7 @@ class SqliteJobQueue(SqliteConnections):
             {
                 "id": job.id,
                 "type": job.type,
-                "state": "pending",
+                "state": JobState.pending,
                 "attempts": 0,
                 "max_attempts": job.max_attempts,
                 "created_at": job.created_at,
@@ -146,17 +147,18 @@ class SqliteJobQueue(SqliteConnections):
         )
         return [JobRecord.model_validate(row) for row in rows]
 
-    def _outstanding(self, job_type: str, payload_key: str, value: str) -> list[str]:
+    def _outstanding(self, job_type: JobType, payload_key: str, value: str) -> list[str]:
         rows = self._all(
-            OUTSTANDING_JOBS, {"type": job_type, "path": f"$.{payload_key}", "value": value}
+            OUTSTANDING_JOBS,
+            {"type": job_type.value, "path": f"$.{payload_key}", "value": value},
         )
         return [str(row["id"]) for row in rows]
 
     def verification_outstanding(self, backup_id: str) -> bool:
-        return bool(self._outstanding("backup.verify", "backup_id", backup_id))
+        return bool(self._outstanding(JobType.backup_verify, "backup_id", backup_id))
 
     def outstanding_preview_deletion(self, preview_id: str) -> str | None:
-        jobs = self._outstanding("preview.delete", "preview_id", preview_id)
+        jobs = self._outstanding(JobType.preview_delete, "preview_id", preview_id)
         return jobs[0] if jobs else None
 
     def jobs_using_backup(self, backup_id: str, backup_key: str) -> list[str]:
@@ -207,9 +209,9 @@ class SqliteJobQueue(SqliteConnections):
                 "jobs",
                 fence.job_id,
                 fields,
-                "AND claimed_by = :fence_worker AND attempts = :fence_attempt "
+                where="AND claimed_by = :fence_worker AND attempts = :fence_attempt "
                 "AND state = 'running'",
-                {"fence_worker": fence.worker_id, "fence_attempt": fence.attempt},
+                params={"fence_worker": fence.worker_id, "fence_attempt": fence.attempt},
             )
             > 0
         )
@@ -224,7 +226,7 @@ class SqliteJobQueue(SqliteConnections):
         now: datetime,
     ) -> bool:
         fields: dict[str, Any] = {
-            "state": "completed",
+            "state": JobState.completed,
             "completed_at": now,
             "updated_at": now,
             "lease_expires_at": None,
@@ -255,18 +257,18 @@ class SqliteJobQueue(SqliteConnections):
         }
         if retry_at is not None:
             fields |= {
-                "state": "pending",
+                "state": JobState.pending,
                 "claimed_by": None,
                 "claimed_at": None,
                 "run_after": retry_at,
             }
         else:
-            fields |= {"state": "failed", "completed_at": now}
+            fields |= {"state": JobState.failed, "completed_at": now}
         return self._update_claimed(self._connection(tx), fence, fields)
 
     def defer_job(self, fence: Fence, *, run_after: datetime, note: str, now: datetime) -> bool:
         fields: dict[str, Any] = {
-            "state": "pending",
+            "state": JobState.pending,
             "attempts": fence.attempt - 1,  # waiting is not an attempt
             "claimed_by": None,
             "claimed_at": None,
@@ -278,8 +280,8 @@ class SqliteJobQueue(SqliteConnections):
         with self._writing() as db:
             return self._update_claimed(db, fence, fields)
 
-    def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, str]]:
-        rescued: list[tuple[JobRecord, str]] = []
+    def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, JobState]]:
+        rescued: list[tuple[JobRecord, JobState]] = []
         with self._writing() as db:
             for row in db.execute(EXPIRED_LEASES, {"now": to_timestamp(now)}).fetchall():
                 job = JobRecord.model_validate(read_row(row))
@@ -292,5 +294,5 @@ class SqliteJobQueue(SqliteConnections):
                     "error": error.format(worker=job.claimed_by, attempt=job.attempts),
                 }
                 db.execute(RESCUE_TO_FAILED if to_failed else RESCUE_TO_PENDING, params)
-                rescued.append((job, "failed" if to_failed else "pending"))
+                rescued.append((job, JobState.failed if to_failed else JobState.pending))
         return rescued
