@@ -304,7 +304,11 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         else None
     )
     # what the dump recorded of its source (PostgreSQL: the database's encoding, owner, …)
-    details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
+    details = (
+        parts.details
+        if parts is not None
+        else rt.blobs.read_manifest(backup.backup_key).get("details") or {}
+    )
     with rt.scratch_space() as where:
         restore = driver.restore_new if target_kind == "new_preview" else driver.restore_over
         outcome = restore(

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import LiteralString
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
 
 from pulumi_capy.engine.drivers import DriverFailure
 from pulumi_capy.engine.drivers.postgres import properties as database_properties
@@ -93,19 +93,16 @@ def rename(url: str, old: str, new: str) -> None:
 
 
 def refuse_connections(url: str, name: str) -> None:
-    execute(
-        url,
-        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)),
-        f"refuse connections to {name}",
-    )
+    _allow_connections(url, name, "false", f"refuse connections to {name}")
 
 
 def allow_connections(url: str, name: str) -> None:
-    execute(
-        url,
-        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(name)),
-        f"allow connections to {name}",
-    )
+    _allow_connections(url, name, "true", f"allow connections to {name}")
+
+
+def _allow_connections(url: str, name: str, value: LiteralString, doing: str) -> None:
+    statement = sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}")
+    execute(url, statement.format(sql.Identifier(name), sql.SQL(value)), doing)
 
 
 def give_properties(url: str, scratch: str, properties: DatabaseProperties) -> None:
@@ -131,18 +128,14 @@ def _apply_properties(
         steps = database_properties.apply_statements(scratch, properties)
     except ValueError as exc:
         raise DriverFailure(f"the engine cannot copy {exc}", permanent=True) from None
-    with admin(url) as conn:
+    with admin(url) as conn:  # closed on a failure, which rolls the transaction back
         conn.autocommit = False
-        try:
-            for doing, statement in steps:
-                try:
-                    conn.execute(statement)
-                except psycopg.Error as exc:
-                    raise statement_failure(f"{scratch}: {doing}", exc) from None
-            finish(conn)
-        finally:
-            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-                conn.rollback()
+        for doing, statement in steps:
+            try:
+                conn.execute(statement)
+            except psycopg.Error as exc:
+                raise statement_failure(f"{scratch}: {doing}", exc) from None
+        finish(conn)
 
 
 def swap(url: str, scratch: str, target: str) -> None:
