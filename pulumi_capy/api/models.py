@@ -52,6 +52,10 @@ __all__ = [
     "JobState",
     "JobType",
     "Organization",
+    "PitrChange",
+    "PitrMethod",
+    "PitrStatus",
+    "PitrStreamer",
     "PreviewCreated",
     "PreviewDatabase",
     "PreviewMode",
@@ -59,6 +63,7 @@ __all__ = [
     "Principal",
     "Project",
     "ProjectCreated",
+    "PutPitr",
     "PutScheduledBackup",
     "RestorePoint",
     "RestorePointKind",
@@ -110,6 +115,8 @@ class JobType(StrEnum):
     preview_create = "preview.create"  # create a preview database
     preview_delete = "preview.delete"  # drop a preview database
     backup_expire = "backup.expire"  # remove a backup past its retention
+    pitr_base_backup = "pitr.base_backup"  # [ours] a base backup of a cluster, for PITR
+    pitr_expire = "pitr.expire"  # [ours] remove base backups and WAL past retention
 
 
 class RetryClassification(StrEnum):
@@ -120,6 +127,11 @@ class RetryClassification(StrEnum):
 class RestorePointKind(StrEnum):
     backup = "backup"  # pinned to a backup key
     pitr = "pitr"  # pinned to a point in time
+
+
+class PitrMethod(StrEnum):
+    stream = "stream"  # a worker streams the log from a replication slot
+    archive = "archive"  # the server pushes it (``archive_command = 'capy wal-push %p'``)
 
 
 class RestorePointState(StrEnum):
@@ -173,6 +185,7 @@ OpenVerification = Annotated[VerificationState | str, Field(union_mode="left_to_
 OpenPreviewMode = Annotated[PreviewMode | str, Field(union_mode="left_to_right")]
 OpenPreviewState = Annotated[PreviewState | str, Field(union_mode="left_to_right")]
 OpenEnvironment = Annotated[Environment | str, Field(union_mode="left_to_right")]
+OpenPitrMethod = Annotated[PitrMethod | str, Field(union_mode="left_to_right")]
 
 
 # ---------------------------------------------------------------- timestamps
@@ -318,8 +331,40 @@ class Project(ApiObject):
     # [ours] what the engine protects, without credentials: ``sqlite`` or ``postgresql``
     database_kind: str | None = None
     database_name: str | None = None
+    # [ours] the PITR window (null when PITR is off or its window is not open yet)
+    pitr_window_start: Timestamp | None = None
+    pitr_window_end: Timestamp | None = None
     created_at: Timestamp | None = None
     updated_at: Timestamp | None = None
+
+
+class PitrStreamer(ApiObject):
+    """[ours] The worker streaming a project's transaction log, by its lease."""
+
+    worker_id: str
+    heartbeat_at: Timestamp | None = None
+
+
+class PitrStatus(ApiObject):
+    """[ours] A project's point-in-time recovery: on or off, how, and its window."""
+
+    enabled: bool
+    method: OpenPitrMethod | None = None
+    window_start: Timestamp | None = None
+    window_end: Timestamp | None = None
+    # seconds between now and ``window_end`` (how far behind the last commit a restore is)
+    lag_seconds: float | None = None
+    streamer: PitrStreamer | None = None
+    # [ours] what needs a person's attention: nobody streams, a gap in the log, …
+    notices: list[str] = []
+
+
+class PitrChange(ApiObject):
+    """[ours] The answer to turning PITR on or off: the status, and the job of the first
+    base backup when turning it on started one."""
+
+    pitr: PitrStatus
+    job: Job | None = None
 
 
 class ApiKey(ApiObject):
@@ -521,6 +566,13 @@ class RestoreRequest(ApiRequest):
         body = super().to_wire()
         body["target_kind"] = self.target_kind.value  # CapyDB rejects a restore without it
         return body
+
+
+class PutPitr(ApiRequest):
+    """[ours] Turn a project's point-in-time recovery on or off."""
+
+    enabled: Flag
+    method: PitrMethod = PitrMethod.stream
 
 
 class CreateBackup(ApiRequest):

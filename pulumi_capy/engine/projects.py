@@ -10,6 +10,7 @@ from __future__ import annotations
 from pulumi_capy.api.errors import Conflict, FieldError, InvalidInput, NotFound
 from pulumi_capy.api.models import CreateProject, Project, ProjectCreated
 from pulumi_capy.engine.drivers import driver_for
+from pulumi_capy.engine.pitr import control
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
 from pulumi_capy.engine.stores.contract import ProjectRecord
@@ -25,12 +26,21 @@ def require(rt: Runtime, project_id: str) -> ProjectRecord:
     return project
 
 
+def _public(rt: Runtime, project: ProjectRecord) -> Project:
+    """The project as the API shows it, with its PITR window (null when off)."""
+    public = project.public()
+    current = control.window(rt, project.id)
+    if current is not None:
+        public.pitr_window_start, public.pitr_window_end = current.start, current.end
+    return public
+
+
 def list_projects(rt: Runtime) -> list[Project]:
-    return [project.public() for project in rt.store.list_projects()]
+    return [_public(rt, project) for project in rt.store.list_projects()]
 
 
 def get_project(rt: Runtime, project_id: str) -> Project:
-    return require(rt, project_id).public()
+    return _public(rt, require(rt, project_id))
 
 
 def create_project(rt: Runtime, request: CreateProject) -> ProjectCreated:

@@ -35,11 +35,14 @@ from pulumi_capy.api.models import (
     Identity,
     Job,
     JobState,
+    PitrChange,
+    PitrStatus,
     PreviewCreated,
     PreviewDatabase,
     Principal,
     Project,
     ProjectCreated,
+    PutPitr,
     PutScheduledBackup,
     RestorePoint,
     RestoreRequest,
@@ -49,6 +52,7 @@ from pulumi_capy.api.validation import parse_request
 from pulumi_capy.engine import backups, keys, previews, projects, restore_points, restores
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
+from pulumi_capy.engine.pitr import archive, control
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
 from pulumi_capy.engine.stores.sqlite import SqliteStore
@@ -175,6 +179,32 @@ class Engine:
 
     def delete_preview_database(self, preview_id: str) -> Job:
         return self.get_job(previews.delete_preview(self.rt, preview_id))
+
+    # ------------------------------------------------------------ point-in-time recovery
+
+    def get_pitr(self, project_id: str) -> PitrStatus:
+        return control.status(self.rt, project_id)
+
+    def put_pitr(self, project_id: str, request: PutPitr) -> PitrChange:
+        """Turn PITR on (its first base backup's job in the answer) or off."""
+        request = parse_request(PutPitr, request)
+        job = None
+        if request.enabled:
+            job_id = control.enable(self.rt, project_id, request)
+            job = self.get_job(job_id) if job_id else None
+        else:
+            control.disable(self.rt, project_id)
+        return PitrChange(pitr=control.status(self.rt, project_id), job=job)
+
+    def wal_push(self, project_id: str, path: str | Path) -> None:
+        """Archive one WAL file (``archive_command = 'capy wal-push --project ID %p'``)."""
+        projects.require(self.rt, project_id)
+        archive.store(self.rt, project_id, Path(path))
+
+    def wal_fetch(self, project_id: str, name: str, destination: str | Path) -> None:
+        """Write archived WAL file ``name`` to ``destination`` (``restore_command``)."""
+        projects.require(self.rt, project_id)
+        archive.fetch(self.rt, project_id, name, Path(destination))
 
     # ------------------------------------------------------------ jobs
 

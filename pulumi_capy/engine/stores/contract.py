@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from pulumi_capy.api.models import (
     Backup,
     Job,
@@ -35,14 +37,17 @@ from pulumi_capy.api.models import (
 __all__ = [
     "PREVIEW_CONNECTION_FIELDS",
     "BackupRecord",
+    "BaseBackupRecord",
     "Fence",
     "JobOutput",
     "JobRecord",
     "NewJob",
+    "PitrRecord",
     "PreviewSource",
     "ProjectRecord",
     "Store",
     "Transaction",
+    "WalSegmentRecord",
 ]
 
 # the PreviewDatabase fields that say how to reach it (a driver's ``connection_fields``)
@@ -84,6 +89,62 @@ class JobRecord(Job):
     @property
     def fence(self) -> Fence:
         return Fence(self.id, self.claimed_by or "", self.attempts)
+
+
+class PitrRecord(BaseModel):
+    """A project's point-in-time recovery: whether it is on, who streams its log (a lease,
+    like a job's), how far the log is kept in blobs, and what needs attention."""
+
+    project_id: str
+    enabled: bool
+    method: str  # PitrMethod
+    slot_name: str | None = None
+    streamer_id: str | None = None  # the worker holding the streaming lease
+    heartbeat_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    # the log is durable in blobs up to this LSN (bytes from the start of the log) …
+    streamed_lsn: int | None = None
+    # … which holds every commit made at or before this time (the server's clock)
+    covered_at: datetime | None = None
+    # base backups starting before this LSN cannot reach the present: a gap lies between
+    floor_lsn: int = 0
+    notices: list[str] = []
+    enabled_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class WalSegmentRecord(BaseModel):
+    """One file of a project's log archive: a segment (``partial`` while it is the one
+    being written, replaced as it grows) or a timeline history file."""
+
+    project_id: str
+    name: str  # 000000010000000000000003, 00000002.history
+    blob_key: str
+    sha256: str
+    size_bytes: int
+    blob_bytes: int
+    partial: bool = False
+    created_at: datetime
+
+
+class BaseBackupRecord(BaseModel):
+    """A base backup of a project's cluster (``pg_basebackup``), the start of a PITR."""
+
+    id: str
+    project_id: str
+    blob_key: str
+    sha256: str
+    size_bytes: int
+    blob_bytes: int
+    timeline: int
+    start_lsn: int
+    stop_lsn: int
+    ended_at: datetime  # the server's clock once it ended: the earliest time it restores to
+    server_major: int
+    superuser: str  # who the recovery instance connects as
+    state: str = "completed"  # or expired
+    created_by_job_id: str | None = None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -357,4 +418,59 @@ class Store(Protocol):
         """Return each running job whose lease expired to ``pending`` (or ``failed`` when it
         has no attempts left); ``error`` is formatted with ``worker`` and ``attempt``.
         Returns the jobs and their new states."""
+        ...
+
+    # ------------------------------------------------------------ point-in-time recovery
+
+    def get_pitr(self, project_id: str) -> PitrRecord | None: ...
+
+    def put_pitr(self, record: PitrRecord) -> None:
+        """Create or replace the project's PITR row."""
+        ...
+
+    def update_pitr(self, project_id: str, fields: Mapping[str, Any]) -> None: ...
+
+    def enabled_pitr(self) -> list[PitrRecord]:
+        """Every project with PITR on."""
+        ...
+
+    def claim_streamer(
+        self, project_id: str, worker_id: str, now: datetime, lease_until: datetime
+    ) -> bool:
+        """Take (or renew) the lease on streaming the project's log: True when nobody else
+        holds an unexpired one and PITR is on."""
+        ...
+
+    def release_streamer(self, project_id: str, worker_id: str) -> None: ...
+
+    def record_streamed(
+        self, project_id: str, worker_id: str, streamed_lsn: int, covered_at: datetime
+    ) -> bool:
+        """Move the durable end of the log forward; False (nothing written) when the
+        worker no longer holds the lease."""
+        ...
+
+    def put_wal_segment(self, segment: WalSegmentRecord) -> WalSegmentRecord | None:
+        """Record a log file, replacing a partial one of that name; returns what was
+        recorded before under that name (None if nothing)."""
+        ...
+
+    def get_wal_segment(self, project_id: str, name: str) -> WalSegmentRecord | None: ...
+
+    def list_wal_segments(self, project_id: str) -> list[WalSegmentRecord]:
+        """In name order (log order within a timeline)."""
+        ...
+
+    def delete_wal_segment(self, project_id: str, name: str) -> None: ...
+
+    def insert_base_backup(self, tx: Transaction, backup: BaseBackupRecord) -> None: ...
+
+    def list_base_backups(
+        self, project_id: str, *, state: str | None = "completed"
+    ) -> list[BaseBackupRecord]:
+        """Oldest first."""
+        ...
+
+    def expire_base_backup(self, backup_id: str) -> bool:
+        """False when it was expired already."""
         ...

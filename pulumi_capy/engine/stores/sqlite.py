@@ -20,11 +20,12 @@ from pulumi_capy.engine.stores.contract import (
 )
 from pulumi_capy.engine.stores.sqlite_base import from_timestamp, stored, to_timestamp
 from pulumi_capy.engine.stores.sqlite_jobs import JOBS_USING_RESTORE_POINT, SqliteJobQueue
+from pulumi_capy.engine.stores.sqlite_pitr import SqlitePitr
 
 __all__ = ["SqliteStore", "from_timestamp", "to_timestamp"]
 
 
-class SqliteStore(SqliteJobQueue):
+class SqliteStore(SqliteJobQueue, SqlitePitr):
     """The metadata store of one engine directory (``engine.db``). Thread-safe."""
 
     # ------------------------------------------------------------ organizations
@@ -101,6 +102,9 @@ class SqliteStore(SqliteJobQueue):
                 "backups",
                 "scheduled_backups",
                 "preview_databases",
+                "pitr",
+                "wal_segments",
+                "base_backups",
             ):
                 db.execute(f"DELETE FROM {table} WHERE project_id = ?", (project_id,))  # noqa: S608
             db.execute("DELETE FROM projects WHERE id = ?", (project_id,))

@@ -41,8 +41,8 @@ def from_timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-_JSON_COLUMNS = {"payload", "result", "scopes"}
-_BOOL_COLUMNS = {"is_active"}
+_JSON_COLUMNS = {"payload", "result", "scopes", "notices"}
+_BOOL_COLUMNS = {"is_active", "enabled", "partial"}
 
 
 def _json(value: Any) -> Any:

@@ -154,6 +154,53 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX api_keys_organization ON api_keys (organization_id, created_at);
     """,
+    # 3: point-in-time recovery: who streams each project's log, the log, base backups
+    """
+    CREATE TABLE pitr (
+        project_id TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        slot_name TEXT,
+        streamer_id TEXT,
+        heartbeat_at TEXT,
+        lease_expires_at TEXT,
+        streamed_lsn INTEGER,
+        covered_at TEXT,
+        floor_lsn INTEGER NOT NULL DEFAULT 0,
+        notices TEXT NOT NULL DEFAULT '[]',
+        enabled_at TEXT,
+        updated_at TEXT
+    );
+    CREATE TABLE wal_segments (
+        project_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        blob_key TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        blob_bytes INTEGER NOT NULL,
+        partial INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (project_id, name)
+    );
+    CREATE TABLE base_backups (
+        id TEXT PRIMARY KEY,
+        project_id TEXT NOT NULL,
+        blob_key TEXT NOT NULL UNIQUE,
+        sha256 TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        blob_bytes INTEGER NOT NULL,
+        timeline INTEGER NOT NULL,
+        start_lsn INTEGER NOT NULL,
+        stop_lsn INTEGER NOT NULL,
+        ended_at TEXT NOT NULL,
+        server_major INTEGER NOT NULL,
+        superuser TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_by_job_id TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX base_backups_project ON base_backups (project_id, ended_at);
+    """,
 )
 
 

@@ -80,6 +80,10 @@ def env(url: str) -> dict[str, str]:
         key, _, value = item.partition("=")
         if key == "sslmode" and value:
             variables["PGSSLMODE"] = value
+        elif key == "host" and value:  # a socket directory: postgresql://user@/db?host=/dir
+            variables["PGHOST"] = unquote(value)
+        elif key == "port" and value:
+            variables["PGPORT"] = value
     return variables
 
 

@@ -1,0 +1,108 @@
+"""The log archive: a project's WAL files as checksummed, compressed blobs, catalogued in
+the store. Written by the streamer (``stream``) and by ``capy wal-push`` (``archive_command``),
+read by a recovery (``capy wal-fetch`` / ``fetch``).
+
+A complete segment is written once: the same bytes again succeed (``archive_command`` is
+retried after a crash), other bytes under its name fail loudly. The partial segment, the
+one the server is still writing, is replaced as it grows until its complete version lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import IO
+
+from pulumi_capy.api.errors import EngineFailure, FieldError, InvalidInput, NotFound
+from pulumi_capy.engine.blobs import CHUNK, ChecksumMismatch
+from pulumi_capy.engine.pitr.lsn import is_wal_file
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.stores.contract import WalSegmentRecord
+
+__all__ = ["WalMismatch", "fetch", "store", "wal_key"]
+
+WAL_ZSTD_LEVEL = 1
+PARTIAL_READ_TRIES = 5
+
+
+class WalMismatch(EngineFailure):
+    """A complete segment arrived again with other bytes than the archived one."""
+
+
+def wal_key(project_id: str, name: str, *, partial: bool = False) -> str:
+    """[ours] ``projects/<project_id>/wal/<name>[.partial].zst``."""
+    return f"projects/{project_id}/wal/{name}{'.partial' if partial else ''}.zst"
+
+
+def _content_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _archived_sha256(rt: Runtime, record: WalSegmentRecord) -> str:
+    digest = hashlib.sha256()
+
+    def consume(stream: IO[bytes]) -> None:
+        for chunk in iter(lambda: stream.read(CHUNK), b""):
+            digest.update(chunk)
+
+    rt.blobs.read(record.blob_key, record.sha256, consume)
+    return digest.hexdigest()
+
+
+def store(rt: Runtime, project_id: str, path: Path, *, partial: bool = False) -> WalSegmentRecord:
+    """Archive the WAL file at ``path`` (named as PostgreSQL names it) for the project."""
+    name = path.name.removesuffix(".partial")
+    if not is_wal_file(name):
+        raise InvalidInput(
+            [FieldError("path", f"{path.name} is not a WAL segment or history file")]
+        )
+    existing = rt.store.get_wal_segment(project_id, name)
+    if existing is not None and not existing.partial:
+        if partial:
+            return existing  # the complete segment is archived: its partial is old news
+        if _archived_sha256(rt, existing) == _content_sha256(path):
+            return existing
+        raise WalMismatch(
+            f"WAL file {name} of project {project_id} is archived already with other "
+            "contents; refusing to overwrite it (two servers archiving into one project?)"
+        )
+    key = wal_key(project_id, name, partial=partial)
+    with path.open("rb") as reader:
+        staged = rt.blobs.stage(key, reader, level=WAL_ZSTD_LEVEL)
+    info = rt.blobs.commit(staged, {"project_id": project_id, "wal_file": name})
+    record = WalSegmentRecord(
+        project_id=project_id,
+        name=name,
+        blob_key=key,
+        sha256=info.sha256,
+        size_bytes=info.source_bytes,
+        blob_bytes=info.blob_bytes,
+        partial=partial,
+        created_at=rt.now(),
+    )
+    before = rt.store.put_wal_segment(record)
+    if before is not None and before.partial and before.blob_key != key:
+        rt.blobs.delete(before.blob_key)
+    return record
+
+
+def fetch(rt: Runtime, project_id: str, name: str, destination: Path) -> WalSegmentRecord:
+    """Write archived WAL file ``name`` to ``destination``, checked against its checksum.
+    ``NotFound`` when the archive does not hold it (the end of the log, for a recovery)."""
+    for _ in range(PARTIAL_READ_TRIES):
+        record = rt.store.get_wal_segment(project_id, name)
+        if record is None:
+            raise NotFound(f"WAL file {name} is not in the archive of project {project_id}")
+        try:
+            rt.blobs.get_file(record.blob_key, record.sha256, destination, durable=False)
+        except (ChecksumMismatch, EngineFailure):
+            # a partial segment may have been replaced between the catalogue and the read
+            if record.partial:
+                continue
+            raise
+        return record
+    raise ChecksumMismatch(f"WAL file {name}: its partial segment kept changing while read")

@@ -1,0 +1,233 @@
+"""Turning a project's point-in-time recovery on and off, its status, and its window.
+
+The window is [the end of the oldest usable base backup, the newest moment the archived
+log covers]. A base backup is usable once the log up to its end is archived and nothing
+is missing between it and the present (it starts at or after ``floor_lsn``, which a gap
+in the log moves up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pulumi_capy.api.errors import FieldError, InvalidInput, NotFound
+from pulumi_capy.api.models import (
+    JobType,
+    PitrMethod,
+    PitrStatus,
+    PitrStreamer,
+    PutPitr,
+    format_timestamp,
+)
+from pulumi_capy.engine.pitr import server
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.stores.contract import BaseBackupRecord, PitrRecord, ProjectRecord
+
+__all__ = [
+    "NO_STREAMER",
+    "Window",
+    "base_backup_for",
+    "check_time",
+    "disable",
+    "enable",
+    "enqueue_base_backup",
+    "status",
+    "window",
+]
+
+def _require(rt: Runtime, project_id: str) -> ProjectRecord:
+    project = rt.store.get_project(project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    return project
+
+
+NO_STREAMER = (
+    "nothing streams this project's log: no worker holds its lease. Start one with "
+    "`capy worker` (or `capy serve --workers N`); the window does not move until one runs"
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def describe(self) -> str:
+        return f"[{format_timestamp(self.start)}, {format_timestamp(self.end)}]"
+
+
+def usable_base_backups(rt: Runtime, record: PitrRecord) -> list[BaseBackupRecord]:
+    """The base backups a recovery can start from now, oldest first."""
+    streamed = record.streamed_lsn or 0
+    return [
+        backup
+        for backup in rt.store.list_base_backups(record.project_id)
+        if backup.start_lsn >= record.floor_lsn and backup.stop_lsn <= streamed
+    ]
+
+
+def window(rt: Runtime, project_id: str) -> Window | None:
+    record = rt.store.get_pitr(project_id)
+    if record is None or not record.enabled or record.covered_at is None:
+        return None
+    usable = usable_base_backups(rt, record)
+    if not usable or usable[0].ended_at > record.covered_at:
+        return None
+    return Window(usable[0].ended_at, record.covered_at)
+
+
+def base_backup_for(rt: Runtime, project_id: str, moment: datetime) -> BaseBackupRecord | None:
+    """The newest usable base backup that ended at or before ``moment``."""
+    record = rt.store.get_pitr(project_id)
+    if record is None:
+        return None
+    candidates = [b for b in usable_base_backups(rt, record) if b.ended_at <= moment]
+    return candidates[-1] if candidates else None
+
+
+def check_time(rt: Runtime, project: ProjectRecord, moment: datetime, field: str) -> Window:
+    """``InvalidInput`` naming the window (or how to turn PITR on) unless ``moment`` is in it."""
+    record = rt.store.get_pitr(project.id)
+    if record is None or not record.enabled:
+        raise InvalidInput(
+            [
+                FieldError(
+                    field,
+                    f"point-in-time recovery is off for project {project.name} ({project.id}); "
+                    f"turn it on with `capy pitr enable --project {project.id}` (or "
+                    "Project(pitr=True)), then restore to a time inside its window",
+                )
+            ]
+        )
+    current = window(rt, project.id)
+    if current is None:
+        raise InvalidInput(
+            [
+                FieldError(
+                    field,
+                    f"the PITR window of project {project.id} is not open yet (its first base "
+                    "backup and the log after it are not archived); see `capy pitr status "
+                    f"--project {project.id}`",
+                )
+            ]
+        )
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if not current.start <= moment <= current.end:
+        raise InvalidInput(
+            [
+                FieldError(
+                    field,
+                    f"{format_timestamp(moment)} is outside the PITR window of project "
+                    f"{project.id}, {current.describe()}",
+                )
+            ]
+        )
+    return current
+
+
+def status(rt: Runtime, project_id: str) -> PitrStatus:
+    _require(rt, project_id)
+    record = rt.store.get_pitr(project_id)
+    if record is None or not record.enabled:
+        return PitrStatus(enabled=False, method=record.method if record else None)
+    now = rt.now()
+    current = window(rt, project_id)
+    notices = list(record.notices)
+    streamer = None
+    alive = (
+        record.streamer_id is not None
+        and record.lease_expires_at is not None
+        and record.lease_expires_at >= now
+    )
+    if alive and record.streamer_id is not None:
+        streamer = PitrStreamer(worker_id=record.streamer_id, heartbeat_at=record.heartbeat_at)
+    elif record.method == PitrMethod.stream:
+        notices.append(NO_STREAMER)
+    if current is None:
+        notices.append("the window is not open yet: its first base backup and the log after it")
+    lag = (now - record.covered_at).total_seconds() if record.covered_at else None
+    return PitrStatus(
+        enabled=True,
+        method=record.method,
+        window_start=current.start if current else None,
+        window_end=current.end if current else None,
+        lag_seconds=None if lag is None else round(max(lag, 0.0), 3),
+        streamer=streamer,
+        notices=notices,
+    )
+
+
+def enqueue_base_backup(rt: Runtime, project_id: str) -> str:
+    with rt.store.transaction() as tx:
+        return rt.enqueue(
+            tx,
+            JobType.pitr_base_backup,
+            project_id=project_id,
+            payload={},
+            locked_resource=f"pitr:{project_id}",
+        )
+
+
+def enable(rt: Runtime, project_id: str, request: PutPitr) -> str | None:
+    """Turn PITR on (idempotent): check the server, create the slot, queue the first base
+    backup; the job's id, or None when PITR was on already."""
+    project = _require(rt, project_id)
+    if project.database_kind != "postgresql":
+        raise InvalidInput(
+            [
+                FieldError(
+                    "enabled",
+                    f"point-in-time recovery of {project.database_kind} projects is not "
+                    "available yet; it is for PostgreSQL projects",
+                )
+            ]
+        )
+    record = rt.store.get_pitr(project_id)
+    if record is not None and record.enabled:
+        if record.method != request.method:
+            raise InvalidInput(
+                [
+                    FieldError(
+                        "method",
+                        f"PITR is on with method {record.method}; turn it off first to change",
+                    )
+                ]
+            )
+        return None
+    server.check_streamable(project.database_url)
+    slot = server.slot_name(project_id) if request.method is PitrMethod.stream else None
+    floor = server.create_slot(project.database_url, slot) if slot else 0
+    now = rt.now()
+    notices = list(record.notices) if record else []
+    rt.store.put_pitr(
+        PitrRecord(
+            project_id=project_id,
+            enabled=True,
+            method=request.method.value,
+            slot_name=slot,
+            # the log before the slot is not ours to have: older base backups cannot reach on
+            floor_lsn=max(floor, (record.streamed_lsn or 0) if record else 0),
+            streamed_lsn=None,
+            covered_at=None,
+            notices=notices,
+            enabled_at=now,
+            updated_at=now,
+        )
+    )
+    return enqueue_base_backup(rt, project_id)
+
+
+def disable(rt: Runtime, project_id: str) -> None:
+    """Stop streaming and drop the slot; what is archived stays until retention."""
+    project = _require(rt, project_id)
+    record = rt.store.get_pitr(project_id)
+    if record is None or not record.enabled:
+        return
+    rt.store.update_pitr(
+        project_id,
+        {"enabled": False, "streamer_id": None, "lease_expires_at": None, "updated_at": rt.now()},
+    )
+    if record.slot_name:
+        server.drop_slot_when_free(project.database_url, record.slot_name)
