@@ -248,6 +248,8 @@ class Job(ApiObject):
     project_id: str | None = None
     preview_database_id: str | None = None
     result: dict[str, Any] | None = None
+    # [ours] the running attempt's current step ("replaying: … of …"), for progress lines
+    progress: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -20,7 +20,7 @@ from typing import IO, Any
 from pulumi_capy._version import __version__
 from pulumi_capy.api.errors import EngineFailure
 from pulumi_capy.api.models import JobType
-from pulumi_capy.engine.blobs import StagedBlob
+from pulumi_capy.engine.blobs import BlobParts, StagedBlob
 from pulumi_capy.engine.drivers import Driver, Outcome, StreamsDump, driver_for
 from pulumi_capy.engine.drivers.sqlite import SQLITE_VERSION
 from pulumi_capy.engine.queue import Deferred, Lease, new_id
@@ -34,7 +34,16 @@ from pulumi_capy.engine.stores.contract import (
 )
 from pulumi_capy.engine.tarstream import TarReader
 
-__all__ = ["HANDLERS", "Handler", "JobDone", "PermanentFailure", "backup_key", "safety_label"]
+__all__ = [
+    "HANDLERS",
+    "Handler",
+    "JobDone",
+    "Loaded",
+    "PermanentFailure",
+    "backup_key",
+    "load_into_target",
+    "safety_label",
+]
 
 VERIFY_RETRY_DELAY = 1.0
 
@@ -276,27 +285,9 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     backup = _backup(rt, str(job.payload["backup_id"]))
     _check_verification(rt, backup, allow_unverified=bool(request.get("allow_unverified_backup")))
     driver = driver_for(project.database_url)
-    target_kind = request["target_kind"]
-    target_url = _target_url(rt, job, project, driver)
-    result: dict[str, Any] = {"backup_key": backup.backup_key, "target_kind": target_kind}
-    safety: dict[str, Any] = {}
-
-    if target_kind == "new_preview":
-        # an earlier attempt may have created it before losing its lease: it is ours
-        driver.drop(target_url)
-        result["preview_database_id"] = job.preview_database_id
-    elif target_kind == "preview":
-        result["preview_database_id"] = job.preview_database_id
 
     def materialize(path: Path) -> None:
         _materialize(rt, driver, backup, path, durable=driver.dump_becomes_database)
-
-    def before_commit() -> None:
-        if target_kind == "project":
-            safety.update(_safety_backup(rt, project, job))
-        lease.check()
-        rt.hook("restore.before_commit", job)
-        lease.check()
 
     parts = (
         rt.blobs.parts(backup.backup_key, backup.sha256 or "")
@@ -309,15 +300,76 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         if parts is not None
         else rt.blobs.read_manifest(backup.backup_key).get("details") or {}
     )
+    loaded = Loaded(
+        materialize,
+        details,
+        parts,
+        PreviewSource(
+            kind=job.payload.get("source_kind"),
+            database=project.database_name,
+            backup_key=backup.backup_key,
+        ),
+        f"backup {backup.backup_key}",
+    )
+    return load_into_target(
+        rt, job, lease, project, loaded, result={"backup_key": backup.backup_key}
+    )
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What a restore loads into its target: a dump to materialize, what it recorded of
+    its source, its blob's parts (when read by ranges) and where it came from."""
+
+    materialize: Callable[[Path], None]
+    details: dict[str, Any]
+    parts: BlobParts | None
+    source: PreviewSource
+    described: str  # "backup <key>", "the state at <time>"
+
+
+def load_into_target(
+    rt: Runtime,
+    job: JobRecord,
+    lease: Lease,
+    project: ProjectRecord,
+    loaded: Loaded,
+    *,
+    result: dict[str, Any],
+) -> JobDone:
+    """Load a dump into the restore job's target, as every restore does: a new preview
+    (made here), an existing preview, or the project after a safety backup; swapped in
+    whole, so that a failure leaves the target as it was."""
+    request = job.payload["request"]
+    driver = driver_for(project.database_url)
+    target_kind = request["target_kind"]
+    target_url = _target_url(rt, job, project, driver)
+    result = {**result, "target_kind": target_kind}
+    safety: dict[str, Any] = {}
+
+    if target_kind == "new_preview":
+        # an earlier attempt may have created it before losing its lease: it is ours
+        driver.drop(target_url)
+        result["preview_database_id"] = job.preview_database_id
+    elif target_kind == "preview":
+        result["preview_database_id"] = job.preview_database_id
+
+    def before_commit() -> None:
+        if target_kind == "project":
+            safety.update(_safety_backup(rt, project, job))
+        lease.check()
+        rt.hook("restore.before_commit", job)
+        lease.check()
+
     with rt.scratch_space() as where:
         restore = driver.restore_new if target_kind == "new_preview" else driver.restore_over
         outcome = restore(
-            materialize,
+            loaded.materialize,
             target_url,
             before_commit=before_commit,
             workdir=where,
-            parts=parts,
-            details=details,
+            parts=loaded.parts,
+            details=loaded.details,
         )
     now = rt.now()
     if safety:
@@ -331,14 +383,10 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
                 job.preview_database_id or "",
                 driver.connection_fields(target_url),
                 now,
-                PreviewSource(
-                    kind=job.payload.get("source_kind"),
-                    database=project.database_name,
-                    backup_key=backup.backup_key,
-                ),
+                loaded.source,
             )
 
-    text = f"{outcome.summary} from backup {backup.backup_key}"
+    text = f"{outcome.summary} from {loaded.described}"
     if safety:
         text = f"safety backup {safety['row']['backup_key']}; {text}"
     return JobDone(

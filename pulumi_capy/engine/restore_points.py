@@ -1,14 +1,14 @@
-"""Restore points: named pins on a backup, kept until deleted.
-
-Only kind ``backup`` exists: a ``pitr`` point needs a transaction-log archive,
-which the engine does not have yet.
+"""Restore points: named pins on a backup (kind ``backup``) or on a moment of the PITR
+window (kind ``pitr``, default now), kept until deleted; ``tick`` marks a ``pitr`` point
+``expired`` once retention moved the window past it.
 """
 
 from __future__ import annotations
 
-from pulumi_capy.api.errors import FieldError, InvalidInput, NotFound
+from pulumi_capy.api.errors import NotFound
 from pulumi_capy.api.models import CreateRestorePoint, RestorePoint, RestorePointKind
 from pulumi_capy.engine import backups, projects
+from pulumi_capy.engine.pitr import control
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
 
@@ -22,20 +22,15 @@ def list_restore_points(rt: Runtime, project_id: str) -> list[RestorePoint]:
 
 def create_restore_point(rt: Runtime, project_id: str, request: CreateRestorePoint) -> RestorePoint:
     """Pin the unexpired backup ``request.backup_key`` under ``request.label``."""
-    projects.require(rt, project_id)
-    if request.kind is RestorePointKind.pitr:
-        raise InvalidInput(
-            [
-                FieldError(
-                    "kind",
-                    f"point-in-time recovery (kind 'pitr') is not available for project "
-                    f"{project_id}: the engine has no transaction-log archive yet; pin a "
-                    "backup with kind 'backup'",
-                )
-            ]
-        )
-    backup = backups.by_key(rt, project_id, request.backup_key or "", "backup_key")
+    project = projects.require(rt, project_id)
     now = rt.now()
+    backup_id = backup_key = pitr_time = None
+    if request.kind is RestorePointKind.pitr:
+        pitr_time = request.pitr_time or now
+        control.check_time(rt, project, pitr_time, "pitr_time")
+    else:
+        backup = backups.by_key(rt, project_id, request.backup_key or "", "backup_key")
+        backup_id, backup_key = backup.id, backup.backup_key
     return rt.store.insert_restore_point(
         RestorePoint(
             id=new_id("rp"),
@@ -44,8 +39,9 @@ def create_restore_point(rt: Runtime, project_id: str, request: CreateRestorePoi
             label=request.label,
             note=request.note,
             kind=request.kind.value,
-            backup_id=backup.id,
-            backup_key=backup.backup_key,
+            backup_id=backup_id,
+            backup_key=backup_key,
+            pitr_time=pitr_time,
             state="active",
             created_by_actor_id="embedded",
             created_by_actor_kind="engine",

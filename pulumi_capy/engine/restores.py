@@ -16,6 +16,7 @@ from typing import Any
 from pulumi_capy.api.errors import FieldError, Forbidden, InvalidInput
 from pulumi_capy.api.models import JobType, PreviewDatabase, RestoreRequest, TargetKind
 from pulumi_capy.engine import backups, projects
+from pulumi_capy.engine.pitr import control
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import BackupRecord, ProjectRecord, Transaction
@@ -41,8 +42,13 @@ def _invalid(field: str, message: str) -> InvalidInput:
 def create_restore(rt: Runtime, project_id: str, request: RestoreRequest) -> str:
     """Queue the restore ``request`` describes; return the job's id."""
     project = projects.require(rt, project_id)
-    backup = _source(rt, project_id, request)
-    if backup.verification_state == "failed" and not request.allow_unverified_backup:
+    source = _source(rt, project, request)
+    backup = source.backup
+    if (
+        backup is not None
+        and backup.verification_state == "failed"
+        and not request.allow_unverified_backup
+    ):
         field = "restore_point_id" if request.restore_point_id else "backup_key"
         raise _invalid(
             field,
@@ -52,13 +58,18 @@ def create_restore(rt: Runtime, project_id: str, request: RestoreRequest) -> str
         )
     payload: dict[str, Any] = {
         "request": request.to_wire(),
-        "backup_id": backup.id,
         "source_kind": request.source_kind,
     }
+    if backup is not None:
+        payload["backup_id"] = backup.id
+    else:
+        payload["restore_time"] = (source.restore_time or rt.now()).isoformat()
     now = rt.now()
     job_id = new_id("job")
     with rt.store.transaction() as tx:
-        target = choose_target(rt, tx, project, backup, request, now=now)
+        target = choose_target(
+            rt, tx, project, backup, request, now=now, restore_time=source.restore_time
+        )
         rt.enqueue(
             tx,
             JobType.project_restore,
@@ -75,12 +86,14 @@ def choose_target(
     rt: Runtime,
     tx: Transaction,
     project: ProjectRecord,
-    backup: BackupRecord,
+    backup: BackupRecord | None,
     request: RestoreRequest,
     *,
     now: datetime,
+    restore_time: datetime | None = None,
 ) -> RestoreTarget:
-    """The target ``request.target_kind`` names, checked; a new preview is inserted in ``tx``."""
+    """The target ``request.target_kind`` names, checked; a new preview is inserted in ``tx``
+    (restored from ``backup``, or to ``restore_time``)."""
     if request.target_kind is TargetKind.project:
         if not request.confirm_project_overwrite:
             raise Forbidden(
@@ -90,7 +103,7 @@ def choose_target(
         return RestoreTarget(locked_resource=f"project:{project.id}", preview_id=None)
     if request.target_kind is TargetKind.preview:
         return _existing_preview(rt, project.id, request.preview_id)
-    return _new_preview(rt, tx, project, backup, request, now=now)
+    return _new_preview(rt, tx, project, backup, request, now=now, restore_time=restore_time)
 
 
 def _existing_preview(rt: Runtime, project_id: str, preview_id: str | None) -> RestoreTarget:
@@ -108,10 +121,11 @@ def _new_preview(
     rt: Runtime,
     tx: Transaction,
     project: ProjectRecord,
-    backup: BackupRecord,
+    backup: BackupRecord | None,
     request: RestoreRequest,
     *,
     now: datetime,
+    restore_time: datetime | None,
 ) -> RestoreTarget:
     preview_id = new_id("prv")
     ttl = request.ttl_hours or PREVIEW_TTL_HOURS
@@ -125,7 +139,8 @@ def _new_preview(
             state="creating",
             source_kind=request.source_kind,
             source_database=project.database_name,
-            source_backup_key=backup.backup_key,
+            source_backup_key=backup.backup_key if backup else None,
+            source_restore_time=restore_time,
             ttl_expires_at=now + timedelta(hours=ttl),
             created_at=now,
             updated_at=now,
@@ -134,14 +149,21 @@ def _new_preview(
     return RestoreTarget(locked_resource=f"preview:{preview_id}", preview_id=preview_id)
 
 
-def _source(rt: Runtime, project_id: str, request: RestoreRequest) -> BackupRecord:
-    """The backup to restore: the restore point's, or the one ``backup_key`` names."""
+@dataclass(frozen=True)
+class _Source:
+    """What a restore reads: a backup, or the log replayed to ``restore_time``."""
+
+    backup: BackupRecord | None = None
+    restore_time: datetime | None = None
+
+
+def _source(rt: Runtime, project: ProjectRecord, request: RestoreRequest) -> _Source:
+    """The backup to restore (the restore point's, or the one ``backup_key`` names), or
+    the moment to restore to, checked against the PITR window."""
+    project_id = project.id
     if request.restore_time is not None:
-        raise _invalid(
-            "restore_time",
-            f"point-in-time recovery is not available for project {project_id}; "
-            "restore from a backup_key or a restore_point_id",
-        )
+        control.check_time(rt, project, request.restore_time, "restore_time")
+        return _Source(restore_time=request.restore_time)
     if request.restore_point_id is not None:
         point = rt.store.get_restore_point(project_id, request.restore_point_id)
         if point is None:
@@ -153,5 +175,9 @@ def _source(rt: Runtime, project_id: str, request: RestoreRequest) -> BackupReco
             raise _invalid(
                 "restore_point_id", f"restore point {point.id} ({point.label}) is {point.state}"
             )
-        return backups.by_key(rt, project_id, point.backup_key or "", "restore_point_id")
-    return backups.by_key(rt, project_id, request.backup_key or "", "backup_key")
+        if point.kind == "pitr" and point.pitr_time is not None:
+            control.check_time(rt, project, point.pitr_time, "restore_point_id")
+            return _Source(restore_time=point.pitr_time)
+        backup = backups.by_key(rt, project_id, point.backup_key or "", "restore_point_id")
+        return _Source(backup=backup)
+    return _Source(backup=backups.by_key(rt, project_id, request.backup_key or "", "backup_key"))

@@ -15,6 +15,7 @@ from typing import Any
 from pulumi_capy.api.models import JobType
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock
+from pulumi_capy.engine.pitr import instance
 from pulumi_capy.engine.queue import JobRetryPolicy, new_id
 from pulumi_capy.engine.stores.contract import JobRecord, NewJob, Store, Transaction
 
@@ -66,8 +67,10 @@ class Runtime:
             shutil.rmtree(private, ignore_errors=True)
 
     def sweep_scratch(self) -> None:
-        """Remove scratch directories of processes that no longer run (killed workers)."""
+        """Remove scratch directories of processes that no longer run (killed workers), and
+        stop and remove their point-in-time recovery instances."""
         base = self.directory / "tmp"
+        instance.sweep(base)
         if base.is_dir():
             for leftover in base.glob("capy-*-*"):
                 pid = leftover.name.split("-")[1]

@@ -18,6 +18,7 @@ worker and the waiting for jobs.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from pulumi_capy.engine import backups, keys, previews, projects, restore_points
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.pitr import archive, control
+from pulumi_capy.engine.pitr.stream import StreamManager
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
 from pulumi_capy.engine.stores.sqlite import SqliteStore
@@ -65,6 +67,7 @@ DEFAULT_LEASE_SECONDS = 60.0
 POLL_START = 0.02
 POLL_CAP = 0.5
 MAX_JOBS_LISTED = 1000  # the most jobs one list_jobs answers
+STREAMS_INTERVAL = 1.0  # seconds between a worker's looks for a project's log to stream
 
 
 class Engine:
@@ -228,12 +231,12 @@ class Engine:
     ) -> Job:
         """Run pending work inline until the job ends; ``JobFailed`` / ``JobTimeout``."""
         deadline = self.rt.now() + timedelta(seconds=timeout)
-        seen: tuple[str, int] | None = None
+        seen: tuple[str, int, str | None] | None = None
         interval = POLL_START
         while True:
             job = self.get_job(job_id)
-            if on_update is not None and (str(job.state), job.attempts) != seen:
-                seen = (str(job.state), job.attempts)
+            if on_update is not None and (str(job.state), job.attempts, job.progress) != seen:
+                seen = (str(job.state), job.attempts, job.progress)
                 on_update(job)
             if job.state == JobState.completed:
                 return job
@@ -259,15 +262,24 @@ class Engine:
     def run_worker(
         self, stop: threading.Event, poll_interval: float = 1.0, tick_interval: float = 60.0
     ) -> None:
-        """The loop of a worker daemon: run jobs and ``tick`` until ``stop`` is set."""
+        """The loop of a worker daemon: run jobs and ``tick`` until ``stop`` is set, and
+        stream the log of every project with PITR on whose lease this worker takes."""
         next_tick = self.rt.now()
-        while not stop.is_set():
-            now = self.rt.now()
-            if now >= next_tick:
-                self.tick(now)
-                next_tick = now + timedelta(seconds=tick_interval)
-            if not self.worker.run_once():
-                stop.wait(poll_interval)
+        streams = StreamManager(self.rt)
+        next_streams = 0.0
+        try:
+            while not stop.is_set():
+                now = self.rt.now()
+                if now >= next_tick:
+                    self.tick(now)
+                    next_tick = now + timedelta(seconds=tick_interval)
+                if time.monotonic() >= next_streams:
+                    streams.step()
+                    next_streams = time.monotonic() + STREAMS_INTERVAL
+                if not self.worker.run_once():
+                    stop.wait(min(poll_interval, STREAMS_INTERVAL))
+        finally:
+            streams.close()
 
     def tick(self, now: datetime | None = None) -> TickReport:
         """Time-driven work: due scheduled backups, retention, preview TTLs, lost leases,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pulumi_capy.api.models import JobType, ScheduledBackup
+from pulumi_capy.engine.pitr.retention import tick_pitr
 from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import Runtime
@@ -20,6 +21,9 @@ class TickReport:
     expired_backups: list[str] = field(default_factory=list)  # backup keys past retention
     deleted_previews: list[str] = field(default_factory=list)  # previews past their TTL
     rescued_jobs: int = 0  # running jobs whose lease had expired
+    pitr_base_backup_jobs: list[str] = field(default_factory=list)  # scheduled base backups
+    expired_base_backups: list[str] = field(default_factory=list)  # past retention
+    expired_restore_points: int = 0  # pitr restore points the window left behind
 
 
 def last_due(schedule: ScheduledBackup, now: datetime) -> datetime:
@@ -50,6 +54,17 @@ def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
                     job_id=job_id,
                 )
                 report.backup_jobs.append(job_id)
+                pitr = store.get_pitr(schedule.project_id)
+                if pitr is not None and pitr.enabled:  # PITR: a base backup on the schedule too
+                    report.pitr_base_backup_jobs.append(
+                        rt.enqueue(
+                            tx,
+                            JobType.pitr_base_backup,
+                            project_id=schedule.project_id,
+                            payload={},
+                            locked_resource=f"pitr:{schedule.project_id}",
+                        )
+                    )
 
     for schedule in store.retention_schedules():
         cutoff = now - timedelta(days=schedule.retention_days or 0)
@@ -66,6 +81,10 @@ def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
                         locked_resource=f"backup:{backup.id}",
                     )
                 report.expired_backups.append(backup.backup_key)
+
+    retained = tick_pitr(rt, now)
+    report.expired_base_backups = retained.expired_base_backups
+    report.expired_restore_points = retained.expired_restore_points
 
     for preview in store.previews_past_ttl(now):
         with store.transaction() as tx:

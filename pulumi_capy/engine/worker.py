@@ -13,7 +13,8 @@ from datetime import timedelta
 from pulumi_capy.api.errors import EngineFailure
 from pulumi_capy.api.models import JobState
 from pulumi_capy.engine.drivers import DriverFailure, Outcome
-from pulumi_capy.engine.jobs import HANDLERS, JobDone, PermanentFailure
+from pulumi_capy.engine.handlers import HANDLERS
+from pulumi_capy.engine.jobs import JobDone, PermanentFailure
 from pulumi_capy.engine.queue import Deferred, Lease, LeaseLost, truncate_output
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import JobOutput, JobRecord

@@ -47,7 +47,7 @@ def test_anything_else_is_transient_with_its_traceback(failure: Exception) -> No
 def test_job_types_and_states_keep_their_stored_values() -> None:
     """The enums are the stored values and the API's JSON: they must never change."""
     from pulumi_capy.api.models import JobState, JobType
-    from pulumi_capy.engine.jobs import HANDLERS
+    from pulumi_capy.engine.handlers import HANDLERS
 
     assert [state.value for state in JobState] == ["pending", "running", "completed", "failed"]
     assert [kind.value for kind in JobType] == [
@@ -57,6 +57,8 @@ def test_job_types_and_states_keep_their_stored_values() -> None:
         "preview.create",
         "preview.delete",
         "backup.expire",
+        "pitr.base_backup",
+        "pitr.expire",
     ]
     assert set(HANDLERS) == set(JobType)
     assert all(HANDLERS.get(str(kind)) is HANDLERS[kind] for kind in JobType)

@@ -188,6 +188,7 @@ class PreviewSource:
     kind: str | None
     database: str | None
     backup_key: str | None
+    restore_time: datetime | None = None
 
 
 class Transaction(Protocol):
@@ -378,6 +379,10 @@ class Store(Protocol):
         """Claim the oldest runnable job (or ``only_id``) whose lock no running job holds."""
         ...
 
+    def set_job_progress(self, fence: Fence, progress: str, now: datetime) -> bool:
+        """Note the running attempt's current step; False when the lease was taken over."""
+        ...
+
     def renew_lease(self, fence: Fence, now: datetime, lease_until: datetime) -> bool:
         """False when the lease was taken over."""
         ...
@@ -473,4 +478,9 @@ class Store(Protocol):
 
     def expire_base_backup(self, backup_id: str) -> bool:
         """False when it was expired already."""
+        ...
+
+    def expire_pitr_restore_points(self, project_id: str, before: datetime, now: datetime) -> int:
+        """Mark the project's active ``pitr`` restore points pinned before ``before``
+        expired; how many."""
         ...

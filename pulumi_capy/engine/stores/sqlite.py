@@ -79,7 +79,11 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
     def insert_project(self, project: ProjectRecord) -> ProjectRecord:
         try:
             with self._writing() as db:
-                self._insert(db, "projects", project.model_dump())
+                self._insert(
+                    db,
+                    "projects",
+                    project.model_dump(exclude={"pitr_window_start", "pitr_window_end"}),
+                )
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a project named {project.name!r} exists already") from exc
         stored_project = self.get_project(project.id)
@@ -319,6 +323,7 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
                 "source_kind": source.kind,
                 "source_database": source.database,
                 "source_backup_key": source.backup_key,
+                "source_restore_time": source.restore_time,
             }
         self._preview_state(tx, preview_id, fields)
 

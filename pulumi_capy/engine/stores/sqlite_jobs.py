@@ -199,6 +199,10 @@ class SqliteJobQueue(SqliteConnections):
                 > 0
             )
 
+    def set_job_progress(self, fence: Fence, progress: str, now: datetime) -> bool:
+        with self._writing() as db:
+            return self._update_claimed(db, fence, {"progress": progress, "updated_at": now})
+
     def _update_claimed(
         self, db: sqlite3.Connection, fence: Fence, fields: Mapping[str, Any]
     ) -> bool:

@@ -200,6 +200,7 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL
     );
     CREATE INDEX base_backups_project ON base_backups (project_id, ended_at);
+    ALTER TABLE jobs ADD COLUMN progress TEXT;
     """,
 )
 

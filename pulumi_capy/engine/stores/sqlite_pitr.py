@@ -153,3 +153,12 @@ class SqlitePitr(SqliteConnections):
                 (backup_id,),
             )
             return cursor.rowcount > 0
+
+    def expire_pitr_restore_points(self, project_id: str, before: datetime, now: datetime) -> int:
+        with self._writing() as db:
+            cursor = db.execute(
+                "UPDATE restore_points SET state = 'expired', updated_at = ? "
+                "WHERE project_id = ? AND kind = 'pitr' AND state = 'active' AND pitr_time < ?",
+                (to_timestamp(now), project_id, to_timestamp(before)),
+            )
+            return cursor.rowcount

@@ -1,0 +1,86 @@
+"""The PITR window over time, run by ``tick``: restore points the window left behind are
+``expired``; base backups past the project's retention (``retention_days`` of its backup
+schedule) expire, the newest usable one always kept, and a ``pitr.expire`` job removes
+their blobs with the log no kept base backup needs any more."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pulumi_capy.api.models import JobType
+from pulumi_capy.engine.drivers import Outcome
+from pulumi_capy.engine.jobs import JobDone
+from pulumi_capy.engine.pitr.control import usable_base_backups, window
+from pulumi_capy.engine.pitr.lsn import SEGMENT_NAME, segment_name
+from pulumi_capy.engine.queue import Lease
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.stores.contract import JobRecord
+
+__all__ = ["PitrTick", "run_pitr_expire", "tick_pitr"]
+
+
+class PitrTick:
+    def __init__(self) -> None:
+        self.expired_restore_points = 0
+        self.expired_base_backups: list[str] = []
+        self.jobs: list[str] = []
+
+
+def tick_pitr(rt: Runtime, now: datetime) -> PitrTick:
+    report = PitrTick()
+    for record in rt.store.enabled_pitr():
+        project_id = record.project_id
+        schedule = rt.store.get_schedule(project_id)
+        if schedule is not None and schedule.retention_days:
+            cutoff = now - timedelta(days=schedule.retention_days)
+            usable = usable_base_backups(rt, record)
+            keep = usable[-1].id if usable else None
+            expired = [
+                backup.id
+                for backup in rt.store.list_base_backups(project_id)
+                if backup.ended_at < cutoff
+                and backup.id != keep
+                and rt.store.expire_base_backup(backup.id)
+            ]
+            if expired:
+                report.expired_base_backups += expired
+                with rt.store.transaction() as tx:
+                    report.jobs.append(
+                        rt.enqueue(
+                            tx,
+                            JobType.pitr_expire,
+                            project_id=project_id,
+                            payload={},
+                            locked_resource=f"pitr:{project_id}",
+                        )
+                    )
+        current = window(rt, project_id)
+        if current is not None:
+            report.expired_restore_points += rt.store.expire_pitr_restore_points(
+                project_id, current.start, now
+            )
+    return report
+
+
+def run_pitr_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    """Remove expired base backups' blobs and the log older than every kept one needs."""
+    project_id = job.project_id or ""
+    removed_backups = 0
+    for backup in rt.store.list_base_backups(project_id, state="expired"):
+        if rt.blobs.exists(backup.blob_key):
+            rt.blobs.delete(backup.blob_key)
+            removed_backups += 1
+    kept = rt.store.list_base_backups(project_id)
+    removed_segments = 0
+    if kept:
+        oldest = min(kept, key=lambda backup: backup.start_lsn)
+        first_needed = segment_name(oldest.timeline, oldest.start_lsn)
+        for segment in rt.store.list_wal_segments(project_id):
+            # the log before the oldest kept base backup's start, on its timeline or earlier
+            if SEGMENT_NAME.match(segment.name) and segment.name[8:] < first_needed[8:]:
+                lease.check()
+                rt.blobs.delete(segment.blob_key)
+                rt.store.delete_wal_segment(project_id, segment.name)
+                removed_segments += 1
+    text = f"removed {removed_backups} expired base backup(s) and {removed_segments} WAL segment(s)"
+    return JobDone({"project_id": project_id}, Outcome(summary=text, stdout=text))

@@ -1,0 +1,302 @@
+"""Streaming a project's log into blobs: one worker at a time per project, by lease.
+
+The streamer runs ``pg_receivewal`` (no slot of its own, ``--synchronous``) into a private
+spool directory and, every ``CYCLE`` seconds:
+
+1. asks the server for its clock and its log's insert position (``target``);
+2. waits until ``pg_receivewal`` has received the log up to ``target``;
+3. archives every completed segment and the partial one (``archive.store``);
+4. records that the archive covers every commit made at or before that clock reading
+   (fenced by its lease), then advances the project's replication slot to ``target``.
+
+The slot is ours and is only ever advanced past what is durable in blobs, so a streamer
+killed at any moment loses nothing: the next one (this worker or another, once the lease
+lapses) starts again at the slot, in the segment that holds it. A slot dropped behind
+our back is a gap: reported, never papered over, and a new base backup starts a new
+window.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from pulumi_capy.api.models import PitrMethod, format_timestamp
+from pulumi_capy.engine.drivers.postgres.libpq import connect, env
+from pulumi_capy.engine.pitr import archive, server
+from pulumi_capy.engine.pitr.control import enqueue_base_backup
+from pulumi_capy.engine.pitr.lsn import format_lsn, is_wal_file, parse_lsn, segment_name
+from pulumi_capy.engine.pitr.processes import popen_tied, stop_process
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.stores.contract import PitrRecord
+
+__all__ = ["CYCLE", "StreamManager", "Streamer"]
+
+log = logging.getLogger(__name__)
+
+CYCLE = 0.25  # seconds between two archivings of the log: the recovery point trails by ~this
+RECEIVE_WAIT = 2.0  # how long one cycle waits for pg_receivewal to catch up
+LEASE_SECONDS = 15.0  # a dead streamer's project is taken over after at most this long
+RESTART_DELAY = 2.0  # before a failed streamer of this worker tries again
+LONG_PAGE_HEADER = 40  # bytes at the start of a segment
+SHORT_PAGE_HEADER = 24  # bytes at the start of every other page
+PAGE_BYTES = 8192
+SEGMENT_BYTES = 16 * 1024 * 1024
+
+
+class StreamStopped(Exception):
+    """The lease was lost, PITR was turned off, or the worker stops."""
+
+
+@dataclass
+class _Sample:
+    at: datetime  # the server's clock
+    target: int  # the log position every commit made before ``at`` lies under
+
+
+def _target(insert_lsn: int) -> int:
+    """Where the log really ends: an insert position right after a page header points
+    past bytes that hold no record yet (and that the server sends no sooner than the
+    next record)."""
+    if insert_lsn % SEGMENT_BYTES == LONG_PAGE_HEADER:
+        return insert_lsn - LONG_PAGE_HEADER
+    if insert_lsn % PAGE_BYTES == SHORT_PAGE_HEADER:
+        return insert_lsn - SHORT_PAGE_HEADER
+    return insert_lsn
+
+
+class Streamer:
+    """Streams one project's log while this worker holds its lease."""
+
+    def __init__(self, rt: Runtime, project_id: str, stop: threading.Event) -> None:
+        self.rt = rt
+        self.project_id = project_id
+        self.stop = stop
+        self.application_name = f"capy_stream_{project_id}"[:63]
+        self._partial_seen: tuple[str, int, int] | None = None
+
+    # ------------------------------------------------------------ the lease
+
+    def renew(self) -> None:
+        now = self.rt.now()
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        if self.stop.is_set():
+            raise StreamStopped("the worker stops")
+        if not self.rt.store.claim_streamer(self.project_id, self.rt.worker_id, now, until):
+            raise StreamStopped("the lease is gone (another worker took it, or PITR is off)")
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except StreamStopped as stopped:
+            log.info("streamer of %s stopped: %s", self.project_id, stopped)
+        finally:
+            self.rt.store.release_streamer(self.project_id, self.rt.worker_id)
+
+    def _record(self) -> PitrRecord:
+        record = self.rt.store.get_pitr(self.project_id)
+        if record is None or not record.enabled or record.slot_name is None:
+            raise StreamStopped("PITR is off")
+        return record
+
+    def _run(self) -> None:
+        self.renew()
+        record = self._record()
+        project = self.rt.store.get_project(self.project_id)
+        if project is None:
+            raise StreamStopped("the project is gone")
+        url = project.database_url
+        major = server.probe(url).major
+        receivewal = server.exact_binary("pg_receivewal", major)
+        with connect(url) as conn, self.rt.scratch_space() as spool:
+            start = self._start(conn, url, record)
+            timeline = int(
+                str(self._one(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16
+            )
+            (spool / f"{segment_name(timeline, start)}.partial").touch()
+            process = self._receive(receivewal, url, spool)
+            try:
+                self._loop(conn, spool, process, record.slot_name or "")
+            finally:
+                stop_process(process)
+
+    @staticmethod
+    def _one(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> object:
+        row = conn.execute(query, params).fetchone()
+        return None if row is None else row[0]
+
+    def _start(self, conn: psycopg.Connection, url: str, record: PitrRecord) -> int:
+        """Where streaming starts: the slot's position; a gap is reported first."""
+        slot = record.slot_name or ""
+        restart = server.slot_restart_lsn_on(conn, slot)
+        streamed = record.streamed_lsn
+        if restart is not None and (streamed is None or restart <= streamed):
+            return restart
+        if restart is None:
+            reason = f"the replication slot {slot} was dropped behind our back"
+            self.renew()  # PITR still on: recreate it (and drop it again if turned off since)
+            restart = server.create_slot(url, slot)
+            if not self._record().enabled:
+                server.drop_slot_when_free(url, slot)
+                raise StreamStopped("PITR was turned off")
+        else:
+            reason = f"the replication slot {slot} moved past what was archived"
+        self._report_gap(record, restart, reason)
+        return restart
+
+    def _report_gap(self, record: PitrRecord, restart: int, reason: str) -> None:
+        lost_from = format_lsn(record.streamed_lsn) if record.streamed_lsn is not None else "?"
+        notice = (
+            f"{format_timestamp(self.rt.now())}: gap in the log from LSN {lost_from} to "
+            f"{format_lsn(restart)} ({reason}): nothing before it can be restored to a "
+            "time after it; a new base backup starts a new window"
+        )
+        log.warning("project %s: %s", self.project_id, notice)
+        self.rt.store.update_pitr(
+            self.project_id,
+            {
+                "floor_lsn": restart,
+                "streamed_lsn": None,
+                "covered_at": None,
+                "notices": [*record.notices, notice][-10:],
+            },
+        )
+        enqueue_base_backup(self.rt, self.project_id)
+
+    def _receive(self, receivewal: str, url: str, spool: Path) -> subprocess.Popen[bytes]:
+        variables = env(url)
+        variables["PGAPPNAME"] = self.application_name
+        return popen_tied(
+            [
+                receivewal,
+                "--directory",
+                str(spool),
+                "--no-loop",
+                "--no-password",
+                "--synchronous",
+                "--status-interval=1",
+            ],
+            on_parent_death=signal.SIGTERM,
+            env=variables,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def _loop(
+        self, conn: psycopg.Connection, spool: Path, process: subprocess.Popen[bytes], slot: str
+    ) -> None:
+        while True:
+            self.renew()
+            self._record()
+            if process.poll() is not None:
+                error = (process.stderr.read() if process.stderr else b"").decode(errors="replace")
+                raise RuntimeError(
+                    f"pg_receivewal exited with {process.returncode}: {error.strip()}"
+                )
+            sample = self._sample(conn)
+            if self._received(conn, sample.target, process):
+                self._archive(spool)
+                if not self.rt.store.record_streamed(
+                    self.project_id, self.rt.worker_id, sample.target, sample.at
+                ):
+                    raise StreamStopped("the lease is gone")
+                server.advance_slot(conn, slot, sample.target)
+            self.stop.wait(CYCLE)
+
+    @staticmethod
+    def _sample(conn: psycopg.Connection) -> _Sample:
+        row = conn.execute("SELECT clock_timestamp(), pg_current_wal_insert_lsn()::text").fetchone()
+        assert row is not None
+        return _Sample(at=row[0], target=_target(parse_lsn(str(row[1]))))
+
+    def _received(
+        self, conn: psycopg.Connection, target: int, process: subprocess.Popen[bytes]
+    ) -> bool:
+        deadline = time.monotonic() + RECEIVE_WAIT
+        while time.monotonic() < deadline and process.poll() is None:
+            flushed = self._one(
+                conn,
+                "SELECT flush_lsn::text FROM pg_stat_replication WHERE application_name = %s",
+                (self.application_name,),
+            )
+            if flushed is not None and parse_lsn(str(flushed)) >= target:
+                return True
+            if self.stop.wait(0.01):
+                return False
+        return False
+
+    def _archive(self, spool: Path) -> None:
+        """Archive the completed segments, then the partial one when it changed."""
+        for path in sorted(spool.iterdir()):
+            if path.suffix == ".partial" or not is_wal_file(path.name):
+                continue
+            archive.store(self.rt, self.project_id, path)
+            path.unlink()
+        for path in sorted(spool.glob("*.partial")):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # completed between the listing and now: archived next cycle
+            seen = (path.name, stat.st_size, stat.st_mtime_ns)
+            if seen != self._partial_seen and stat.st_size > 0:
+                archive.store(self.rt, self.project_id, path, partial=True)
+                self._partial_seen = seen
+
+
+class StreamManager:
+    """Run by every worker loop: starts a streamer for each streamed project whose lease
+    this worker can take, and stops them with the worker."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.stop = threading.Event()
+        self._threads: dict[str, threading.Thread] = {}
+        self._failed_at: dict[str, float] = {}
+
+    def step(self) -> None:
+        for record in self.rt.store.enabled_pitr():
+            if record.method != PitrMethod.stream:
+                continue
+            running = self._threads.get(record.project_id)
+            if running is not None and running.is_alive():
+                continue
+            if (
+                time.monotonic() - self._failed_at.get(record.project_id, -RESTART_DELAY)
+                < RESTART_DELAY
+            ):
+                continue
+            now = self.rt.now()
+            if not self.rt.store.claim_streamer(
+                record.project_id, self.rt.worker_id, now, now + timedelta(seconds=LEASE_SECONDS)
+            ):
+                continue
+            thread = threading.Thread(
+                target=self._run,
+                args=(record.project_id,),
+                name=f"stream-{record.project_id}",
+                daemon=True,
+            )
+            self._threads[record.project_id] = thread
+            thread.start()
+
+    def _run(self, project_id: str) -> None:
+        try:
+            Streamer(self.rt, project_id, self.stop).run()
+        except Exception:
+            log.exception("streaming the log of %s failed; again in %gs", project_id, RESTART_DELAY)
+            self._failed_at[project_id] = time.monotonic()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self._threads.values():
+            thread.join(timeout=30)
