@@ -396,3 +396,6 @@ def engine(engine_dir: Path, clock: ManualClock) -> Iterator[Engine]:
 @pytest.fixture
 def project(engine: Engine, source_url: str) -> Project:
     return engine.create_project(CreateProject(name="app", database_url=source_url)).project
+
+
+from tests.postgres.pitr_harness import pitr  # noqa: E402, F401 - the fixture, for every test here

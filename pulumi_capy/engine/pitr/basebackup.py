@@ -21,7 +21,7 @@ from pulumi_capy.engine.drivers.postgres.failures import command_failure
 from pulumi_capy.engine.drivers.postgres.libpq import connect, env
 from pulumi_capy.engine.jobs import JobDone, PermanentFailure
 from pulumi_capy.engine.pitr import server
-from pulumi_capy.engine.pitr.lsn import format_lsn, parse_lsn
+from pulumi_capy.engine.pitr.lsn import format_lsn, log_end, parse_lsn
 from pulumi_capy.engine.pitr.processes import popen_tied
 from pulumi_capy.engine.queue import Lease, new_id
 from pulumi_capy.engine.runtime import Runtime
@@ -52,7 +52,7 @@ def _position(url: str) -> _Position:
     with connect(url) as conn:
         row = conn.execute(POSITION).fetchone()
     assert row is not None
-    return _Position(row[0], parse_lsn(str(row[1])), int(str(row[2])[:8], 16))
+    return _Position(row[0], log_end(parse_lsn(str(row[1]))), int(str(row[2])[:8], 16))
 
 
 def run_base_backup(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:

@@ -9,7 +9,7 @@ in the log moves up).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pulumi_capy.api.errors import FieldError, InvalidInput, NotFound
 from pulumi_capy.api.models import (
@@ -33,6 +33,7 @@ __all__ = [
     "enable",
     "enqueue_base_backup",
     "status",
+    "streaming",
     "window",
 ]
 
@@ -44,6 +45,7 @@ def _require(rt: Runtime, project_id: str) -> ProjectRecord:
     return project
 
 
+CATCH_UP_SECONDS = 5.0  # how far past the window's end a moment may be while the log streams
 NO_STREAMER = (
     "nothing streams this project's log: no worker holds its lease. Start one with "
     "`capy worker` (or `capy serve --workers N`); the window does not move until one runs"
@@ -115,7 +117,14 @@ def check_time(rt: Runtime, project: ProjectRecord, moment: datetime, field: str
             ]
         )
     moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    if not current.start <= moment <= current.end:
+    # a moment just past the window's end ("now") while the log streams: restorable in
+    # a moment; the restore waits until the archive covers it
+    soon = (
+        streaming(record, rt.now())
+        and moment <= rt.now()
+        and moment - current.end <= timedelta(seconds=CATCH_UP_SECONDS)
+    )
+    if not current.start <= moment <= current.end and not (moment >= current.start and soon):
         raise InvalidInput(
             [
                 FieldError(
@@ -128,6 +137,15 @@ def check_time(rt: Runtime, project: ProjectRecord, moment: datetime, field: str
     return current
 
 
+def streaming(record: PitrRecord, now: datetime) -> bool:
+    """Whether a worker holds the lease on streaming the project's log."""
+    return (
+        record.streamer_id is not None
+        and record.lease_expires_at is not None
+        and record.lease_expires_at >= now
+    )
+
+
 def status(rt: Runtime, project_id: str) -> PitrStatus:
     _require(rt, project_id)
     record = rt.store.get_pitr(project_id)
@@ -137,12 +155,7 @@ def status(rt: Runtime, project_id: str) -> PitrStatus:
     current = window(rt, project_id)
     notices = list(record.notices)
     streamer = None
-    alive = (
-        record.streamer_id is not None
-        and record.lease_expires_at is not None
-        and record.lease_expires_at >= now
-    )
-    if alive and record.streamer_id is not None:
+    if streaming(record, now) and record.streamer_id is not None:
         streamer = PitrStreamer(worker_id=record.streamer_id, heartbeat_at=record.heartbeat_at)
     elif record.method == PitrMethod.stream:
         notices.append(NO_STREAMER)

@@ -7,6 +7,7 @@ import re
 __all__ = [
     "SEGMENT_NAME",
     "format_lsn",
+    "log_end",
     "parse_lsn",
     "segment_name",
     "segment_number",
@@ -16,6 +17,20 @@ __all__ = [
 SEGMENT_NAME = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 HISTORY_NAME = re.compile(r"^[0-9A-F]{8}\.history$")
 DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024
+LONG_PAGE_HEADER = 40  # bytes at the start of a segment
+SHORT_PAGE_HEADER = 24  # bytes at the start of every other page
+PAGE_BYTES = 8192
+
+
+def log_end(insert_lsn: int, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> int:
+    """Where the log really ends, given the server's insert position: one right after a
+    page header points past bytes that hold no record yet (the server sends them no sooner
+    than the next record, which may be minutes away on an idle server)."""
+    if insert_lsn % segment_bytes == LONG_PAGE_HEADER:
+        return insert_lsn - LONG_PAGE_HEADER
+    if insert_lsn % PAGE_BYTES == SHORT_PAGE_HEADER:
+        return insert_lsn - SHORT_PAGE_HEADER
+    return insert_lsn
 
 
 def parse_lsn(text: str) -> int:

@@ -22,10 +22,10 @@ from pulumi_capy.api.models import format_timestamp
 from pulumi_capy.engine.drivers import driver_for
 from pulumi_capy.engine.jobs import JobDone, Loaded, PermanentFailure, load_into_target
 from pulumi_capy.engine.pitr import archive, server
-from pulumi_capy.engine.pitr.control import base_backup_for
+from pulumi_capy.engine.pitr.control import NO_STREAMER, base_backup_for, streaming
 from pulumi_capy.engine.pitr.instance import Instance, instance_space, unpack
 from pulumi_capy.engine.pitr.lsn import SEGMENT_NAME, segment_name, segment_number
-from pulumi_capy.engine.queue import Lease
+from pulumi_capy.engine.queue import Deferred, Lease
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import (
     BaseBackupRecord,
@@ -37,6 +37,7 @@ from pulumi_capy.engine.stores.contract import (
 __all__ = ["plan_segments", "run_pitr_restore"]
 
 SPACE_MARGIN = 64 * 1024 * 1024  # bytes kept free beyond what the instance needs
+LOG_WAIT = 0.25  # seconds before a restore to a moment the log does not reach yet looks again
 
 
 def plan_segments(rt: Runtime, project_id: str, backup: BaseBackupRecord) -> list[WalSegmentRecord]:
@@ -112,11 +113,27 @@ def _check_space(where: Path, backup: BaseBackupRecord, planned: list[WalSegment
         )
 
 
+def _wait_for_log(rt: Runtime, project_id: str, moment: datetime) -> None:
+    """A moment the archive does not cover yet (``now``, a second ago): wait while a
+    worker streams; fail when nobody does."""
+    record = rt.store.get_pitr(project_id)
+    if record is None or not record.enabled:
+        raise PermanentFailure(f"point-in-time recovery was turned off for project {project_id}")
+    if record.covered_at is not None and record.covered_at >= moment:
+        return
+    if not streaming(record, rt.now()):
+        raise PermanentFailure(
+            f"the archived log does not reach {format_timestamp(moment)} and {NO_STREAMER}"
+        )
+    raise Deferred(f"the archived log does not reach {format_timestamp(moment)} yet", LOG_WAIT)
+
+
 def run_pitr_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     project = rt.store.get_project(job.project_id or "")
     if project is None:
         raise PermanentFailure(f"project {job.project_id} no longer exists")
     moment = datetime.fromisoformat(str(job.payload["restore_time"]))
+    _wait_for_log(rt, project.id, moment)
     backup = base_backup_for(rt, project.id, moment)
     if backup is None:
         raise PermanentFailure(
@@ -169,7 +186,7 @@ def run_pitr_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
             dumped.details,
             None,
             PreviewSource(
-                kind="restore_time",
+                kind=job.payload.get("source_kind") or "restore_time",
                 database=project.database_name,
                 backup_key=None,
                 restore_time=moment,

@@ -33,7 +33,7 @@ from pulumi_capy.api.models import PitrMethod, format_timestamp
 from pulumi_capy.engine.drivers.postgres.libpq import connect, env
 from pulumi_capy.engine.pitr import archive, server
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
-from pulumi_capy.engine.pitr.lsn import format_lsn, is_wal_file, parse_lsn, segment_name
+from pulumi_capy.engine.pitr.lsn import format_lsn, is_wal_file, log_end, parse_lsn, segment_name
 from pulumi_capy.engine.pitr.processes import popen_tied, stop_process
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import PitrRecord
@@ -46,10 +46,6 @@ CYCLE = 0.25  # seconds between two archivings of the log: the recovery point tr
 RECEIVE_WAIT = 2.0  # how long one cycle waits for pg_receivewal to catch up
 LEASE_SECONDS = 15.0  # a dead streamer's project is taken over after at most this long
 RESTART_DELAY = 2.0  # before a failed streamer of this worker tries again
-LONG_PAGE_HEADER = 40  # bytes at the start of a segment
-SHORT_PAGE_HEADER = 24  # bytes at the start of every other page
-PAGE_BYTES = 8192
-SEGMENT_BYTES = 16 * 1024 * 1024
 
 
 class StreamStopped(Exception):
@@ -60,17 +56,6 @@ class StreamStopped(Exception):
 class _Sample:
     at: datetime  # the server's clock
     target: int  # the log position every commit made before ``at`` lies under
-
-
-def _target(insert_lsn: int) -> int:
-    """Where the log really ends: an insert position right after a page header points
-    past bytes that hold no record yet (and that the server sends no sooner than the
-    next record)."""
-    if insert_lsn % SEGMENT_BYTES == LONG_PAGE_HEADER:
-        return insert_lsn - LONG_PAGE_HEADER
-    if insert_lsn % PAGE_BYTES == SHORT_PAGE_HEADER:
-        return insert_lsn - SHORT_PAGE_HEADER
-    return insert_lsn
 
 
 class Streamer:
@@ -129,6 +114,8 @@ class Streamer:
                 self._loop(conn, spool, process, record.slot_name or "")
             finally:
                 stop_process(process)
+                if process.stderr is not None:
+                    process.stderr.close()
 
     @staticmethod
     def _one(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> object:
@@ -217,7 +204,7 @@ class Streamer:
     def _sample(conn: psycopg.Connection) -> _Sample:
         row = conn.execute("SELECT clock_timestamp(), pg_current_wal_insert_lsn()::text").fetchone()
         assert row is not None
-        return _Sample(at=row[0], target=_target(parse_lsn(str(row[1]))))
+        return _Sample(at=row[0], target=log_end(parse_lsn(str(row[1]))))
 
     def _received(
         self, conn: psycopg.Connection, target: int, process: subprocess.Popen[bytes]
