@@ -257,14 +257,17 @@ def test_create_restore_point_of_an_unknown_backup_key(engine: Engine, project: 
     assert engine.list_restore_points(project.id) == []
 
 
-def test_create_restore_point_of_kind_pitr_is_refused(engine: Engine, project: Project) -> None:
+def test_create_restore_point_of_kind_pitr_is_refused_while_pitr_is_off(
+    engine: Engine, project: Project
+) -> None:
     with pytest.raises(InvalidInput) as caught:
         engine.create_restore_point(
             project.id, CreateRestorePoint(label="now", kind=RestorePointKind.pitr)
         )
 
-    assert caught.value.fields == ["kind"]
-    assert "point-in-time" in str(caught.value)
+    assert caught.value.fields == ["pitr_time"]
+    assert "point-in-time recovery is off" in str(caught.value)
+    assert f"capy pitr enable --project {project.id}" in str(caught.value)
     assert engine.list_restore_points(project.id) == []
 
 
