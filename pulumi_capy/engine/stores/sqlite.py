@@ -79,7 +79,12 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
     def insert_project(self, project: ProjectRecord) -> ProjectRecord:
         try:
             with self._writing() as db:
-                self._insert(db, "projects", project.model_dump())
+                # the PITR window is computed (``pitr.control.window``), not a column
+                self._insert(
+                    db,
+                    "projects",
+                    project.model_dump(exclude={"pitr_window_start", "pitr_window_end"}),
+                )
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a project named {project.name!r} exists already") from exc
         stored_project = self.get_project(project.id)
