@@ -36,6 +36,7 @@ __all__ = [
     "window",
 ]
 
+
 def _require(rt: Runtime, project_id: str) -> ProjectRecord:
     project = rt.store.get_project(project_id)
     if project is None:
