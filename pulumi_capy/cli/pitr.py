@@ -65,8 +65,10 @@ def pitr() -> None:
 # ---------------------------------------------------------------- output
 
 
-def _moment(value: datetime | None) -> str:
-    return format_timestamp(value) if isinstance(value, datetime) else "not open"
+def _moment(value: datetime | None, *, reported: bool) -> str:
+    if value is not None:
+        return format_timestamp(value)
+    return "not open" if reported else "not reported"
 
 
 def describe_status(project: str, status: PitrStatus) -> list[str]:
@@ -88,11 +90,13 @@ def describe_status(project: str, status: PitrStatus) -> list[str]:
         streamer = "-"
     else:
         streamer = "none"
+    # no method: hosted CapyDB, where PITR is always on and the window is not reported
+    reported = status.method is not None
     lines = [
         f"point-in-time recovery of {project}: on",
-        f"method:        {status.method or 'unknown'}",
-        f"window start:  {_moment(status.window_start)}",
-        f"window end:    {_moment(status.window_end)}",
+        f"method:        {status.method or 'not reported'}",
+        f"window start:  {_moment(status.window_start, reported=reported)}",
+        f"window end:    {_moment(status.window_end, reported=reported)}",
         f"lag:           {lag}",
         f"streamer:      {streamer}",
     ]

@@ -14,14 +14,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pulumi_capy.api.models import PitrStatus, PitrStreamer
+from pulumi_capy.api.client import HOSTED_PITR
+from pulumi_capy.api.models import SCOPES, CreateApiKey, PitrStatus, PitrStreamer
 from pulumi_capy.cli import pitr as pitr_cli
 from pulumi_capy.cli.pitr import describe_status
 from pulumi_capy.cli.wal import FATAL_EXIT
+from pulumi_capy.engine import Engine
 from pulumi_capy.engine.pitr.server import slot_name
+from pulumi_capy.server import create_app
 from tests.cli.conftest import Capy
 from tests.pg import PostgresServer
 from tests.postgres.conftest import PgNamespace
+from tests.server.conftest import serve
 
 SEGMENT = "000000010000000000000001"
 
@@ -70,6 +74,19 @@ def test_an_open_window_reads_in_rfc_3339_utc() -> None:
         "streamer:      worker wrk_1, last heartbeat 2026-11-26T14:32:08Z",
         "notice: a gap in the log at 0/3000000",
         "notice: second notice",
+    ]
+
+
+def test_hosted_capydb_reads_always_on_with_its_window_not_reported() -> None:
+    status = PitrStatus(enabled=True, method=None, notices=[HOSTED_PITR])
+    assert describe_status("prj_1", status) == [
+        "point-in-time recovery of prj_1: on",
+        "method:        not reported",
+        "window start:  not reported",
+        "window end:    not reported",
+        "lag:           -",
+        "streamer:      -",
+        f"notice: {HOSTED_PITR}",
     ]
 
 
@@ -312,3 +329,38 @@ def test_wal_push_passes_over_backup_history_files(
     )
     result = capy("wal-push", "--project", project_id, str(history))
     assert "backup history file" in result.stderr
+
+
+# ---------------------------------------------------------------- against capy serve
+
+
+def test_pitr_commands_speak_to_a_capy_server(capy: Capy, project_id: str) -> None:
+    with Engine(capy.engine_dir) as engine:
+        key = engine.create_api_key(
+            "org_default", CreateApiKey(name="cli", scopes=list(SCOPES))
+        ).plaintext_api_key.get_secret_value()
+    env = {"CAPYDB_API_KEY": key}
+    with serve(create_app(capy.engine_dir)) as url:
+        status = capy.raw("--api-url", url, "pitr", "status", "--project", project_id, env=env)
+        assert status.exit_code == 0, status.stderr
+        assert status.stdout.splitlines()[0] == f"point-in-time recovery of {project_id}: off"
+        refused = capy.raw("--api-url", url, "pitr", "enable", "--project", project_id, env=env)
+        assert refused.exit_code == 1
+        assert "enabled" in one_error_line(refused.stderr)
+        off = capy.raw(
+            "--api-url", url, "--json", "pitr", "disable", "--project", project_id, env=env
+        )
+        assert off.exit_code == 0, off.stderr
+        assert json.loads(off.stdout) == {
+            "pitr": {
+                "enabled": False,
+                "method": None,
+                "window_start": None,
+                "window_end": None,
+                "lag_seconds": None,
+                "streamer": None,
+                "notices": [],
+            },
+            "job": None,
+        }
+    assert key not in status.stdout + status.stderr + refused.stderr
