@@ -54,16 +54,27 @@ BASE_BACKUP_TIMEOUT = 6 * 3600.0  # a base backup copies the whole cluster
 
 
 def set_pitr(backend: Backend, project: ProjectModel, *, enabled: bool) -> None:
-    """Turn the project's PITR on or off; on, wait for the first base backup it started."""
+    """Turn the project's PITR on or off; on, wait for the first base backup it started.
+
+    When that base backup fails, PITR was off before this call: it is turned off again,
+    so that a failed create or update leaves it as it was."""
     change = backend.put_pitr(project.id, PutPitr(enabled=enabled))
     state = "on" if change.pitr.enabled else "off"
     progress(f"project {project.name}: point-in-time recovery {state}")
     if change.job is not None:
-        backend.wait_for_job(
-            change.job.id,
-            BASE_BACKUP_TIMEOUT,
-            report_job(f"project {project.name}: first PITR base backup"),
-        )
+        try:
+            backend.wait_for_job(
+                change.job.id,
+                BASE_BACKUP_TIMEOUT,
+                report_job(f"project {project.name}: first PITR base backup"),
+            )
+        except CapyError:
+            try:
+                backend.put_pitr(project.id, PutPitr(enabled=False))
+                progress(f"project {project.name}: point-in-time recovery off again")
+            except CapyError as cleanup:
+                progress(f"project {project.name}: could not turn PITR off again: {cleanup}")
+            raise
     for notice in change.pitr.notices:
         progress(f"project {project.name}: {notice}")
 

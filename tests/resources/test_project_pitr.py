@@ -15,6 +15,7 @@ import pytest
 from pulumi_capy.api.models import PutPitr
 from pulumi_capy.engine.pitr.server import slot_name
 from pulumi_capy.engine.service import Engine
+from pulumi_capy.resources import project as project_module
 from pulumi_capy.resources._provider import CapyResourceError
 from pulumi_capy.resources.project import ProjectProvider
 from pulumi_capy.resources.restore import RestoreProvider
@@ -142,3 +143,20 @@ def test_embedded_pitr_inputs_reach_the_engine(engine: Engine, app_db: Path) -> 
         RestoreProvider().create(restore_inputs(project.id, restore_time=WHEN))
     assert engine.list_restore_points(project.id) == []
     assert engine.list_jobs(project.id) == []
+
+
+def test_an_update_whose_base_backup_does_not_end_leaves_pitr_off(
+    engine: Engine, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = ProjectProvider()
+    inputs = project_inputs(pg_url)
+    created = create(provider, inputs)
+    monkeypatch.setattr(project_module, "BASE_BACKUP_TIMEOUT", 0.0)  # it cannot end in time
+
+    with pytest.raises(CapyResourceError) as raised:
+        provider.update(created.id, stored(created.outs), {**inputs, "pitr": True})
+
+    assert "update project shop: turn point-in-time recovery on" in str(raised.value)
+    assert "pitr.base_backup" in str(raised.value)
+    assert engine.get_pitr(created.id).enabled is False  # as it was before the update
+    assert slot_name(created.id) not in slots(pg_url)
