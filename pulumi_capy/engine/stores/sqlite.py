@@ -79,7 +79,6 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
     def insert_project(self, project: ProjectRecord) -> ProjectRecord:
         try:
             with self._writing() as db:
-                # the PITR window is computed (``pitr.control.window``), not a column
                 self._insert(
                     db,
                     "projects",
