@@ -4,6 +4,7 @@ CapyDB they are in ``test_hosted.py``."""
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,4 +160,27 @@ def test_an_update_whose_base_backup_does_not_end_leaves_pitr_off(
     assert "update project shop: turn point-in-time recovery on" in str(raised.value)
     assert "pitr.base_backup" in str(raised.value)
     assert engine.get_pitr(created.id).enabled is False  # as it was before the update
+    assert slot_name(created.id) not in slots(pg_url)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pulumi_capy.engine.pitr.basebackup") is None,
+    reason="the engine's PITR base backups are not in this branch yet",
+)
+def test_create_with_pitr_waits_for_the_first_base_backup(engine: Engine, pg_url: str) -> None:
+    provider = ProjectProvider()
+    inputs = project_inputs(pg_url, pitr=True)
+
+    created = create(provider, inputs)
+
+    try:
+        assert created.outs["pitr"] is True
+        (job,) = engine.list_jobs(created.id)
+        assert (job.type, job.state) == ("pitr.base_backup", "completed")
+        assert engine.get_pitr(created.id).enabled is True
+        assert read(provider, created.id, stored(created.outs)).outs["pitr"] is True
+        off = update(provider, created.id, stored(created.outs), {**inputs, "pitr": False})
+        assert off["pitr"] is False
+    finally:
+        engine.put_pitr(created.id, PutPitr(enabled=False))
     assert slot_name(created.id) not in slots(pg_url)
