@@ -67,3 +67,25 @@ def test_enable_wait_returns_with_the_window_open(capy: Capy, streamed_project: 
     assert lines[2].endswith("Z")
     assert lines[5].startswith(f"streamer:      worker {status['streamer']['worker_id']}")
     assert not any("nothing streams" in line for line in lines)
+
+
+def test_a_pitr_restore_point_pins_a_moment_of_the_window(
+    capy: Capy, streamed_project: str
+) -> None:
+    status = capy.json("pitr", "enable", "--project", streamed_project, "--wait", "--timeout", "3")
+    moment = status["pitr"]["window_start"]
+
+    pinned = capy.json(
+        "restore-points", "create", "--project", streamed_project, "--label", "start",
+        "--kind", "pitr", "--pitr-time", moment,
+    )  # fmt: skip
+    assert (pinned["kind"], pinned["state"], pinned["backup_key"]) == ("pitr", "active", None)
+    assert datetime.fromisoformat(pinned["pitr_time"]) == datetime.fromisoformat(moment)
+
+    human = capy(
+        "restore-points", "create", "--project", streamed_project, "--label", "now",
+        "--kind", "pitr",
+    )  # fmt: skip
+    assert "(now) pins the moment 20" in human.stdout
+    listed = capy.json("restore-points", "list", "--project", streamed_project)
+    assert sorted(point["label"] for point in listed) == ["now", "start"]
