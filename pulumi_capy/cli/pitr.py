@@ -108,6 +108,19 @@ def _show(project: str, status: PitrStatus) -> None:
         echo(line)
 
 
+def _archive_hint(project: str) -> str:
+    """What the server needs for method archive: it pushes its log with ``capy wal-push``."""
+    from pulumi_capy.engine import Engine
+
+    chosen = backend()
+    directory = str(chosen.directory) if isinstance(chosen, Engine) else "<engine dir>"
+    return (
+        "the server pushes its log: set archive_mode = on and archive_command = "
+        f"'capy wal-push --engine-dir {directory} --project {project} %p' in its "
+        "postgresql.conf (the engine directory must be writable by the server's user)"
+    )
+
+
 # ---------------------------------------------------------------- waiting for the window
 
 
@@ -206,6 +219,8 @@ def enable(project: str, method: str, wait: bool, timeout: float) -> None:
                 echo(f"point-in-time recovery of {project} is on (method {change.pitr.method})")
             for text in change.pitr.notices:
                 echo(f"notice: {text}")
+            if change.pitr.method == PitrMethod.archive:
+                echo(_archive_hint(project))
             note(f"follow it with: capy pitr status --project {project}")
 
         emit(change, human)

@@ -364,3 +364,22 @@ def test_pitr_commands_speak_to_a_capy_server(capy: Capy, project_id: str) -> No
             "job": None,
         }
     assert key not in status.stdout + status.stderr + refused.stderr
+
+
+def test_method_archive_tells_how_to_set_archive_command(
+    capy: Capy, pg_project: tuple[str, str]
+) -> None:
+    project_id, url = pg_project
+    enabled = capy("pitr", "enable", "--project", project_id, "--method", "archive")
+
+    assert "is on (method archive); its first base backup runs as job job_" in enabled.stdout
+    command = f"'capy wal-push --engine-dir {capy.engine_dir.resolve()} --project {project_id} %p'"
+    assert f"archive_command = {command}" in enabled.stdout
+    assert slot_name(project_id) not in slots(url)  # the server pushes: no slot to stream from
+    status = capy("pitr", "status", "--project", project_id).stdout.splitlines()
+    assert status[1] == "method:        archive"
+    assert status[5].startswith("streamer:      none (method archive")
+    assert not any("nothing streams" in line for line in status)
+
+    refused = capy("pitr", "enable", "--project", project_id, code=1)  # stream, while archive
+    assert "method" in one_error_line(refused.stderr)
