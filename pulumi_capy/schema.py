@@ -51,6 +51,13 @@ DESCRIPTIONS: dict[str, str] = {
     "(or `postgresql://…` where supported). A secret.",
     "environment": "`production` or `non_production`.",
     "force_destroy": "Allow deleting the project with its backups, restore points and previews.",
+    "pitr": "Point-in-time recovery of a PostgreSQL project: `true` turns it on (a replication "
+    "slot and a first base backup, waited for), `false` off; unset leaves it as it is. An "
+    "update, never a replacement. Its log streams while a `capy worker` runs.",
+    "pitr_window_start": "The oldest moment a `restore_time` can name (null while PITR is off "
+    "or its window is not open yet).",
+    "pitr_window_end": "The newest moment a `restore_time` can name (null while PITR is off or "
+    "its window is not open yet).",
     "preview_database_url": "How to reach the preview this restore made. A secret.",
     "requested": "The inputs as given (backup_key, pitr_time and, for an adopted restore "
     "point, label and note may differ from the outputs of the same names).",
@@ -76,6 +83,7 @@ EXTRA_TYPES: dict[str, dict[str, Any]] = {
     "timeout_minutes": {"type": "number"},
     "triggers": {"$ref": "pulumi.json#/Any"},
     "force_destroy": {"type": "boolean"},
+    "pitr": {"type": "boolean"},
     "job_id": {"type": "string"},
     "restore_point_id": {"type": "string"},
     "backup_id": {"type": "string"},

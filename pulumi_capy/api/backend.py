@@ -23,10 +23,13 @@ from pulumi_capy.api.models import (
     CreateRestorePoint,
     Identity,
     Job,
+    PitrChange,
+    PitrStatus,
     PreviewCreated,
     PreviewDatabase,
     Project,
     ProjectCreated,
+    PutPitr,
     PutScheduledBackup,
     RestorePoint,
     RestoreRequest,
@@ -70,6 +73,23 @@ class Backend(Protocol):
     def put_scheduled_backup(
         self, project_id: str, request: PutScheduledBackup
     ) -> ScheduledBackup: ...
+
+    # point-in-time recovery [ours]
+    def get_pitr(self, project_id: str) -> PitrStatus:
+        """The project's PITR: on or off, how, its window, who streams its log.
+
+        Hosted CapyDB has PITR always on and no such call: there it is
+        ``enabled`` with ``method`` and window unknown (``None``) and a notice saying so.
+        """
+        ...
+
+    def put_pitr(self, project_id: str, request: PutPitr) -> PitrChange:
+        """Turn PITR on (``job`` is its first base backup when that started one) or off.
+
+        Turning it on again is a no-op (``job`` is ``None``). Hosted CapyDB has it
+        always on: turning it on changes nothing there, turning it off is ``NotSupported``.
+        """
+        ...
 
     # jobs
     def list_jobs(self, project_id: str, limit: int = 25) -> list[Job]: ...

@@ -6,6 +6,13 @@ so every call may be retried: on connection errors, 429 and 502/503/504, with
 exponential backoff and jitter, honouring ``Retry-After``, within a total
 deadline. Other 4xx are never retried. The API key travels only in the
 ``Authorization`` header; it is not in any log line, repr or error.
+
+Calls only a self-hosted ``capy serve`` has [ours] ask ``GET /v1/me`` once
+whether the server is one: deleting backups and projects (``NotSupported`` on
+hosted CapyDB) and PITR control. Hosted CapyDB has PITR always on and no
+``/pitr`` endpoint: a 404 there for ``GET …/pitr`` of a project that exists is
+read as ``PitrStatus(enabled=True, method=None, window unknown)`` with the notice
+``HOSTED_PITR``; ``put_pitr`` sends nothing there (on: already, off: ``NotSupported``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from pulumi_capy.api.errors import (
     ConfigError,
     JobFailed,
     JobTimeout,
+    NotFound,
     NotSupported,
     RateLimited,
     ServerError,
@@ -51,10 +59,13 @@ from pulumi_capy.api.models import (
     Identity,
     Job,
     JobState,
+    PitrChange,
+    PitrStatus,
     PreviewCreated,
     PreviewDatabase,
     Project,
     ProjectCreated,
+    PutPitr,
     PutScheduledBackup,
     RestorePoint,
     RestoreRequest,
@@ -62,7 +73,7 @@ from pulumi_capy.api.models import (
 )
 from pulumi_capy.api.retry import RETRY_STATUSES, HttpRetryPolicy, parse_retry_after
 
-__all__ = ["DEFAULT_API_URL", "CapyClient"]
+__all__ = ["DEFAULT_API_URL", "HOSTED_PITR", "CapyClient"]
 
 DEFAULT_API_URL = "https://capydb.dev/api/capydb"
 USER_AGENT = f"pulumi-capy/{__version__}"
@@ -71,6 +82,11 @@ USER_AGENT = f"pulumi-capy/{__version__}"
 POLL_START = 0.5
 POLL_FACTOR = 1.5
 POLL_CAP = 10.0
+
+HOSTED_PITR = (
+    "hosted CapyDB: PITR is always on (log shipped at least every 60 s, ~30-day window); "
+    "its API does not report the window"
+)
 
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
@@ -309,15 +325,15 @@ class CapyClient:
         )
         return self._field(data, "job", Job)
 
-    def _serves_deletes(self) -> bool:
+    def _is_capy_server(self) -> bool:
         """Whether the server is a self-hosted ``capy serve``, which can delete backups and
-        projects [ours]; hosted CapyDB's API cannot. Asked once per client."""
+        projects and control PITR [ours]; hosted CapyDB's API cannot. Asked once per client."""
         if self._capy_server is None:
             self._capy_server = self.get_identity().is_pulumi_capy_server
         return self._capy_server
 
     def delete_backup(self, project_id: str, backup_id: str) -> None:
-        if not self._serves_deletes():
+        if not self._is_capy_server():
             raise NotSupported(
                 "delete_backup: CapyDB's API has no call to delete a backup; backups leave "
                 "through their schedule's retention_days"
@@ -336,6 +352,35 @@ class CapyClient:
             body=request,
         )
         return self._field(data, "scheduled_backup", ScheduledBackup)
+
+    # ------------------------------------------------------------ point-in-time recovery
+
+    def _hosted_pitr(self, project_id: str) -> PitrStatus:
+        """Hosted CapyDB's PITR: always on, window unknown (after checking the project
+        exists, so that an unknown project is still a ``NotFound``)."""
+        self.get_project(project_id)
+        return PitrStatus(enabled=True, method=None, notices=[HOSTED_PITR])
+
+    def get_pitr(self, project_id: str) -> PitrStatus:
+        try:
+            data = self._request("GET", self._project_path(project_id, "pitr"))
+        except NotFound:
+            if self._is_capy_server():
+                raise  # a capy serve has the endpoint: the project is unknown
+            return self._hosted_pitr(project_id)
+        return self._field(data, "pitr", PitrStatus)
+
+    def put_pitr(self, project_id: str, request: PutPitr) -> PitrChange:
+        if not self._is_capy_server():
+            if not request.enabled:
+                raise NotSupported(
+                    "put_pitr: hosted CapyDB keeps point-in-time recovery on for every "
+                    "project; it cannot be turned off"
+                )
+            return PitrChange(pitr=self._hosted_pitr(project_id), job=None)
+        data = self._request("PUT", self._project_path(project_id, "pitr"), body=request)
+        job = self._field(data, "job", Job) if data.get("job") else None
+        return PitrChange(pitr=self._field(data, "pitr", PitrStatus), job=job)
 
     # ------------------------------------------------------------ jobs
 
@@ -405,7 +450,7 @@ class CapyClient:
         return ProjectCreated(project=self._field(data, "project", Project), job=job)
 
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
-        if not self._serves_deletes():
+        if not self._is_capy_server():
             raise NotSupported(
                 "delete_project: CapyDB's API has no call to delete a project here; "
                 "manage hosted projects with CapyDB's console or its Terraform provider"

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
@@ -37,9 +38,11 @@ __all__ = [
     "echo",
     "emit",
     "engine_dir_option",
+    "engine_directory",
     "example",
     "fmt",
     "json_option",
+    "jsonable",
     "note",
     "project_option",
     "request",
@@ -191,6 +194,15 @@ def example(*lines: str) -> str:
 
 
 # ---------------------------------------------------------------- the back end
+
+
+def engine_directory() -> Path:
+    """--engine-dir, else CAPY_ENGINE_DIR, else .capy (the settings' rules, minus the mode):
+    for the commands that work on the engine directory itself (serve, worker, wal-push)."""
+    from pulumi_capy.settings import resolve
+
+    environ = {name: os.environ[name] for name in ("CAPY_ENGINE_DIR",) if name in os.environ}
+    return resolve(mode="embedded", engine_dir=state().engine_dir, environ=environ).engine_dir
 
 
 # How the options that choose the back end are called, for the settings' messages.

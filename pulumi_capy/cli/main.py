@@ -15,7 +15,17 @@ from pathlib import Path
 import click
 
 from pulumi_capy._version import __version__
-from pulumi_capy.cli import backups, jobs, keys, previews, projects, restores, server
+from pulumi_capy.cli import (
+    backups,
+    jobs,
+    keys,
+    pitr,
+    previews,
+    projects,
+    restores,
+    server,
+    wal,
+)
 from pulumi_capy.cli.common import CapyGroup, State, backend_options, example, json_option
 
 __all__ = ["cli", "main"]
@@ -86,6 +96,9 @@ for group in (
     restores.restore,
     jobs.jobs,
     previews.previews,
+    pitr.pitr,
+    wal.wal_push,
+    wal.wal_fetch,
 ):
     cli.add_command(group)
 

@@ -11,6 +11,7 @@ from pulumi_capy.api.models import (
     RestorePointKind,
     RestoreRequest,
     TargetKind,
+    format_timestamp,
 )
 from pulumi_capy.cli.backups import take_backup
 from pulumi_capy.cli.common import (
@@ -40,32 +41,60 @@ __all__ = ["preview_location", "restore", "restore_points"]
     epilog=example("capy restore-points create --project prj_1 --label before-migration"),
 )
 def restore_points() -> None:
-    """Named restore points: a label pinned to a backup."""
+    """Named restore points: a label pinned to a backup, or to a moment (PITR)."""
 
 
 @restore_points.command(
     epilog=example(
         "capy restore-points create --project prj_1 --label before-migration",
         "capy restore-points create --project prj_1 --label nightly --backup-key bk_…",
+        "capy restore-points create --project prj_1 --label before-deploy --kind pitr",
+        "capy restore-points create --project prj_1 --label bad-deploy --kind pitr "
+        "--pitr-time 2026-11-26T14:32:00Z",
     )
 )
 @project_option
 @click.option("--label", required=True, help="The restore point's name.")
 @click.option(
+    "--kind",
+    type=click.Choice([kind.value for kind in RestorePointKind]),
+    default=RestorePointKind.backup.value,
+    show_default=True,
+    help="backup: pin a backup; pitr: pin a moment of the PITR window (`capy pitr enable`).",
+)
+@click.option(
     "--backup-key",
     metavar="KEY",
-    help="Pin this backup. Without it a fresh backup is taken, verified, then pinned.",
+    help="With --kind backup: pin this backup. Without it a fresh backup is taken, "
+    "verified, then pinned.",
+)
+@click.option(
+    "--pitr-time",
+    metavar="TIME",
+    help="With --kind pitr: the RFC 3339 moment to pin (default: now).",
 )
 @click.option("--note", help="A note kept with the restore point.")
 @timeout_option
 @backend_options
 @json_option
 def create(
-    project: str, label: str, backup_key: str | None, note: str | None, timeout: float
+    project: str,
+    label: str,
+    kind: str,
+    backup_key: str | None,
+    pitr_time: str | None,
+    note: str | None,
+    timeout: float,
 ) -> None:
-    """Create a restore point (taking a fresh backup unless --backup-key is given)."""
+    """Create a restore point: a backup pinned (a fresh one unless --backup-key is given),
+    or with --kind pitr a moment of the point-in-time recovery window."""
     chosen = backend()
-    if backup_key is None:
+    if kind == RestorePointKind.pitr.value:
+        if backup_key is not None:
+            raise click.UsageError("--backup-key is for --kind backup; --kind pitr pins a time")
+    elif pitr_time is not None:
+        raise click.UsageError("--pitr-time is for --kind pitr")
+    elif backup_key is None:
         job = take_backup(project, label, timeout)
         backup_key = (job.result or {}).get("backup_key")
     point = chosen.create_restore_point(
@@ -73,15 +102,21 @@ def create(
         request(
             CreateRestorePoint,
             label=label,
-            kind=RestorePointKind.backup.value,
+            kind=kind,
             backup_key=backup_key,
+            pitr_time=pitr_time,
             note=note,
         ),
     )
-    emit(
-        point,
-        lambda: echo(f"restore point {point.id} ({point.label}) pins backup {point.backup_key}"),
-    )
+
+    def human() -> None:
+        if point.kind == RestorePointKind.pitr:
+            moment = format_timestamp(point.pitr_time) if point.pitr_time else "-"
+            echo(f"restore point {point.id} ({point.label}) pins the moment {moment}")
+        else:
+            echo(f"restore point {point.id} ({point.label}) pins backup {point.backup_key}")
+
+    emit(point, human)
 
 
 @restore_points.command("list", epilog=example("capy restore-points list --project prj_1"))
@@ -152,12 +187,17 @@ def _restored(project: str, job: Job) -> str:
     epilog=example(
         "capy restore --project prj_1 --restore-point rp_1 --wait",
         "capy restore --project prj_1 --backup-key bk_… --preview-name check --ttl-hours 4",
+        "capy restore --project prj_1 --restore-time 2026-11-26T14:32:00Z --wait --json",
         "capy restore --project prj_1 --restore-point rp_1 --target-kind project --confirm --wait",
     )
 )
 @project_option
 @click.option("--backup-key", metavar="KEY", help="Restore this backup.")
-@click.option("--restore-time", metavar="TIME", help="Restore to this RFC 3339 time (PITR).")
+@click.option(
+    "--restore-time",
+    metavar="TIME",
+    help="Restore to this RFC 3339 time of the PITR window (`capy pitr status`).",
+)
 @click.option("--restore-point", metavar="ID", help="Restore this restore point.")
 @click.option(
     "--target-kind",

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
 import click
 
-from pulumi_capy.cli.common import Failure, engine_dir_option, example, note, state
+from pulumi_capy.cli.common import Failure, engine_dir_option, engine_directory, example, note
 
 __all__ = ["serve", "worker"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-def _engine_dir() -> Path:
-    """--engine-dir, else CAPY_ENGINE_DIR, else .capy (the settings' rules, minus the mode)."""
-    from pulumi_capy.settings import resolve
-
-    environ = {name: os.environ[name] for name in ("CAPY_ENGINE_DIR",) if name in os.environ}
-    return resolve(mode="embedded", engine_dir=state().engine_dir, environ=environ).engine_dir
 
 
 def _logging(level: str) -> None:
@@ -102,7 +93,7 @@ def serve(
         ) from None
     from pulumi_capy.server.sessions import session_settings_from_env
 
-    directory = _engine_dir()
+    directory = engine_directory()
     sessions = session_settings_from_env(
         session_jwks,
         session_audience,
@@ -153,7 +144,7 @@ def worker(threads: int, tick_interval: float, poll_interval: float, log_level: 
     """
     from pulumi_capy.server.runner import run_workers, stop_on_signals
 
-    directory = _engine_dir()
+    directory = engine_directory()
     _logging(log_level)
     note(f"capy worker: engine {directory}, {threads} thread(s); SIGTERM or ctrl-C stops it")
     stop = threading.Event()

@@ -5,6 +5,11 @@ provider); against it, create fails before sending anything. ``database_url``
 is a secret. Delete is refused while the engine holds backups of the project,
 unless ``force_destroy`` (which removes its backups, restore points and
 previews too) — the convention of storage buckets.
+
+``pitr=True`` turns point-in-time recovery on (PostgreSQL projects), ``False`` off,
+unset leaves it alone; changing it is an update. Create and update wait for the
+first base backup when turning it on started one, not for the window (that needs a
+worker streaming the log: ``capy worker``). A refresh reads whether it is on.
 """
 
 from __future__ import annotations
@@ -12,10 +17,19 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, Resource
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    ReadResult,
+    Resource,
+    UpdateResult,
+)
 
+from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, Conflict, NotFound
-from pulumi_capy.api.models import CreateProject
+from pulumi_capy.api.models import CreateProject, PutPitr
+from pulumi_capy.api.models import Project as ProjectModel
 from pulumi_capy.resources._provider import (
     CapyProvider,
     backend_session,
@@ -24,6 +38,7 @@ from pulumi_capy.resources._provider import (
     fail,
     model_outputs,
     progress,
+    report_job,
 )
 
 __all__ = ["Project", "ProjectProvider"]
@@ -35,15 +50,45 @@ HOSTED_HINT = (
 )
 
 
+BASE_BACKUP_TIMEOUT = 6 * 3600.0  # a base backup copies the whole cluster
+
+
+def set_pitr(backend: Backend, project: ProjectModel, *, enabled: bool) -> None:
+    """Turn the project's PITR on or off; on, wait for the first base backup it started.
+
+    When that base backup fails, PITR was off before this call: it is turned off again,
+    so that a failed create or update leaves it as it was."""
+    change = backend.put_pitr(project.id, PutPitr(enabled=enabled))
+    state = "on" if change.pitr.enabled else "off"
+    progress(f"project {project.name}: point-in-time recovery {state}")
+    if change.job is not None:
+        try:
+            backend.wait_for_job(
+                change.job.id,
+                BASE_BACKUP_TIMEOUT,
+                report_job(f"project {project.name}: first PITR base backup"),
+            )
+        except CapyError:
+            try:
+                backend.put_pitr(project.id, PutPitr(enabled=False))
+                progress(f"project {project.name}: point-in-time recovery off again")
+            except CapyError as cleanup:
+                progress(f"project {project.name}: could not turn PITR off again: {cleanup}")
+            raise
+    for notice in change.pitr.notices:
+        progress(f"project {project.name}: {notice}")
+
+
 class ProjectProvider(CapyProvider):
-    input_names = ("name", "database_url", "environment", "force_destroy")
-    updatable = frozenset({"force_destroy"})
+    input_names = ("name", "database_url", "environment", "force_destroy", "pitr")
+    updatable = frozenset({"force_destroy", "pitr"})
     stripped = ("name",)
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         news = self.normalized(news)
         failures: list[CheckFailure] = []
         check_bool(news, "force_destroy", failures)
+        check_bool(news, "pitr", failures)
         if news.get("database_url") is None:
             failures.append(CheckFailure("database_url", "database_url: required"))
         check_model(
@@ -71,11 +116,49 @@ class ProjectProvider(CapyProvider):
                 )
             except CapyError as exc:
                 fail(f"create project {props.get('name')}", exc)
-        project = created.project
-        progress(f"project {project.name} registered as {project.id}")
+            project = created.project
+            progress(f"project {project.name} registered as {project.id}")
+            if props.get("pitr") is True:
+                project = self._turn_pitr_on_or_undo(backend, project)
         return CreateResult(
             project.id, self.inputs_of(props) | model_outputs(project, "project_id")
         )
+
+    @staticmethod
+    def _turn_pitr_on_or_undo(backend: Backend, project: ProjectModel) -> ProjectModel:
+        """PITR on for a project just created; if that fails, the project goes again, so
+        that a failed create leaves nothing Pulumi does not know of."""
+        try:
+            set_pitr(backend, project, enabled=True)
+            return backend.get_project(project.id)
+        except CapyError as exc:
+            undone = "it was removed again"
+            try:
+                backend.put_pitr(project.id, PutPitr(enabled=False))
+                backend.delete_project(project.id, force=True)
+            except CapyError as cleanup:
+                undone = (
+                    f"it stays registered as {project.id} ({cleanup}); remove it with "
+                    f"`capy pitr disable --project {project.id}` and `capy projects delete`"
+                )
+            fail(f"create project {project.name}: turn point-in-time recovery on ({undone})", exc)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        """``pitr`` is turned on or off; ``force_destroy`` is only recorded."""
+        outputs = {**olds, **self.inputs_of(news)}
+        wanted = news.get("pitr")
+        if wanted is None or wanted == self.stored_input(olds, "pitr"):
+            return UpdateResult(outputs)
+        name = str(news.get("name") or olds.get("name"))
+        with backend_session() as backend:
+            try:
+                project = backend.get_project(id_)
+                set_pitr(backend, project, enabled=bool(wanted))
+                project = backend.get_project(id_)
+            except CapyError as exc:
+                state = "on" if wanted else "off"
+                fail(f"update project {name}: turn point-in-time recovery {state}", exc)
+        return UpdateResult(outputs | model_outputs(project, "project_id"))
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
         result = super().diff(id_, olds, news)
@@ -84,14 +167,17 @@ class ProjectProvider(CapyProvider):
         return result
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        outputs = dict(props)
         with backend_session() as backend:
             try:
                 project = backend.get_project(id_)
+                if props.get("pitr") is not None:  # managed here: show what it is now
+                    outputs["pitr"] = backend.get_pitr(id_).enabled
             except NotFound:
                 return ReadResult("", {})
             except CapyError as exc:
                 fail(f"read project {id_}", exc)
-        return ReadResult(id_, {**props, **model_outputs(project, "project_id")})
+        return ReadResult(id_, {**outputs, **model_outputs(project, "project_id")})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         force = bool(props.get("force_destroy"))
@@ -119,6 +205,9 @@ class Project(Resource, module="capy", name="Project"):
     name: pulumi.Output[str]
     database_url: pulumi.Output[str]
     force_destroy: pulumi.Output[bool]
+    pitr: pulumi.Output[bool | None]
+    pitr_window_start: pulumi.Output[str | None]
+    pitr_window_end: pulumi.Output[str | None]
     updated_at: pulumi.Output[str | None]
     organization_id: pulumi.Output[str | None]
     environment: pulumi.Output[str]
@@ -135,6 +224,7 @@ class Project(Resource, module="capy", name="Project"):
         database_url: pulumi.Input[str],
         environment: pulumi.Input[str] = "non_production",
         force_destroy: pulumi.Input[bool] = False,
+        pitr: pulumi.Input[bool] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props: dict[str, Any] = {
@@ -142,6 +232,7 @@ class Project(Resource, module="capy", name="Project"):
             "database_url": pulumi.Output.secret(database_url),
             "environment": environment,
             "force_destroy": force_destroy,
+            "pitr": pitr,
         }
         outputs = dict.fromkeys(
             (
@@ -150,6 +241,8 @@ class Project(Resource, module="capy", name="Project"):
                 "state",
                 "database_kind",
                 "database_name",
+                "pitr_window_start",
+                "pitr_window_end",
                 "created_at",
                 "updated_at",
             )

@@ -1,7 +1,8 @@
 """Answers repeated reads from memory while nothing they depend on has changed.
 
 Every answer of a ``GET /v1/…`` is a function of the store and of the key that
-asked (``Engine``'s reads do not look at the clock). SQLite tells us whether
+asked (``Engine``'s reads do not look at the clock; the one that does, the PITR
+status, answers ``Cache-Control: no-store``, which is never kept). SQLite tells us whether
 the store changed: its ``data_version()`` (SQLite's ``PRAGMA data_version``, on
 a connection of the store's own) changes whenever anyone (this process's engine
 and workers, or another process such as ``capy worker``) commits. So a 200
@@ -110,6 +111,13 @@ class Principals:
         return entry
 
 
+def _no_store(start: Message) -> bool:
+    for name, value in start.get("headers", []):
+        if name.lower() == b"cache-control" and b"no-store" in value.lower():
+            return True
+    return False
+
+
 @dataclass
 class ReadStats:
     """How the read cache has answered (``app.state.read_stats``)."""
@@ -184,7 +192,7 @@ class ReadCache:
             nonlocal start, keep
             if message["type"] == "http.response.start":
                 start = dict(message)
-                keep = message["status"] == HTTPStatus.OK
+                keep = message["status"] == HTTPStatus.OK and not _no_store(message)
             elif message["type"] == "http.response.body" and keep:
                 chunks.append(message.get("body", b""))
                 if sum(map(len, chunks)) > MAX_BODY:

@@ -9,6 +9,7 @@ from pulumi_capy.api.models import (
     ApiKey,
     Backup,
     Job,
+    PitrStatus,
     PreviewDatabase,
     Project,
     RestorePoint,
@@ -76,3 +77,14 @@ class ProjectList(BaseModel):
 
 class ApiKeyList(BaseModel):
     api_keys: list[ApiKey]
+
+
+class PitrEnvelope(BaseModel):
+    pitr: PitrStatus
+
+
+class PitrJobEnvelope(BaseModel):
+    """[ours] Turning PITR on started its first base backup: the status and that job."""
+
+    pitr: PitrStatus
+    job: Job

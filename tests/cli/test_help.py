@@ -45,6 +45,12 @@ def test_every_command_help_has_an_example() -> None:
         "previews delete",
         "schema",
         "version",
+        # issue 14, item 3
+        "pitr enable",
+        "pitr disable",
+        "pitr status",
+        "wal-push",
+        "wal-fetch",
     } <= names
     for path in paths:
         result = runner.invoke(cli, [*path, "--help"])

@@ -26,7 +26,7 @@ from pulumi_capy.api.client import CapyClient
 from pulumi_capy.api.models import SCOPES, CreateApiKey
 from pulumi_capy.engine import Engine
 from pulumi_capy.server import create_app
-from tests.engine.conftest import make_app_db
+from tests.engine.conftest import make_app_db, sqlite_url
 from tests.server.conftest import serve
 
 WORKER_POLL = 0.02  # seconds between a worker's looks at the queue
@@ -82,3 +82,8 @@ def backend(subject: Subject) -> Backend:
 @pytest.fixture
 def app_db(tmp_path: Path) -> Path:
     return make_app_db(tmp_path / "app" / "app.db", rows=50)
+
+
+@pytest.fixture
+def app_db_url(app_db: Path) -> str:
+    return sqlite_url(app_db)

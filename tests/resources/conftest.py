@@ -99,6 +99,7 @@ def project_inputs(database_url: Any, **overrides: Any) -> dict[str, Any]:
         "database_url": database_url,
         "environment": "non_production",
         "force_destroy": False,
+        "pitr": None,
     }
     return _inputs(defaults, overrides)
 

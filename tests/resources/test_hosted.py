@@ -793,3 +793,33 @@ def test_the_api_key_never_appears_in_errors_output_or_results(
     _assert_no_key(repr(_provider.current_settings()), "the settings repr")
     with _provider.backend_session() as backend:
         _assert_no_key(repr(backend), "the back end's repr")
+
+
+# ---------------------------------------------------------------- point-in-time inputs
+
+WHEN = "2026-11-26T14:32:00Z"
+
+
+def test_hosted_pitr_restore_point_posts_kind_and_time(capydb: FakeCapyDB) -> None:
+    result = RestorePointProvider().create(restore_point_props(kind="pitr", pitr_time=WHEN))
+
+    assert capydb.calls("POST") == [
+        (
+            "POST",
+            f"/v1/projects/{PROJECT}/restore-points",
+            {"label": "before-migration", "kind": "pitr", "pitr_time": WHEN},
+        )
+    ]
+    assert capydb.calls(path_part="/backups") == []  # a moment is pinned, no backup taken
+    outs = result.outs or {}
+    assert (outs["kind"], outs["pitr_time"], outs["backup_key"]) == ("pitr", WHEN, None)
+
+
+def test_hosted_restore_to_a_time_posts_restore_time(capydb: FakeCapyDB) -> None:
+    RestoreProvider().create(restore_props(backup_key=None, restore_time=WHEN))
+
+    (post,) = capydb.calls("POST", "/restores")
+    body = post[2]
+    assert body["restore_time"] == WHEN
+    assert "backup_key" not in body
+    assert body["target_kind"] == "new_preview"

@@ -603,6 +603,7 @@ UNKNOWN_CHANGES = [
     pytest.param("backup", "label", ["label"], id="backup-label"),
     pytest.param("project", "database_url", ["database_url"], id="project-database_url"),
     pytest.param("project", "force_destroy", [], id="project-force_destroy"),
+    pytest.param("project", "pitr", [], id="project-pitr"),
 ]
 
 
@@ -631,6 +632,7 @@ def test_diff_counts_an_unknown_new_value_as_a_change(
         ("backup", "label", "renamed", False),
         ("project", "name", "renamed", True),  # names are unique: the old one goes first
         ("project", "force_destroy", True, False),  # an update, not a replacement
+        ("project", "pitr", True, False),  # an update, not a replacement
     ],
 )
 def test_diff_deletes_before_replacing_only_a_project(

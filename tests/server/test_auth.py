@@ -57,6 +57,8 @@ def project_calls(project_id: str) -> list[tuple[str, str, dict[str, object] | N
         ("GET", f"/v1/projects/{project_id}/jobs", None),
         ("GET", f"/v1/projects/{project_id}/preview-databases", None),
         ("POST", f"/v1/projects/{project_id}/preview-databases", {"name": "p"}),
+        ("GET", f"/v1/projects/{project_id}/pitr", None),
+        ("PUT", f"/v1/projects/{project_id}/pitr", {"enabled": False}),
     ]
 
 
@@ -188,6 +190,8 @@ def test_x_api_key_works_like_bearer(live_server: LiveServer, app_project: AppPr
         ("backups:read", "GET", "/v1/projects/{project}/backups", None),
         ("backups:write", "POST", "/v1/projects/{project}/backups", None),
         ("backups:read", "GET", "/v1/projects/{project}/scheduled-backups", None),
+        ("backups:read", "GET", "/v1/projects/{project}/pitr", None),
+        ("backups:write", "PUT", "/v1/projects/{project}/pitr", {"enabled": False}),
         ("jobs:read", "GET", "/v1/projects/{project}/jobs", None),
         ("jobs:read", "GET", "/v1/jobs/job_x", None),
         ("projects:read", "GET", "/v1/projects/{project}/preview-databases", None),

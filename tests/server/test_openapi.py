@@ -34,6 +34,13 @@ CONTRACT: list[tuple[str, str, str]] = [
     ("DELETE", "/v1/organizations/{orgID}/api-keys/{keyID}", "200"),
 ]
 
+# shared/capydb-api.md, "PITR control [ours]": method, path, success statuses
+PITR_CONTROL: list[tuple[str, str, list[str]]] = [
+    ("GET", "/v1/projects/{projectID}/pitr", ["200"]),
+    # 202 with the job when turning it on started the first base backup, else 200
+    ("PUT", "/v1/projects/{projectID}/pitr", ["200", "202"]),
+]
+
 
 def shape(path: str) -> str:
     """The path with every parameter written ``{}``: names differ, places must not."""
@@ -77,6 +84,23 @@ def test_every_contract_path_is_listed_with_its_status(
     assert operation.get("security"), f"{method} {path} declares no credential"
 
 
+@pytest.mark.parametrize(("method", "path", "statuses"), PITR_CONTROL)
+def test_pitr_control_is_listed_with_its_statuses(
+    document: dict[str, Any], method: str, path: str, statuses: list[str]
+) -> None:
+    operation = operations(document).get((method, shape(path)))
+    assert operation is not None, f"{method} {path} is missing from /v1/openapi.json"
+    responses = operation["responses"]
+    assert sorted(code for code in responses if code.startswith("2")) == statuses
+    assert operation.get("security"), f"{method} {path} declares no credential"
+    schemas = document["components"]["schemas"]
+    for status in statuses:
+        reference = responses[status]["content"]["application/json"]["schema"]["$ref"]
+        envelope = schemas[reference.split("/")[-1]]
+        # 200 is {"pitr": …}; the 202 of a PUT also carries the job it started
+        assert envelope["required"] == (["pitr", "job"] if status == "202" else ["pitr"])
+
+
 def test_every_error_is_declared_as_the_error_envelope(document: dict[str, Any]) -> None:
     error_body = document["components"]["schemas"]["ErrorBody"]
     assert error_body["required"] == ["error"]
@@ -103,6 +127,6 @@ def test_the_documented_paths_are_the_contract_and_our_additions(document: dict[
     ours = {  # [ours] the self-hosted server can delete what the engine protects
         ("DELETE", "/v1/projects/{}"),
         ("DELETE", "/v1/projects/{}/backups/{}"),
-    }
+    } | {(method, shape(path)) for method, path, _ in PITR_CONTROL}
     contract = {(method, shape(path)) for method, path, _ in CONTRACT}
     assert set(operations(document)) == contract | ours

@@ -54,6 +54,7 @@ from pulumi_capy.api.models import (
     Identity,
     Job,
     JobState,
+    PitrStatus,
     PreviewCreated,
     PreviewDatabase,
     PreviewMode,
@@ -126,6 +127,15 @@ PREVIEW: dict[str, Any] = {
     "state": "creating",
 }
 PROJECT: dict[str, Any] = {"id": "prj_1", "name": "shop", "environment": "non_production"}
+PITR: dict[str, Any] = {
+    "enabled": True,
+    "method": "stream",
+    "window_start": "2026-11-26T05:00:00Z",
+    "window_end": "2026-11-26T06:00:00Z",
+    "lag_seconds": 0.8,
+    "streamer": {"worker_id": "wrk_1", "heartbeat_at": "2026-11-26T06:00:01Z"},
+    "notices": [],
+}
 API_KEY_OBJECT: dict[str, Any] = {
     "id": "key_1",
     "name": "ci",
@@ -450,6 +460,17 @@ ENDPOINTS = [
             ScheduledBackup.model_validate(SCHEDULE),
         ),
         id="put_scheduled_backup",
+    ),
+    pytest.param(
+        Endpoint(
+            lambda c: c.get_pitr("prj_1"),
+            "GET",
+            "/v1/projects/prj_1/pitr",
+            {"pitr": PITR},
+            None,
+            PitrStatus.model_validate(PITR),
+        ),
+        id="get_pitr",
     ),
     pytest.param(
         Endpoint(
