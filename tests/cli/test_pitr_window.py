@@ -1,10 +1,8 @@
 """``capy pitr enable --wait`` with a worker streaming the log: it returns once the window
-is open, and ``pitr status`` shows that window and the streamer. Needs the engine's PITR
-core (base backups and streaming); on a branch without it, the module is skipped."""
+is open, and ``pitr status`` shows that window and the streamer."""
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import threading
 from collections.abc import Iterator
@@ -16,11 +14,6 @@ from pulumi_capy.engine import Engine
 from tests.cli.conftest import Capy
 from tests.pg import PostgresServer
 from tests.postgres.conftest import PgNamespace
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("pulumi_capy.engine.pitr.basebackup") is None,
-    reason="the engine's PITR base backups and streaming are not in this branch yet",
-)
 
 
 @pytest.fixture

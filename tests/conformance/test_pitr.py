@@ -59,6 +59,7 @@ def test_pitr_on_and_off_for_a_postgresql_project(backend: Backend, pg_url: str)
         backend.create_restore(project.id, RestoreRequest(restore_time=MOMENT))
     assert restore.value.detail.startswith("restore_time: ")
     assert "point-in-time recovery" in restore.value.detail
+    assert "capy pitr enable" in restore.value.detail
     with pytest.raises(BadRequest) as point:
         backend.create_restore_point(
             project.id,
@@ -66,6 +67,7 @@ def test_pitr_on_and_off_for_a_postgresql_project(backend: Backend, pg_url: str)
         )
     assert point.value.detail.split(":")[0] in {"kind", "pitr_time"}
     assert "point-in-time recovery" in point.value.detail
+    assert "capy pitr enable" in point.value.detail
     assert backend.list_jobs(project.id) == []
     assert backend.list_restore_points(project.id) == []
 

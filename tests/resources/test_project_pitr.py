@@ -4,7 +4,6 @@ CapyDB they are in ``test_hosted.py``."""
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,10 +162,6 @@ def test_an_update_whose_base_backup_does_not_end_leaves_pitr_off(
     assert slot_name(created.id) not in slots(pg_url)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("pulumi_capy.engine.pitr.basebackup") is None,
-    reason="the engine's PITR base backups are not in this branch yet",
-)
 def test_create_with_pitr_waits_for_the_first_base_backup(engine: Engine, pg_url: str) -> None:
     provider = ProjectProvider()
     inputs = project_inputs(pg_url, pitr=True)
