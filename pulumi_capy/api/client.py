@@ -400,11 +400,11 @@ class CapyClient:
     ) -> Job:
         started = self._clock()
         interval = POLL_START
-        seen: tuple[str, int] | None = None
+        seen: tuple[str, int, str | None] | None = None
         while True:
             job = self.get_job(job_id)
-            if on_update is not None and (str(job.state), job.attempts) != seen:
-                seen = (str(job.state), job.attempts)
+            if on_update is not None and (str(job.state), job.attempts, job.progress) != seen:
+                seen = (str(job.state), job.attempts, job.progress)
                 on_update(job)
             if job.state == JobState.completed:
                 return job

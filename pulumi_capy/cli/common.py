@@ -316,6 +316,8 @@ def describe_job(job: Job) -> str:
     text = f"job {job.id} ({job.type}): {fmt(job.state)}"
     if job.attempts:
         text += f", attempt {job.attempts}/{job.max_attempts}"
+    if job.progress and not job.is_terminal:
+        text += f"; {job.progress}"
     if job.error:
         text += f"; last error: {job.error.strip().splitlines()[0]}"
     return text

@@ -81,6 +81,13 @@ def delete_project(rt: Runtime, project_id: str, *, force: bool) -> None:
             f"project {project.name} ({project_id}) still has {len(backups)} backup(s); "
             "set force_destroy (force=True) to delete them with the project"
         )
+    base_backups = rt.store.list_base_backups(project_id, state=None)
+    if base_backups and not force:
+        raise Conflict(
+            f"project {project.name} ({project_id}) still has {len(base_backups)} base "
+            "backup(s) for point-in-time recovery; set force_destroy (force=True) to delete "
+            "them and its archived log with the project"
+        )
     busy = rt.store.busy_jobs(project_id)
     if busy:
         raise Conflict(
@@ -94,4 +101,9 @@ def delete_project(rt: Runtime, project_id: str, *, force: bool) -> None:
         )
     for backup in rt.store.list_backups(project_id):
         rt.blobs.delete(backup.backup_key)
+    control.disable(rt, project_id)  # its replication slot would keep the server's log
+    for base in base_backups:
+        rt.blobs.delete(base.blob_key)
+    for segment in rt.store.list_wal_segments(project_id):
+        rt.blobs.delete(segment.blob_key)
     rt.store.delete_project(project_id)

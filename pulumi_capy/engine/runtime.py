@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pulumi_capy.api.models import JobType
+from pulumi_capy.api.models import Job, JobType
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.pitr import instance
@@ -43,6 +43,8 @@ class Runtime:
     lease_seconds: float
     worker_id: str
     hooks: Mapping[str, Hook] = field(default_factory=dict)
+    # who waits in this process for a job's progress (``Engine.wait_for_job``), by job id
+    progress_listeners: dict[str, Callable[[Job], None]] = field(default_factory=dict)
 
     @property
     def previews_dir(self) -> Path:
@@ -82,6 +84,15 @@ class Runtime:
                     shutil.rmtree(leftover, ignore_errors=True)
                 except PermissionError:
                     continue
+
+    def report_progress(self, job: JobRecord, step: str) -> None:
+        """Note the job's current step, for whoever follows it (here or elsewhere)."""
+        self.store.set_job_progress(job.fence, step, self.clock.now())
+        listener = self.progress_listeners.get(job.id)
+        if listener is not None:
+            fresh = self.store.get_job(job.id)
+            if fresh is not None:
+                listener(fresh.public())
 
     def hook(self, name: str, job: JobRecord) -> None:
         callback = self.hooks.get(name)

@@ -232,12 +232,25 @@ class Engine:
         """Run pending work inline until the job ends; ``JobFailed`` / ``JobTimeout``."""
         deadline = self.rt.now() + timedelta(seconds=timeout)
         seen: tuple[str, int, str | None] | None = None
-        interval = POLL_START
-        while True:
-            job = self.get_job(job_id)
+
+        def update(job: Job) -> None:
+            nonlocal seen
             if on_update is not None and (str(job.state), job.attempts, job.progress) != seen:
                 seen = (str(job.state), job.attempts, job.progress)
                 on_update(job)
+
+        # a job run inline below reports its progress as it goes
+        self.rt.progress_listeners[job_id] = update
+        try:
+            return self._wait(job_id, deadline, timeout, update)
+        finally:
+            self.rt.progress_listeners.pop(job_id, None)
+
+    def _wait(self, job_id: str, deadline: datetime, timeout: float, update: JobCallback) -> Job:
+        interval = POLL_START
+        while True:
+            job = self.get_job(job_id)
+            update(job)
             if job.state == JobState.completed:
                 return job
             if job.state == JobState.failed:

@@ -239,9 +239,10 @@ def report_job(what: str) -> Callable[[Job], None]:
 
     def on_update(job: Job) -> None:
         elapsed = time.monotonic() - started
+        step = f": {job.progress}" if job.progress and not job.is_terminal else ""
         progress(
             f"{what}: job {job.id} {job.state} (attempt {job.attempts}/{job.max_attempts}, "
-            f"{elapsed:.0f}s)"
+            f"{elapsed:.0f}s){step}"
         )
 
     return on_update

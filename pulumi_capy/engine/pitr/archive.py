@@ -56,6 +56,7 @@ def _archived_sha256(rt: Runtime, record: WalSegmentRecord) -> str:
 def store(rt: Runtime, project_id: str, path: Path, *, partial: bool = False) -> WalSegmentRecord:
     """Archive the WAL file at ``path`` (named as PostgreSQL names it) for the project."""
     name = path.name.removesuffix(".partial")
+    partial = partial or path.name.endswith(".partial")  # never a complete segment
     if not is_wal_file(name):
         raise InvalidInput(
             [FieldError("path", f"{path.name} is not a WAL segment or history file")]

@@ -20,6 +20,7 @@ from pulumi_capy.api.models import (
     PutPitr,
     format_timestamp,
 )
+from pulumi_capy.engine.drivers import DriverFailure
 from pulumi_capy.engine.pitr import server
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import BaseBackupRecord, PitrRecord, ProjectRecord
@@ -88,6 +89,15 @@ def base_backup_for(rt: Runtime, project_id: str, moment: datetime) -> BaseBacku
         return None
     candidates = [b for b in usable_base_backups(rt, record) if b.ended_at <= moment]
     return candidates[-1] if candidates else None
+
+
+def _server_facts(url: str) -> None:
+    """The server can be streamed from, or ``InvalidInput`` on ``database_url`` (also when
+    it cannot be reached: the URL is what to look at)."""
+    try:
+        server.check_streamable(url)
+    except DriverFailure as exc:
+        raise InvalidInput([FieldError("database_url", str(exc))]) from None
 
 
 def check_time(rt: Runtime, project: ProjectRecord, moment: datetime, field: str) -> Window:
@@ -209,8 +219,8 @@ def enable(rt: Runtime, project_id: str, request: PutPitr) -> str | None:
                     )
                 ]
             )
-        return None
-    server.check_streamable(project.database_url)
+        return _no_base_backup_yet(rt, record)
+    _server_facts(project.database_url)
     slot = server.slot_name(project_id) if request.method is PitrMethod.stream else None
     floor = server.create_slot(project.database_url, slot) if slot else 0
     now = rt.now()
@@ -231,6 +241,16 @@ def enable(rt: Runtime, project_id: str, request: PutPitr) -> str | None:
         )
     )
     return enqueue_base_backup(rt, project_id)
+
+
+def _no_base_backup_yet(rt: Runtime, record: PitrRecord) -> str | None:
+    """PITR is on, but its first base backup failed and none is queued: queue one (turning
+    it on again is how a user retries); its job id, else None."""
+    if rt.store.list_base_backups(record.project_id):
+        return None
+    if any(job.type == JobType.pitr_base_backup for job in rt.store.busy_jobs(record.project_id)):
+        return None
+    return enqueue_base_backup(rt, record.project_id)
 
 
 def disable(rt: Runtime, project_id: str) -> None:

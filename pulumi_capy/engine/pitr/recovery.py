@@ -145,7 +145,7 @@ def run_pitr_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     driver = driver_for(project.database_url)
 
     def progress(step: str) -> None:
-        rt.store.set_job_progress(job.fence, step, rt.now())
+        rt.report_progress(job, step)
 
     with instance_space(rt.scratch_dir) as root:
         _check_space(root, backup, planned)
