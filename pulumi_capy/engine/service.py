@@ -203,6 +203,7 @@ class Engine:
         """Archive one WAL file (``archive_command = 'capy wal-push --project ID %p'``)."""
         projects.require(self.rt, project_id)
         archive.store(self.rt, project_id, Path(path))
+        archive.note_pushed(self.rt, project_id, Path(path))
 
     def wal_fetch(self, project_id: str, name: str, destination: str | Path) -> None:
         """Write archived WAL file ``name`` to ``destination`` (``restore_command``)."""

@@ -4,6 +4,7 @@ commits through a throwaway recovery instance, gaps, and the instance's cleanup.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta
@@ -12,9 +13,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pulumi_capy.api.errors import InvalidInput
-from pulumi_capy.api.models import CreateRestorePoint, RestoreRequest, format_timestamp
-from pulumi_capy.engine.pitr import instance
+from pulumi_capy.api.errors import InvalidInput, NotFound
+from pulumi_capy.api.models import (
+    CreateProject,
+    CreateRestorePoint,
+    PutPitr,
+    RestoreRequest,
+    format_timestamp,
+)
+from pulumi_capy.engine import Engine
+from pulumi_capy.engine.pitr import instance, server
+from pulumi_capy.engine.pitr.archive import WalMismatch
+from pulumi_capy.engine.pitr.lsn import segment_name
+from tests.postgres.conftest import PgNamespace
 from tests.postgres.pitr_harness import PitrProject
 
 
@@ -125,3 +136,91 @@ def test_a_pitr_restore_point_restores_its_moment(pitr: PitrProject) -> None:
     preview = pitr.engine.get_preview_database(str(done.result["preview_database_id"]))  # type: ignore[index]
     assert preview.source_kind == "restore_point"
     assert preview.source_restore_time == point.pitr_time
+
+
+def test_the_archive_method_restores_from_segments_pushed_as_archive_command_does(
+    pg: PgNamespace, tmp_path: Path
+) -> None:
+    """Method ``archive``: no slot, no streamer; the server's ``archive_command`` pushes each
+    completed segment (here the test does what ``capy wal-push %p`` does, with the
+    server's own files), and the window ends where the pushed log does."""
+    url = pg.create_database("app")
+    keeper = pg.name("keep")  # the server keeps its log until archived, as archive_mode does
+    with Engine(tmp_path / ".capy") as engine, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (keeper,))
+        project = engine.create_project(CreateProject(name="app", database_url=url)).project
+        change = engine.put_pitr(project.id, PutPitr(enabled=True, method="archive"))
+        assert change.job is not None
+        engine.wait_for_job(change.job.id, 300)
+        assert not _slots(pg, project.id), "the archive method holds no slot"
+        conn.execute("CREATE TABLE t (i int)")
+        marks = []
+        for i in range(3):
+            conn.execute("INSERT INTO t VALUES (%s)", (i,))
+            row = conn.execute("SELECT clock_timestamp()").fetchone()
+            assert row is not None
+            marks.append(row[0])
+        time.sleep(0.05)  # a file's modification time is coarser than the commits' clock
+        conn.execute("SELECT pg_switch_wal()")
+        # right after a switch, pg_walfile_name names the segment the switch completed
+        current = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()
+        data = conn.execute("SELECT current_setting('data_directory')").fetchone()
+        assert current is not None
+        assert data is not None
+        first = engine.rt.store.list_base_backups(project.id)[0]
+        start = segment_name(first.timeline, first.start_lsn)
+        wal = Path(str(data[0])) / "pg_wal"
+        pushed = sorted(
+            path
+            for path in wal.iterdir()
+            if len(path.name) == 24 and start <= path.name <= str(current[0])
+        )
+        for path in pushed:
+            engine.wal_push(project.id, path)
+            engine.wal_push(project.id, path)  # archive_command retried: the same bytes pass
+        status = engine.get_pitr(project.id)
+        assert status.method == "archive"
+        assert status.streamer is None
+        assert status.window_end is not None
+        assert status.window_end >= marks[-1]
+        job = engine.create_restore(project.id, RestoreRequest(restore_time=marks[1]))
+        done = engine.wait_for_job(job.id, 300)
+        preview = engine.get_preview_database(str(done.result["preview_database_id"]))  # type: ignore[index]
+        with psycopg.connect(pg.server.url(str(preview.database_name))) as restored:
+            assert [r[0] for r in restored.execute("SELECT i FROM t ORDER BY i")] == [0, 1]
+        engine.put_pitr(project.id, PutPitr(enabled=False))
+        conn.execute("SELECT pg_drop_replication_slot(%s)", (keeper,))
+
+
+def _slots(pg: PgNamespace, project_id: str) -> list[str]:
+    with psycopg.connect(pg.server.url(), autocommit=True) as admin:
+        return [
+            str(row[0])
+            for row in admin.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s",
+                (server.slot_name(project_id),),
+            )
+        ]
+
+
+def test_wal_push_is_idempotent_and_refuses_other_bytes_under_a_pushed_name(
+    tmp_path: Path,
+) -> None:
+    with Engine(tmp_path / ".capy") as engine:
+        app = tmp_path / "app.db"
+        with sqlite3.connect(app) as db:
+            db.execute("CREATE TABLE t (i int)")
+        db.close()
+        project = engine.create_project(CreateProject(name="a", database_url=f"sqlite:///{app}"))
+        segment = tmp_path / "000000010000000000000007"
+        segment.write_bytes(b"wal" * 1000)
+        engine.wal_push(project.project.id, segment)
+        engine.wal_push(project.project.id, segment)
+        segment.write_bytes(b"other" * 1000)
+        with pytest.raises(WalMismatch, match="000000010000000000000007"):
+            engine.wal_push(project.project.id, segment)
+        fetched = tmp_path / "fetched"
+        engine.wal_fetch(project.project.id, segment.name, fetched)
+        assert fetched.read_bytes() == b"wal" * 1000
+        with pytest.raises(NotFound):
+            engine.wal_fetch(project.project.id, "000000010000000000000008", fetched)

@@ -10,16 +10,23 @@ one the server is still writing, is replaced as it grows until its complete vers
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from pulumi_capy.api.errors import EngineFailure, FieldError, InvalidInput, NotFound
+from pulumi_capy.api.models import PitrMethod
 from pulumi_capy.engine.blobs import CHUNK, ChecksumMismatch
-from pulumi_capy.engine.pitr.lsn import is_wal_file
+from pulumi_capy.engine.pitr.lsn import (
+    DEFAULT_SEGMENT_BYTES,
+    SEGMENT_NAME,
+    is_wal_file,
+    segment_number,
+)
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import WalSegmentRecord
 
-__all__ = ["WalMismatch", "fetch", "store", "wal_key"]
+__all__ = ["WalMismatch", "fetch", "note_pushed", "store", "wal_key"]
 
 WAL_ZSTD_LEVEL = 1
 PARTIAL_READ_TRIES = 5
@@ -89,6 +96,31 @@ def store(rt: Runtime, project_id: str, path: Path, *, partial: bool = False) ->
     if before is not None and before.partial and before.blob_key != key:
         rt.blobs.delete(before.blob_key)
     return record
+
+
+def note_pushed(rt: Runtime, project_id: str, path: Path) -> None:
+    """A complete segment pushed by ``archive_command`` moves the window's end of a project
+    with method ``archive``: the archive now holds the log up to the segment's end, and
+    with it every commit made before its last write (the file's modification time, on the
+    server's machine, where ``archive_command`` runs)."""
+    record = rt.store.get_pitr(project_id)
+    name = path.name
+    if record is None or not record.enabled or record.method != PitrMethod.archive:
+        return
+    if path.name.endswith(".partial") or not SEGMENT_NAME.match(name):
+        return
+    _, number = segment_number(name)
+    end = (number + 1) * DEFAULT_SEGMENT_BYTES
+    written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    if record.streamed_lsn is not None and record.streamed_lsn >= end:
+        return
+    rt.store.update_pitr(
+        project_id,
+        {
+            "streamed_lsn": end,
+            "covered_at": max(written, record.covered_at) if record.covered_at else written,
+        },
+    )
 
 
 def fetch(rt: Runtime, project_id: str, name: str, destination: Path) -> WalSegmentRecord:
