@@ -347,3 +347,40 @@ def test_a_disk_too_small_for_the_base_backup_is_refused_before_unpacking(
     )
     with pytest.raises(PermanentFailure, match="not enough disk space"):
         _check_space(tmp_path, huge, [])
+
+
+def test_a_slot_the_server_invalidated_is_a_reported_gap(pitr: PitrProject) -> None:
+    """``max_slot_wal_keep_size`` bounds what a dead streamer makes the server keep; past
+    it, the server invalidates the slot, and the next streamer says so."""
+    pitr.worker.halt()
+    with psycopg.connect(pitr.pg.server.url(), autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            with pitr.connect() as conn:
+                conn.execute("CREATE TABLE t (i int)")
+                for _ in range(3):
+                    conn.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+                    conn.execute("SELECT pg_switch_wal()")
+            admin.execute("CHECKPOINT")
+            row = admin.execute(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s",
+                (server.slot_name(pitr.project_id),),
+            ).fetchone()
+            assert row == ("lost",)
+        finally:
+            admin.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+            admin.execute("SELECT pg_reload_conf()")
+    pitr.worker.start()
+    _eventually(
+        lambda: any("invalidated" in n for n in pitr.engine.get_pitr(pitr.project_id).notices),
+        "the invalidated slot is reported as a gap",
+    )
+    _eventually(
+        lambda: pitr.engine.get_pitr(pitr.project_id).window_start is not None,
+        "a new base backup opens a new window",
+    )
+    with pitr.connect() as conn:
+        after = pitr.commit(conn, "INSERT INTO t VALUES (-1)")
+    pitr.wait_covered(after)
+    assert -1 in pitr.rows(pitr.preview_url(pitr.restore(after)))

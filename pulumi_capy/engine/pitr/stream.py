@@ -127,17 +127,24 @@ class Streamer:
         slot = record.slot_name or ""
         restart = server.slot_restart_lsn_on(conn, slot)
         streamed = record.streamed_lsn
-        if restart is not None and (streamed is None or restart <= streamed):
+        if restart and (streamed is None or restart <= streamed):
             return restart
-        if restart is None:
-            reason = f"the replication slot {slot} was dropped behind our back"
+        if restart is not None and restart > 0:
+            reason = f"the replication slot {slot} moved past what was archived"
+        else:
+            if restart == 0:  # invalidated: the server removed the log it held for us
+                reason = (
+                    f"the server invalidated the replication slot {slot} "
+                    "(max_slot_wal_keep_size reached while nothing streamed)"
+                )
+                server.drop_slot_when_free(url, slot)
+            else:
+                reason = f"the replication slot {slot} was dropped behind our back"
             self.renew()  # PITR still on: recreate it (and drop it again if turned off since)
             restart = server.create_slot(url, slot)
             if not self._record().enabled:
                 server.drop_slot_when_free(url, slot)
                 raise StreamStopped("PITR was turned off")
-        else:
-            reason = f"the replication slot {slot} moved past what was archived"
         self._report_gap(record, restart, reason)
         return restart
 
