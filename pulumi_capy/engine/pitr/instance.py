@@ -211,8 +211,9 @@ class Instance:
         for leftover in ("standby.signal", "postmaster.pid", "postmaster.opts"):
             (self.data / leftover).unlink(missing_ok=True)
         user = _server_user()
-        if user is not None:
-            for path in [self.root, *self.root.rglob("*")]:
+        if user is not None:  # the server's own files; the log's (0644) are only read
+            owned = [self.root, self.wal, self.sockets, script, self.data, *self.data.rglob("*")]
+            for path in owned:
                 os.lchown(path, user.pw_uid, user.pw_gid)
 
     def start(self) -> None:

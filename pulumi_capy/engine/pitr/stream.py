@@ -46,6 +46,8 @@ CYCLE = 0.25  # seconds between two archivings of the log: the recovery point tr
 RECEIVE_WAIT = 2.0  # how long one cycle waits for pg_receivewal to catch up
 LEASE_SECONDS = 15.0  # a dead streamer's project is taken over after at most this long
 RESTART_DELAY = 2.0  # before a failed streamer of this worker tries again
+HEARTBEAT = 1.0  # seconds between two renewals of the streaming lease
+RECEIVE_LOG = "pg_receivewal.log"  # in the spool directory, beside the segments
 
 
 class StreamStopped(Exception):
@@ -67,14 +69,20 @@ class Streamer:
         self.stop = stop
         self.application_name = f"capy_stream_{project_id}"[:63]
         self._partial_seen: tuple[str, int, int] | None = None
+        self._renewed = 0.0  # time.monotonic() of the last renewal
 
     # ------------------------------------------------------------ the lease
 
-    def renew(self) -> None:
-        now = self.rt.now()
-        until = now + timedelta(seconds=LEASE_SECONDS)
+    def renew(self, *, every: float = 0.0) -> None:
+        """Renew the lease (at most once per ``every`` seconds); ``StreamStopped`` when
+        it is gone."""
         if self.stop.is_set():
             raise StreamStopped("the worker stops")
+        if time.monotonic() - self._renewed < every:
+            return
+        self._renewed = time.monotonic()
+        now = self.rt.now()
+        until = now + timedelta(seconds=LEASE_SECONDS)
         if not self.rt.store.claim_streamer(self.project_id, self.rt.worker_id, now, until):
             raise StreamStopped("the lease is gone (another worker took it, or PITR is off)")
 
@@ -114,8 +122,6 @@ class Streamer:
                 self._loop(conn, spool, process, record.slot_name or "")
             finally:
                 stop_process(process)
-                if process.stderr is not None:
-                    process.stderr.close()
 
     @staticmethod
     def _one(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> object:
@@ -170,30 +176,32 @@ class Streamer:
     def _receive(self, receivewal: str, url: str, spool: Path) -> subprocess.Popen[bytes]:
         variables = env(url)
         variables["PGAPPNAME"] = self.application_name
-        return popen_tied(
-            [
-                receivewal,
-                "--directory",
-                str(spool),
-                "--no-loop",
-                "--no-password",
-                "--synchronous",
-                "--status-interval=1",
-            ],
-            on_parent_death=signal.SIGTERM,
-            env=variables,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with (spool / RECEIVE_LOG).open("ab") as log:
+            return popen_tied(
+                [
+                    receivewal,
+                    "--directory",
+                    str(spool),
+                    "--no-loop",
+                    "--no-password",
+                    "--synchronous",
+                    "--status-interval=1",
+                ],
+                on_parent_death=signal.SIGTERM,
+                env=variables,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     def _loop(
         self, conn: psycopg.Connection, spool: Path, process: subprocess.Popen[bytes], slot: str
     ) -> None:
+        advanced = False
         while True:
-            self.renew()
+            self.renew(every=HEARTBEAT)
             self._record()
             if process.poll() is not None:
-                error = (process.stderr.read() if process.stderr else b"").decode(errors="replace")
+                error = (spool / RECEIVE_LOG).read_text(errors="replace")[-2000:]
                 raise RuntimeError(
                     f"pg_receivewal exited with {process.returncode}: {error.strip()}"
                 )
@@ -205,6 +213,9 @@ class Streamer:
                 ):
                     raise StreamStopped("the lease is gone")
                 server.advance_slot(conn, slot, sample.target)
+                if not advanced:
+                    advanced = True
+                    clear_failure(self.rt, self.project_id)
             self.stop.wait(CYCLE)
 
     @staticmethod
@@ -247,6 +258,24 @@ class Streamer:
                 self._partial_seen = seen
 
 
+FAILED = "streaming failed"
+
+
+def note_failure(rt: Runtime, project_id: str, error: str) -> None:
+    """Say in ``pitr status`` why streaming stopped (the latest failure only)."""
+    record = rt.store.get_pitr(project_id)
+    if record is not None:
+        kept = [n for n in record.notices if not n.startswith(FAILED)]
+        rt.store.update_pitr(project_id, {"notices": [*kept, f"{FAILED}: {error}"][-10:]})
+
+
+def clear_failure(rt: Runtime, project_id: str) -> None:
+    record = rt.store.get_pitr(project_id)
+    if record is not None and any(n.startswith(FAILED) for n in record.notices):
+        kept = [n for n in record.notices if not n.startswith(FAILED)]
+        rt.store.update_pitr(project_id, {"notices": kept})
+
+
 class StreamManager:
     """Run by every worker loop: starts a streamer for each streamed project whose lease
     this worker can take, and stops them with the worker."""
@@ -286,9 +315,10 @@ class StreamManager:
     def _run(self, project_id: str) -> None:
         try:
             Streamer(self.rt, project_id, self.stop).run()
-        except Exception:
+        except Exception as exc:
             log.exception("streaming the log of %s failed; again in %gs", project_id, RESTART_DELAY)
             self._failed_at[project_id] = time.monotonic()
+            note_failure(self.rt, project_id, f"{format_timestamp(self.rt.now())}: {exc}")
 
     def close(self) -> None:
         self.stop.set()
