@@ -291,6 +291,18 @@ def test_retention_expires_base_backups_the_log_before_them_and_pitr_points(
         pitr.engine.create_restore(pitr.project_id, RestoreRequest(restore_point_id=point.id))
     assert pitr.rows(pitr.preview_url(pitr.restore(late))) == [1, 2]
 
+    # turned off, its archive stays until retention, then goes whole
+    pitr.worker.halt()
+    pitr.engine.put_pitr(pitr.project_id, PutPitr(enabled=False))
+    assert store.list_wal_segments(pitr.project_id)
+    with Engine(pitr.engine.directory, clock=ManualClock(late + timedelta(days=2))) as later:
+        report = later.tick()
+        assert report.expired_base_backups == [second.id]
+        expire = pitr.engine.list_jobs(pitr.project_id, 5)[0]
+        assert later.wait_for_job(expire.id).state == "completed"
+    assert not store.list_wal_segments(pitr.project_id)
+    assert not pitr.engine.rt.blobs.exists(second.blob_key)
+
 
 def test_a_role_without_replication_is_refused_naming_the_privilege(
     pg: PgNamespace, tmp_path: Path

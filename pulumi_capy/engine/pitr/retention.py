@@ -28,13 +28,14 @@ class PitrTick:
 
 def tick_pitr(rt: Runtime, now: datetime) -> PitrTick:
     report = PitrTick()
-    for record in rt.store.enabled_pitr():
+    for record in rt.store.pitr_records():  # turned off too: its archive ages out
         project_id = record.project_id
         schedule = rt.store.get_schedule(project_id)
         if schedule is not None and schedule.retention_days:
             cutoff = now - timedelta(days=schedule.retention_days)
             usable = usable_base_backups(rt, record)
-            keep = usable[-1].id if usable else None
+            # on: the newest usable one always stays (the window needs a start)
+            keep = usable[-1].id if usable and record.enabled else None
             expired = [
                 backup.id
                 for backup in rt.store.list_base_backups(project_id)
@@ -71,8 +72,15 @@ def run_pitr_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
             rt.blobs.delete(backup.blob_key)
             removed_backups += 1
     kept = rt.store.list_base_backups(project_id)
+    record = rt.store.get_pitr(project_id)
     removed_segments = 0
-    if kept:
+    if not kept and record is not None and not record.enabled:  # off, all aged out
+        for segment in rt.store.list_wal_segments(project_id):
+            lease.check()
+            rt.blobs.delete(segment.blob_key)
+            rt.store.delete_wal_segment(project_id, segment.name)
+            removed_segments += 1
+    elif kept:
         oldest = min(kept, key=lambda backup: backup.start_lsn)
         first_needed = segment_name(oldest.timeline, oldest.start_lsn)
         for segment in rt.store.list_wal_segments(project_id):

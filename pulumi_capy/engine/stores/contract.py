@@ -439,6 +439,10 @@ class Store(Protocol):
         """Every project with PITR on."""
         ...
 
+    def pitr_records(self) -> list[PitrRecord]:
+        """Every project that has had PITR on (its archive stays until retention)."""
+        ...
+
     def claim_streamer(
         self, project_id: str, worker_id: str, now: datetime, lease_until: datetime
     ) -> bool:

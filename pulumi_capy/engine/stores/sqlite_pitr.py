@@ -53,6 +53,10 @@ class SqlitePitr(SqliteConnections):
         rows = self._all("SELECT * FROM pitr WHERE enabled = 1 ORDER BY project_id", ())
         return [PitrRecord.model_validate(row) for row in rows]
 
+    def pitr_records(self) -> list[PitrRecord]:
+        rows = self._all("SELECT * FROM pitr ORDER BY project_id", ())
+        return [PitrRecord.model_validate(row) for row in rows]
+
     def claim_streamer(
         self, project_id: str, worker_id: str, now: datetime, lease_until: datetime
     ) -> bool:
