@@ -26,7 +26,7 @@ from pulumi_capy.engine.pitr import instance, server
 from pulumi_capy.engine.pitr.archive import WalMismatch
 from pulumi_capy.engine.pitr.lsn import segment_name
 from tests.postgres.conftest import PgNamespace
-from tests.postgres.pitr_harness import PitrProject
+from tests.postgres.pitr_harness import PitrProject, WorkerThread, open_window
 
 
 def _instances(pitr: PitrProject) -> list[Path]:
@@ -224,3 +224,38 @@ def test_wal_push_is_idempotent_and_refuses_other_bytes_under_a_pushed_name(
         assert fetched.read_bytes() == b"wal" * 1000
         with pytest.raises(NotFound):
             engine.wal_fetch(project.project.id, "000000010000000000000008", fetched)
+
+
+def test_a_role_with_replication_but_not_superuser_streams_and_restores(
+    pg: PgNamespace, tmp_path: Path
+) -> None:
+    """What PITR asks of the server is a role with REPLICATION: no superuser, no
+    pg_read_all_stats (it learns how far its stream got from its own slots)."""
+    role, password = pg.create_role("owner", "LOGIN REPLICATION CREATEDB")
+    pg.create_database("app", owner=role)
+    url = pg.url(pg.name("app"), user=role, password=password)
+    directory = tmp_path / ".capy"
+    worker = WorkerThread(directory)
+    with Engine(directory) as engine:
+        project = engine.create_project(CreateProject(name="app", database_url=url)).project
+        engine.put_pitr(project.id, PutPitr(enabled=True))
+        worker.start()
+        try:
+            open_window(engine, project.id)
+            harness = PitrProject(engine, url, project.id, worker, pg)
+            with harness.connect() as conn:
+                harness.commit(conn, "CREATE TABLE t (i int)")
+                moment = harness.commit(conn, "INSERT INTO t VALUES (1)")
+                harness.commit(conn, "INSERT INTO t VALUES (2)")
+            harness.wait_covered(moment)
+            job = harness.restore(moment)
+            assert harness.rows(harness.preview_url(job)) == [1]
+        finally:
+            worker.halt()
+            engine.put_pitr(project.id, PutPitr(enabled=False))
+    with psycopg.connect(pg.server.url(), autocommit=True) as admin:
+        left = admin.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE starts_with(slot_name::text, %s)",
+            (server.slot_name(project.id),),
+        ).fetchall()
+    assert left == [], "no slot of the project is left behind"

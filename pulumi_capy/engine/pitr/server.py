@@ -22,9 +22,11 @@ __all__ = [
     "advance_slot",
     "check_streamable",
     "create_slot",
+    "drop_receiver_slots",
     "drop_slot",
     "exact_binary",
     "probe",
+    "receiver_slot_name",
     "slot_name",
     "slot_restart_lsn",
 ]
@@ -45,6 +47,25 @@ class ServerFacts:
 def slot_name(project_id: str) -> str:
     """[ours] The project's physical replication slot."""
     return "capy_" + "".join(c if c.isalnum() else "_" for c in project_id.lower())[:58]
+
+
+def receiver_slot_name(project_id: str, token: str) -> str:
+    """[ours] A slot a streamer's ``pg_receivewal`` reports its progress on: the server
+    shows the streaming role how far it has received in ``pg_replication_slots`` (in
+    ``pg_stat_replication`` only to roles with pg_read_all_stats). One per streamer run."""
+    return f"{slot_name(project_id)}_rx_{token}"
+
+
+def drop_receiver_slots(conn: psycopg.Connection, project_id: str) -> None:
+    """Drop the project's receiver slots that nobody streams on (a killed streamer's)."""
+    prefix = f"{slot_name(project_id)}_rx_"
+    for row in conn.execute(
+        "SELECT slot_name FROM pg_replication_slots WHERE starts_with(slot_name::text, %s) "
+        "AND NOT active",
+        (prefix,),
+    ).fetchall():
+        with contextlib.suppress(psycopg.errors.ObjectInUse, psycopg.errors.UndefinedObject):
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (row[0],))
 
 
 def probe(url: str) -> ServerFacts:
@@ -136,6 +157,12 @@ def advance_slot(conn: psycopg.Connection, name: str, lsn: int) -> None:
 def drop_slot(url: str, name: str) -> bool:
     """Drop the slot if it exists; False when it did not."""
     with connect(url) as conn:
+        if name.startswith("capy_"):  # the project's receiver slots go with it
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE starts_with(slot_name::text, %s) AND NOT active",
+                (f"{name}_rx_",),
+            )
         if slot_restart_lsn_on(conn, name) is None:
             return False
         conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))

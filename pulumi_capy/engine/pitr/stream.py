@@ -1,7 +1,8 @@
 """Streaming a project's log into blobs: one worker at a time per project, by lease.
 
-The streamer runs ``pg_receivewal`` (no slot of its own, ``--synchronous``) into a private
-spool directory and, every ``CYCLE`` seconds:
+The streamer runs ``pg_receivewal`` (``--synchronous``, on a receiver slot of its run, whose
+position says how far it has received) into a private spool directory and, every ``CYCLE``
+seconds:
 
 1. asks the server for its clock and its log's insert position (``target``);
 2. waits until ``pg_receivewal`` has received the log up to ``target``;
@@ -18,7 +19,9 @@ window.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import signal
 import subprocess
 import threading
@@ -70,6 +73,7 @@ class Streamer:
         self.application_name = f"capy_stream_{project_id}"[:63]
         self._partial_seen: tuple[str, int, int] | None = None
         self._renewed = 0.0  # time.monotonic() of the last renewal
+        self.receiver = server.receiver_slot_name(project_id, secrets.token_hex(3))
 
     # ------------------------------------------------------------ the lease
 
@@ -117,11 +121,16 @@ class Streamer:
                 str(self._one(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16
             )
             (spool / f"{segment_name(timeline, start)}.partial").touch()
+            server.drop_receiver_slots(conn, self.project_id)
+            # not reserving: its position stays null until this run's pg_receivewal reports
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, false)", (self.receiver,))
             process = self._receive(receivewal, url, spool)
             try:
                 self._loop(conn, spool, process, record.slot_name or "")
             finally:
                 stop_process(process)
+                with contextlib.suppress(psycopg.Error):
+                    server.drop_receiver_slots(conn, self.project_id)
 
     @staticmethod
     def _one(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> object:
@@ -186,6 +195,7 @@ class Streamer:
                     "--no-password",
                     "--synchronous",
                     "--status-interval=1",
+                    f"--slot={self.receiver}",
                 ],
                 on_parent_death=signal.SIGTERM,
                 env=variables,
@@ -231,8 +241,8 @@ class Streamer:
         while time.monotonic() < deadline and process.poll() is None:
             flushed = self._one(
                 conn,
-                "SELECT flush_lsn::text FROM pg_stat_replication WHERE application_name = %s",
-                (self.application_name,),
+                "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                (self.receiver,),
             )
             if flushed is not None and parse_lsn(str(flushed)) >= target:
                 return True
