@@ -202,6 +202,7 @@ class Engine:
     def wal_push(self, project_id: str, path: str | Path) -> None:
         """Archive one WAL file (``archive_command = 'capy wal-push --project ID %p'``)."""
         projects.require(self.rt, project_id)
+        archive.check_pushable(self.rt, project_id)
         archive.store(self.rt, project_id, Path(path))
         archive.note_pushed(self.rt, project_id, Path(path))
 

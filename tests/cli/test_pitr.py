@@ -248,6 +248,25 @@ def test_enable_wait_without_a_worker_fails_plainly(
 # ---------------------------------------------------------------- wal-push and wal-fetch
 
 
+@pytest.fixture
+def archive_project(capy: Capy, pg_project: tuple[str, str]) -> str:
+    """A PostgreSQL project with PITR on, method archive: what wal-push pushes into."""
+    project_id, _ = pg_project
+    capy("pitr", "enable", "--project", project_id, "--method", "archive")
+    return project_id
+
+
+def test_wal_push_into_a_project_without_archive_pitr_is_refused(
+    capy: Capy, project_id: str, tmp_path: Path
+) -> None:
+    segment = wal_file(tmp_path / "pg_wal", b"x" * 1024)
+    refused = capy("wal-push", "--project", project_id, str(segment), code=1)
+    line = one_error_line(refused.stderr)
+    assert f"capy pitr enable --project {project_id} --method archive" in line
+    fetch = capy("wal-fetch", "--project", project_id, SEGMENT, str(tmp_path / "x"), code=1)
+    assert SEGMENT in fetch.stderr  # nothing was archived
+
+
 def wal_file(directory: Path, content: bytes, name: str = SEGMENT) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
@@ -256,24 +275,24 @@ def wal_file(directory: Path, content: bytes, name: str = SEGMENT) -> Path:
 
 
 def test_wal_push_is_idempotent_and_refuses_other_bytes(
-    capy: Capy, project_id: str, tmp_path: Path
+    capy: Capy, archive_project: str, tmp_path: Path
 ) -> None:
     content = os.urandom(256 * 1024)
     segment = wal_file(tmp_path / "pg_wal", content)
 
-    first = capy("wal-push", "--project", project_id, str(segment))
+    first = capy("wal-push", "--project", archive_project, str(segment))
     assert (first.stdout, first.stderr) == ("", "")
-    capy("wal-push", "--project", project_id, str(segment))  # archive_command retried
+    capy("wal-push", "--project", archive_project, str(segment))  # archive_command retried
 
     other = wal_file(tmp_path / "other_server" / "pg_wal", os.urandom(256 * 1024))
-    refused = capy("wal-push", "--project", project_id, str(other), code=1)
+    refused = capy("wal-push", "--project", archive_project, str(other), code=1)
     line = one_error_line(refused.stderr)
     assert SEGMENT in line
     assert "other contents" in line
 
     fetched = tmp_path / "restored" / "RECOVERYXLOG"
     fetched.parent.mkdir()
-    capy("wal-fetch", "--project", project_id, SEGMENT, str(fetched))
+    capy("wal-fetch", "--project", archive_project, SEGMENT, str(fetched))
     assert fetched.read_bytes() == content  # the first bytes, never overwritten
 
 
@@ -306,28 +325,30 @@ def test_wal_commands_refuse_a_directory_without_an_engine(capy: Capy, tmp_path:
 
 
 def test_wal_push_refuses_a_file_not_named_like_wal(
-    capy: Capy, project_id: str, tmp_path: Path
+    capy: Capy, archive_project: str, tmp_path: Path
 ) -> None:
     stray = wal_file(tmp_path, b"x", name="postmaster.pid")
-    result = capy("wal-push", "--project", project_id, str(stray), code=1)
+    result = capy("wal-push", "--project", archive_project, str(stray), code=1)
     line = one_error_line(result.stderr)
     assert "postmaster.pid" in line
     assert "path" in line
 
 
-def test_wal_push_of_a_missing_file_names_it(capy: Capy, project_id: str, tmp_path: Path) -> None:
+def test_wal_push_of_a_missing_file_names_it(
+    capy: Capy, archive_project: str, tmp_path: Path
+) -> None:
     missing = tmp_path / "pg_wal" / SEGMENT
-    result = capy("wal-push", "--project", project_id, str(missing), code=1)
+    result = capy("wal-push", "--project", archive_project, str(missing), code=1)
     assert SEGMENT in one_error_line(result.stderr)
 
 
 def test_wal_push_passes_over_backup_history_files(
-    capy: Capy, project_id: str, tmp_path: Path
+    capy: Capy, archive_project: str, tmp_path: Path
 ) -> None:
     history = wal_file(
         tmp_path, b"START WAL LOCATION: 0/2000028\n", name=f"{SEGMENT}.00000028.backup"
     )
-    result = capy("wal-push", "--project", project_id, str(history))
+    result = capy("wal-push", "--project", archive_project, str(history))
     assert "backup history file" in result.stderr
 
 

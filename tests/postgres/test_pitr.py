@@ -178,6 +178,11 @@ def test_the_archive_method_restores_from_segments_pushed_as_archive_command_doe
         for path in pushed:
             engine.wal_push(project.id, path)
             engine.wal_push(project.id, path)  # archive_command retried: the same bytes pass
+        other = tmp_path / "other" / pushed[0].name  # another server's segment of that name
+        other.parent.mkdir()
+        other.write_bytes(b"\0" * pushed[0].stat().st_size)
+        with pytest.raises(WalMismatch, match=pushed[0].name):
+            engine.wal_push(project.id, other)
         status = engine.get_pitr(project.id)
         assert status.method == "archive"
         assert status.streamer is None
@@ -203,9 +208,7 @@ def _slots(pg: PgNamespace, project_id: str) -> list[str]:
         ]
 
 
-def test_wal_push_is_idempotent_and_refuses_other_bytes_under_a_pushed_name(
-    tmp_path: Path,
-) -> None:
+def test_wal_push_needs_pitr_on_with_method_archive(tmp_path: Path) -> None:
     with Engine(tmp_path / ".capy") as engine:
         app = tmp_path / "app.db"
         with sqlite3.connect(app) as db:
@@ -214,16 +217,10 @@ def test_wal_push_is_idempotent_and_refuses_other_bytes_under_a_pushed_name(
         project = engine.create_project(CreateProject(name="a", database_url=f"sqlite:///{app}"))
         segment = tmp_path / "000000010000000000000007"
         segment.write_bytes(b"wal" * 1000)
-        engine.wal_push(project.project.id, segment)
-        engine.wal_push(project.project.id, segment)
-        segment.write_bytes(b"other" * 1000)
-        with pytest.raises(WalMismatch, match="000000010000000000000007"):
+        with pytest.raises(InvalidInput, match="--method archive"):
             engine.wal_push(project.project.id, segment)
-        fetched = tmp_path / "fetched"
-        engine.wal_fetch(project.project.id, segment.name, fetched)
-        assert fetched.read_bytes() == b"wal" * 1000
         with pytest.raises(NotFound):
-            engine.wal_fetch(project.project.id, "000000010000000000000008", fetched)
+            engine.wal_fetch(project.project.id, segment.name, tmp_path / "fetched")
 
 
 def test_a_role_with_replication_but_not_superuser_streams_and_restores(

@@ -26,7 +26,7 @@ from pulumi_capy.engine.pitr.lsn import (
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import WalSegmentRecord
 
-__all__ = ["WalMismatch", "fetch", "note_pushed", "store", "wal_key"]
+__all__ = ["WalMismatch", "check_pushable", "fetch", "note_pushed", "store", "wal_key"]
 
 WAL_ZSTD_LEVEL = 1
 PARTIAL_READ_TRIES = 5
@@ -92,10 +92,35 @@ def store(rt: Runtime, project_id: str, path: Path, *, partial: bool = False) ->
         partial=partial,
         created_at=rt.now(),
     )
-    before = rt.store.put_wal_segment(record)
+    try:
+        before = rt.store.put_wal_segment(record)
+    except NotFound:  # the project went while its log was being archived
+        rt.blobs.delete(key)
+        raise
     if before is not None and before.partial and before.blob_key != key:
         rt.blobs.delete(before.blob_key)
     return record
+
+
+def check_pushable(rt: Runtime, project_id: str) -> None:
+    """``InvalidInput`` unless the project's PITR is on with method ``archive``: a server
+    pushing its log anywhere else is misconfigured, and its ``archive_command`` must fail
+    (the server keeps the segment and tries again) rather than look archived."""
+    record = rt.store.get_pitr(project_id)
+    if record is None or not record.enabled:
+        message = (
+            f"point-in-time recovery is off for project {project_id}: turn it on with "
+            f"`capy pitr enable --project {project_id} --method archive` before pointing "
+            "archive_command at it"
+        )
+    elif record.method != PitrMethod.archive:
+        message = (
+            f"project {project_id} streams its log (method {record.method}); wal-push is for "
+            "method archive"
+        )
+    else:
+        return
+    raise InvalidInput([FieldError("project", message)])
 
 
 def note_pushed(rt: Runtime, project_id: str, path: Path) -> None:

@@ -1,27 +1,37 @@
 """Child processes that must not outlive the worker that started them (``pg_receivewal``,
 a recovery instance's ``postgres``): Linux sends them a signal when their parent dies,
-so a worker killed with SIGKILL leaves no streamer or server running behind it."""
+so a worker killed with SIGKILL leaves no streamer or server running behind it.
+
+The signal is set by util-linux's ``setpriv --pdeathsig`` right before it executes the
+command, not by Python code run in the forked child (``preexec_fn``): that is unsafe in
+a process with other threads, and crashes inside a Pulumi provider (gRPC's fork handlers).
+Without ``setpriv`` the child runs untied; the sweep of a dead worker's directories stops
+what it left (``instance.sweep``).
+"""
 
 from __future__ import annotations
 
-import ctypes
+import functools
+import shutil
 import signal
 import subprocess
-import sys
-from collections.abc import Callable
 from typing import Any
 
 __all__ = ["popen_tied", "stop_process"]
 
-PR_SET_PDEATHSIG = 1
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
 
 
-def _die_with_parent(sig: int) -> Callable[[], None]:
-    def set_signal() -> None:
-        if sys.platform == "linux":
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
-
-    return set_signal
+def tied(command: list[str], on_parent_death: int) -> list[str]:
+    """``command`` wrapped so that it gets ``on_parent_death`` when its parent dies."""
+    setpriv = _setpriv()
+    if setpriv is None:
+        return command
+    name = signal.Signals(on_parent_death).name.removeprefix("SIG")
+    return [setpriv, f"--pdeathsig={name}", "--", *command]
 
 
 def popen_tied(
@@ -31,7 +41,7 @@ def popen_tied(
 
     Linux ties the signal to the thread that started the child: start it from a thread
     that lives as long as the child should (the streamer's, the job's)."""
-    return subprocess.Popen(command, preexec_fn=_die_with_parent(on_parent_death), **kwargs)
+    return subprocess.Popen(tied(command, on_parent_death), **kwargs)
 
 
 def stop_process(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM) -> None:

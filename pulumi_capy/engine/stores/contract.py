@@ -461,7 +461,8 @@ class Store(Protocol):
 
     def put_wal_segment(self, segment: WalSegmentRecord) -> WalSegmentRecord | None:
         """Record a log file, replacing a partial one of that name; returns what was
-        recorded before under that name (None if nothing)."""
+        recorded before under that name (None if nothing). ``NotFound`` when the project
+        has no PITR row (deleted meanwhile): nothing is recorded."""
         ...
 
     def get_wal_segment(self, project_id: str, name: str) -> WalSegmentRecord | None: ...

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from pulumi_capy.api.errors import NotFound
 from pulumi_capy.engine.stores.contract import (
     BaseBackupRecord,
     PitrRecord,
@@ -98,6 +99,10 @@ class SqlitePitr(SqliteConnections):
         fields = segment.model_dump()
         names = list(fields)
         with self._writing() as db:
+            if not db.execute(
+                "SELECT 1 FROM pitr WHERE project_id = ?", (segment.project_id,)
+            ).fetchone():
+                raise NotFound(f"project {segment.project_id} has no PITR archive (deleted?)")
             before = db.execute(
                 "SELECT * FROM wal_segments WHERE project_id = ? AND name = ?",
                 (segment.project_id, segment.name),
