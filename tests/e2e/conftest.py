@@ -142,3 +142,8 @@ def pre_migration(tmp_path: Path, pulumi_bin: Path) -> Stack:
 @pytest.fixture
 def hosted(tmp_path: Path, pulumi_bin: Path) -> Stack:
     return make_stack("hosted", tmp_path, pulumi_bin)
+
+
+@pytest.fixture
+def pitr(tmp_path: Path, pulumi_bin: Path) -> Stack:
+    return make_stack("pitr", tmp_path, pulumi_bin)
