@@ -48,8 +48,9 @@ def _require(rt: Runtime, project_id: str) -> ProjectRecord:
 
 CATCH_UP_SECONDS = 5.0  # how far past the window's end a moment may be while the log streams
 NO_STREAMER = (
-    "nothing streams this project's log: no worker holds its lease. Start one with "
-    "`capy worker` (or `capy serve --workers N`); the window does not move until one runs"
+    "nothing streams this project's log yet: no worker holds its lease. A running "
+    "`capy worker` (or `capy serve --workers N`) takes it up within seconds; without one "
+    "the window does not move"
 )
 
 

@@ -222,10 +222,9 @@ class Instance:
             self.process = popen_tied(
                 [self.postgres, "-D", str(self.data)],
                 on_parent_death=signal.SIGQUIT,
+                user=user.pw_name if user else None,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                user=user.pw_uid if user else None,
-                group=user.pw_gid if user else None,
             )
 
     def stop(self) -> None:

@@ -25,23 +25,28 @@ def _setpriv() -> str | None:
     return shutil.which("setpriv") or shutil.which("setpriv", path="/usr/bin:/bin")
 
 
-def tied(command: list[str], on_parent_death: int) -> list[str]:
-    """``command`` wrapped so that it gets ``on_parent_death`` when its parent dies."""
-    setpriv = _setpriv()
-    if setpriv is None:
-        return command
-    name = signal.Signals(on_parent_death).name.removeprefix("SIG")
-    return [setpriv, f"--pdeathsig={name}", "--", *command]
-
-
 def popen_tied(
-    command: list[str], *, on_parent_death: int = signal.SIGTERM, **kwargs: Any
+    command: list[str],
+    *,
+    on_parent_death: int = signal.SIGTERM,
+    user: str | None = None,
+    **kwargs: Any,
 ) -> subprocess.Popen[bytes]:
-    """``Popen`` whose child receives ``on_parent_death`` when this thread's process dies.
+    """``Popen`` whose child receives ``on_parent_death`` when this thread's process dies,
+    run as ``user`` when given (``setpriv`` changes it, and sets the signal after that
+    change, which would clear it). Neither needs Python code in the forked child, nor
+    ``Popen(user=…)``, which forks too (both crash children in a gRPC process).
 
     Linux ties the signal to the thread that started the child: start it from a thread
     that lives as long as the child should (the streamer's, the job's)."""
-    return subprocess.Popen(tied(command, on_parent_death), **kwargs)
+    setpriv = _setpriv()
+    if setpriv is None:
+        return subprocess.Popen(command, user=user, **kwargs)
+    name = signal.Signals(on_parent_death).name.removeprefix("SIG")
+    wrapper = [setpriv, f"--pdeathsig={name}"]
+    if user is not None:
+        wrapper += [f"--reuid={user}", f"--regid={user}", "--init-groups"]
+    return subprocess.Popen([*wrapper, "--", *command], **kwargs)
 
 
 def stop_process(process: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM) -> None:
