@@ -43,10 +43,12 @@ runs it), and measures:
 Prints every figure, its target and ratio. The streamer keeps streaming during the
 restores (the previews' loads are log written on the same server), as it would.
 
-Run: ``.venv/bin/python bench/pitr.py`` (quick: scale 10, ~4 minutes) or, for the figures
-of the issue, ``.venv/bin/python bench/pitr.py --scale 70 --tps-seconds 30 --tps-rounds 2
---before 60 --back 180`` (~15 minutes on 2 cores). Needs PostgreSQL's server binaries,
-pgbench and pgBackRest (Debian: postgresql, postgresql-contrib, pgbackrest).
+Run: ``.venv/bin/python bench/pitr.py`` (quick: scale 10, ~3 minutes) or, for the figures
+of the issue (a ~1.1 GB database, the mark 5 minutes back), ``.venv/bin/python
+bench/pitr.py --scale 70 --commits 100 --tps-seconds 30 --tps-rounds 2 --before 60 --back
+300`` (~11 minutes on 2 cores). Needs PostgreSQL's server binaries, pgbench and pgBackRest
+(Debian: postgresql, postgresql-contrib, pgbackrest); as root, the servers and pgBackRest
+run as the ``postgres`` user.
 """
 
 from __future__ import annotations
@@ -558,6 +560,34 @@ def measure_rpo(
     return delays, sum(polls) / len(polls)
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by this process (every thread: the worker's streamer and
+    job loop) and by the ``pg_receivewal`` it runs."""
+    times = os.times()
+    tick = os.sysconf("SC_CLK_TCK")
+    received = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name_end = text.rindex(")")
+        fields = text[name_end + 2 :].split()
+        name = text[text.index("(") + 1 : name_end]
+        if name == "pg_receivewal" and int(fields[1]) == os.getpid():
+            received += (int(fields[11]) + int(fields[12])) / tick
+    return times.user + times.system, received
+
+
+@dataclass
+class Tps:
+    """pgbench tps by streaming state, and the share of a core the worker used meanwhile
+    (this process, ``pg_receivewal``)."""
+
+    tps: dict[str, list[float]] = field(default_factory=lambda: {"off": [], "on": []})
+    cpu: dict[str, list[tuple[float, float]]] = field(default_factory=lambda: {"off": [], "on": []})
+
+
 def measure_tps(
     server: PostgresServer,
     worker: Worker,
@@ -565,9 +595,9 @@ def measure_tps(
     project_id: str,
     seconds: int,
     rounds: int,
-) -> dict[str, list[float]]:
+) -> Tps:
     """pgbench tps with the streamer stopped and streaming, ABBA order."""
-    tps: dict[str, list[float]] = {"off": [], "on": []}
+    measured = Tps()
     order: list[str] = []
     for number in range(rounds):
         order += ["off", "on"] if number % 2 == 0 else ["on", "off"]
@@ -579,12 +609,19 @@ def measure_tps(
                 worker.start()
             wait_covered(engine, project_id, server_now(server))
         checkpoint(server)
+        start, (own, received) = time.perf_counter(), cpu_seconds()
         value = pgbench_tps(server, seconds)
-        log(f"  pgbench -T {seconds} -c 2 -j 2, streaming {state}: {value:.0f} tps")
-        tps[state].append(value)
+        elapsed, (own_after, received_after) = time.perf_counter() - start, cpu_seconds()
+        share = ((own_after - own) / elapsed, (received_after - received) / elapsed)
+        log(
+            f"  pgbench -T {seconds} -c 2 -j 2, streaming {state}: {value:.0f} tps; the "
+            f"worker used {share[0]:.0%} of a core, pg_receivewal {share[1]:.0%}"
+        )
+        measured.tps[state].append(value)
+        measured.cpu[state].append(share)
     if worker.thread is None:
         worker.start()
-    return tps
+    return measured
 
 
 def timed_base_backup(engine: Engine, project_id: str) -> tuple[float, int, int]:
@@ -607,7 +644,7 @@ class Results:
     first_window_seconds: float = 0.0
     rpo: list[float] = field(default_factory=list)
     poll_seconds: float = 0.0
-    tps: dict[str, list[float]] = field(default_factory=dict)
+    tps: Tps = field(default_factory=Tps)
     figures: dict[str, float] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
     replay_line: str = ""
@@ -791,7 +828,10 @@ def report(args: argparse.Namespace, results: Results) -> None:
         return "ok" if ok else "MISSED"
 
     p50, p95 = percentile(results.rpo, 0.5), percentile(results.rpo, 0.95)
-    off, on = results.tps["off"], results.tps["on"]
+    off, on = results.tps.tps["off"], results.tps.tps["on"]
+    cpu = results.tps.cpu["on"]
+    own_cpu = sum(share[0] for share in cpu) / len(cpu)
+    received_cpu = sum(share[1] for share in cpu) / len(cpu)
     tps_ratio = (sum(on) / len(on)) / (sum(off) / len(off))
     restore_ratio = figures["pitr_restore"] / figures["plain_restore"]
     rest_ratio = figures["pitr_restore"] / figures["pgbackrest_total"]
@@ -813,6 +853,12 @@ def report(args: argparse.Namespace, results: Results) -> None:
             + ", streaming "
             + " / ".join(f"{value:.0f}" for value in on),
             f"{tps_ratio:.3f}x (>= 0.95: {verdict(tps_ratio >= 0.95)})",
+        ),
+        (
+            "  CPU while streaming",
+            f"the worker {own_cpu:.0%} of a core, pg_receivewal {received_cpu:.0%} (stopped: "
+            f"{sum(share[0] for share in results.tps.cpu['off']) / len(off):.0%})",
+            "",
         ),
         ("first window open (PITR on)", f"{results.first_window_seconds:.1f} s", ""),
         (
