@@ -80,6 +80,7 @@ from pulumi_capy.api.models import CreateProject, Job, PutPitr, RestoreRequest
 from pulumi_capy.engine import Engine
 from pulumi_capy.engine.pitr import instance as instance_module
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
+from pulumi_capy.engine.stores.contract import JobRecord
 from tests.pg import PostgresServer, running_server
 
 DATABASE = "bench"
@@ -365,10 +366,13 @@ class Worker:
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     engine: Engine | None = None
+    # when the last restore's load ended (the ``restore.before_commit`` hook: before the
+    # rename into place and the job's commit)
+    loaded_at: float | None = None
 
     def start(self) -> None:
         self.stop.clear()
-        self.engine = Engine(self.directory)
+        self.engine = Engine(self.directory, hooks={"restore.before_commit": self.loaded})
         self.thread = threading.Thread(
             target=self.engine.run_worker,
             args=(self.stop,),
@@ -376,6 +380,9 @@ class Worker:
             daemon=True,
         )
         self.thread.start()
+
+    def loaded(self, job: JobRecord) -> None:
+        self.loaded_at = time.perf_counter()
 
     def halt(self) -> None:
         self.stop.set()
@@ -415,6 +422,7 @@ class Timeline:
     steps: list[tuple[float, str]] = field(default_factory=list)  # (perf_counter, progress)
     running_at: float | None = None
     ended: float = 0.0
+    dirty_at_load: float | None = None  # MB of dirty page cache when the load began
 
 
 def watch(engine: Engine, job_id: str, created: float, every: float = 0.05) -> Timeline:
@@ -427,6 +435,8 @@ def watch(engine: Engine, job_id: str, created: float, every: float = 0.05) -> T
             timeline.running_at = now
         if job.progress and (not timeline.steps or timeline.steps[-1][1] != job.progress):
             timeline.steps.append((now, job.progress))
+            if job.progress.startswith("loading"):
+                timeline.dirty_at_load = dirty_megabytes()
         if job.is_terminal:
             timeline.job, timeline.ended = job, now
             return timeline
@@ -435,10 +445,19 @@ def watch(engine: Engine, job_id: str, created: float, every: float = 0.05) -> T
         time.sleep(every)
 
 
-def phase_seconds(timeline: Timeline) -> dict[str, float]:
+def dirty_megabytes() -> float:
+    """The kernel's dirty and under-writeback page cache (``/proc/meminfo``), in MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return sum(int(fields[name].split()[0]) for name in ("Dirty", "Writeback")) / 1000
+
+
+def phase_seconds(timeline: Timeline, loaded_at: float | None) -> dict[str, float]:
     """Seconds in each step: queued (until claimed), checks (until the first step),
-    then each of ``PHASES`` from the first progress line naming it to the next one's."""
+    then each of ``PHASES`` from the first progress line naming it to the next one's,
+    the load split at ``loaded_at`` (then: the rename into place, the job's commit)."""
     starts: list[tuple[str, float]] = [("queued", timeline.created)]
+    if loaded_at is not None and timeline.created < loaded_at < timeline.ended:
+        starts.append(("rename+commit", loaded_at))
     if timeline.running_at is not None:
         starts.append(("checks", timeline.running_at))
     for at, step in timeline.steps:
@@ -654,6 +673,7 @@ class Results:
 def restores(
     server: PostgresServer,
     engine: Engine,
+    worker: Worker,
     project_id: str,
     rest: PgBackRest,
     workdir: Path,
@@ -684,7 +704,12 @@ def restores(
     assert isinstance(mark, datetime)
     log(f"the mark: {mark.isoformat()} ({results.rows_at_mark} pgbench_history rows)")
 
-    with Engine(workdir / "plain") as plain:
+    plain_loaded: list[float] = []
+
+    def loaded(job: JobRecord) -> None:
+        plain_loaded.append(time.perf_counter())
+
+    with Engine(workdir / "plain", hooks={"restore.before_commit": loaded}) as plain:
         plain_project = plain.create_project(
             CreateProject(name="bench", database_url=server.url(DATABASE))
         ).project
@@ -712,7 +737,8 @@ def restores(
         job = engine.create_restore(project_id, RestoreRequest(restore_time=mark))
         timeline = watch(engine, job.id, start)
         figures["pitr_restore"] = timeline.ended - start
-        results.phases = phase_seconds(timeline)
+        results.phases = phase_seconds(timeline, worker.loaded_at)
+        figures["pitr_dirty_at_load"] = timeline.dirty_at_load or 0.0
         results.replay_line = next(
             (step for _, step in reversed(timeline.steps) if step.startswith("replaying")), ""
         )
@@ -727,12 +753,14 @@ def restores(
         checkpoint(server)
 
         log("engine restore of the backup into a new preview (project.restore)")
+        figures["plain_dirty_at_start"] = dirty_megabytes()
         start = time.perf_counter()
         request = RestoreRequest(backup_key=key, allow_unverified_backup=True)
         restore = plain.create_restore(plain_project.id, request)
         assert plain.worker.run_once(only_id=restore.id)
         done = plain.wait_for_job(restore.id, timeout=3600)
         figures["plain_restore"] = time.perf_counter() - start
+        figures["plain_restore_to_commit"] = plain_loaded[-1] - start
         rows = history_rows(preview_url(plain, server, done))
         if rows != results.rows_at_mark:
             raise SystemExit(f"the backup restore holds {rows} rows, not {results.rows_at_mark}")
@@ -812,7 +840,7 @@ def run(server: PostgresServer, workdir: Path, args: argparse.Namespace) -> Resu
                 f"{percentile(results.rpo, 0.95):.3f} s, max {max(results.rpo):.3f} s"
             )
 
-            restores(server, engine, project.id, rest, workdir, args, results)
+            restores(server, engine, worker, project.id, rest, workdir, args, results)
             jobs = engine.list_jobs(project.id, 100)
             log("engine jobs of the run: " + ", ".join(f"{j.type} {j.state}" for j in jobs))
         finally:
@@ -893,7 +921,18 @@ def report(args: argparse.Namespace, results: Results) -> None:
             f"{PrepareRace.retries} time(s) (the chown race, see PrepareRace)",
             "",
         ),
-        ("engine backup restore (plain)", f"{figures['plain_restore']:.1f} s", ""),
+        (
+            "engine backup restore (plain)",
+            f"{figures['plain_restore']:.1f} s (until the rename "
+            f"{figures['plain_restore_to_commit']:.1f} s)",
+            "",
+        ),
+        (
+            "  dirty page cache",
+            f"{figures['pitr_dirty_at_load']:.0f} MB when the PITR load began, "
+            f"{figures['plain_dirty_at_start']:.0f} MB when the plain restore began",
+            "",
+        ),
         (
             "pgBackRest restore (whole cluster)",
             f"{figures['pgbackrest_total']:.1f} s: restore {figures['pgbackrest_restore']:.1f} s, "
