@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pulumi_capy.api.errors import InvalidInput
+from pulumi_capy.api.errors import InvalidInput, JobFailed
 from pulumi_capy.api.models import (
     CreateProject,
     CreateRestorePoint,
@@ -395,3 +395,23 @@ def test_a_slot_the_server_invalidated_is_a_reported_gap(pitr: PitrProject) -> N
         after = pitr.commit(conn, "INSERT INTO t VALUES (-1)")
     pitr.wait_covered(after)
     assert -1 in pitr.rows(pitr.preview_url(pitr.restore(after)))
+
+
+def test_a_lost_piece_of_the_partial_segment_fails_naming_it(pitr: PitrProject) -> None:
+    """The segment being written is archived piece by piece as it grows; losing one is a
+    gap too, never a restore that quietly stops short of its moment."""
+    with pitr.connect() as conn:
+        pitr.commit(conn, "CREATE TABLE t (i int)")
+        for i in range(5):
+            moment = pitr.commit(conn, "INSERT INTO t VALUES (%s)", (i,))
+            time.sleep(0.3)  # a cycle apiece: a piece apiece
+    pitr.wait_covered(moment)
+    store = pitr.engine.rt.store
+    pieces = [s for s in store.list_wal_segments(pitr.project_id) if len(s.name) > 24]
+    assert len(pieces) >= 2, pieces
+    store.delete_wal_segment(pitr.project_id, pieces[-1].name)
+    pitr.worker.halt()  # nothing archives the piece again
+    job = pitr.engine.create_restore(pitr.project_id, RestoreRequest(restore_time=moment))
+    with pytest.raises(JobFailed) as failed:
+        pitr.engine.wait_for_job(job.id, 300)  # run here
+    assert f"misses part of segment {pieces[-1].name[:24]}" in (failed.value.job.error or "")

@@ -10,6 +10,7 @@ one the server is still writing, is replaced as it grows until its complete vers
 from __future__ import annotations
 
 import hashlib
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -26,7 +27,17 @@ from pulumi_capy.engine.pitr.lsn import (
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import WalSegmentRecord
 
-__all__ = ["WalMismatch", "check_pushable", "fetch", "note_pushed", "store", "wal_key"]
+__all__ = [
+    "WalMismatch",
+    "check_pushable",
+    "fetch",
+    "note_pushed",
+    "piece_name",
+    "pieces_of",
+    "store",
+    "store_piece",
+    "wal_key",
+]
 
 WAL_ZSTD_LEVEL = 1
 PARTIAL_READ_TRIES = 5
@@ -99,7 +110,71 @@ def store(rt: Runtime, project_id: str, path: Path, *, partial: bool = False) ->
         raise
     if before is not None and before.partial and before.blob_key != key:
         rt.blobs.delete(before.blob_key)
+    if not partial:
+        _drop_pieces(rt, project_id, name)
     return record
+
+
+def piece_name(segment: str, offset: int) -> str:
+    """The catalogue name of the piece of ``segment`` starting at byte ``offset``."""
+    return f"{segment}.{offset:08X}"
+
+
+def store_piece(rt: Runtime, project_id: str, segment: str, offset: int, data: bytes) -> None:
+    """Archive bytes ``offset``.. of the segment the server is still writing: a partial
+    segment is kept as the pieces that arrived, each archived once, so that keeping it
+    durable costs what the log grows by, not its whole size again and again."""
+    existing = rt.store.get_wal_segment(project_id, segment)
+    if existing is not None and not existing.partial:
+        return  # complete already
+    name = piece_name(segment, offset)
+    key = f"projects/{project_id}/wal/{segment}.partial.{offset:08X}.zst"
+    staged = rt.blobs.stage(key, io.BytesIO(data), level=WAL_ZSTD_LEVEL)
+    info = rt.blobs.commit(staged, {"project_id": project_id, "wal_file": segment, "at": offset})
+    try:
+        rt.store.put_wal_segment(
+            WalSegmentRecord(
+                project_id=project_id,
+                name=name,
+                blob_key=key,
+                sha256=info.sha256,
+                size_bytes=info.source_bytes,
+                blob_bytes=info.blob_bytes,
+                partial=True,
+                created_at=rt.now(),
+            )
+        )
+    except NotFound:
+        rt.blobs.delete(key)
+        raise
+
+
+def pieces_of(rt: Runtime, project_id: str, segment: str) -> list[WalSegmentRecord]:
+    """The archived pieces of a partial segment that follow each other from its start, in
+    order (a piece after a hole would be of no use)."""
+    found = sorted(
+        (
+            item
+            for item in rt.store.list_wal_segments(project_id)
+            if item.name.startswith(f"{segment}.") and item.partial
+        ),
+        key=lambda item: item.name,
+    )
+    contiguous: list[WalSegmentRecord] = []
+    end = 0
+    for item in found:
+        if int(item.name.rpartition(".")[2], 16) != end:
+            break
+        contiguous.append(item)
+        end += item.size_bytes
+    return contiguous
+
+
+def _drop_pieces(rt: Runtime, project_id: str, segment: str) -> None:
+    for item in rt.store.list_wal_segments(project_id):
+        if item.name.startswith(f"{segment}.") and item.partial:
+            rt.blobs.delete(item.blob_key)
+            rt.store.delete_wal_segment(project_id, item.name)
 
 
 def check_pushable(rt: Runtime, project_id: str) -> None:
@@ -148,19 +223,37 @@ def note_pushed(rt: Runtime, project_id: str, path: Path) -> None:
     )
 
 
-def fetch(rt: Runtime, project_id: str, name: str, destination: Path) -> WalSegmentRecord:
-    """Write archived WAL file ``name`` to ``destination``, checked against its checksum.
-    ``NotFound`` when the archive does not hold it (the end of the log, for a recovery)."""
+def fetch(rt: Runtime, project_id: str, name: str, destination: Path) -> None:
+    """Write archived WAL file ``name`` to ``destination``, checked against its checksum:
+    a complete segment, or the pieces of a partial one followed by zeros to a segment's
+    size (where the log ends, as in the server's own file). ``NotFound`` when the archive
+    does not hold it (the end of the log, for a recovery)."""
     for _ in range(PARTIAL_READ_TRIES):
         record = rt.store.get_wal_segment(project_id, name)
-        if record is None:
+        pieces = pieces_of(rt, project_id, name) if record is None else []
+        if record is None and not pieces:
             raise NotFound(f"WAL file {name} is not in the archive of project {project_id}")
         try:
-            rt.blobs.get_file(record.blob_key, record.sha256, destination, durable=False)
+            if record is not None:
+                rt.blobs.get_file(record.blob_key, record.sha256, destination, durable=False)
+            else:
+                _assemble(rt, pieces, destination)
         except (ChecksumMismatch, EngineFailure):
-            # a partial segment may have been replaced between the catalogue and the read
-            if record.partial:
+            # the partial segment was completed (its pieces replaced) while being read
+            if record is None or record.partial:
                 continue
             raise
-        return record
+        return
     raise ChecksumMismatch(f"WAL file {name}: its partial segment kept changing while read")
+
+
+def _assemble(rt: Runtime, pieces: list[WalSegmentRecord], destination: Path) -> None:
+    with destination.open("wb") as out:
+
+        def append(stream: IO[bytes]) -> None:
+            for chunk in iter(lambda: stream.read(CHUNK), b""):
+                out.write(chunk)
+
+        for piece in pieces:
+            rt.blobs.read(piece.blob_key, piece.sha256, append)
+        out.truncate(max(out.tell(), DEFAULT_SEGMENT_BYTES))

@@ -19,12 +19,18 @@ from typing import IO
 
 from pulumi_capy.api.errors import CapyError
 from pulumi_capy.api.models import format_timestamp
-from pulumi_capy.engine.drivers import driver_for
+from pulumi_capy.engine.drivers import Outcome, driver_for
 from pulumi_capy.engine.jobs import JobDone, Loaded, PermanentFailure, load_into_target
 from pulumi_capy.engine.pitr import archive, server
 from pulumi_capy.engine.pitr.control import NO_STREAMER, base_backup_for, streaming
 from pulumi_capy.engine.pitr.instance import Instance, instance_space, unpack
-from pulumi_capy.engine.pitr.lsn import SEGMENT_NAME, segment_name, segment_number
+from pulumi_capy.engine.pitr.lsn import (
+    DEFAULT_SEGMENT_BYTES,
+    SEGMENT_NAME,
+    format_lsn,
+    segment_name,
+    segment_number,
+)
 from pulumi_capy.engine.queue import Deferred, Lease
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import (
@@ -44,14 +50,19 @@ def plan_segments(rt: Runtime, project_id: str, backup: BaseBackupRecord) -> lis
     """The archived log a recovery from ``backup`` replays: every segment from the one
     its log starts in to the newest one, with no gap, and the timeline history files.
     ``PermanentFailure`` naming the first missing segment otherwise."""
-    catalogue = rt.store.list_wal_segments(project_id)
+    catalogue = rt.store.list_wal_segments(project_id)  # in name order: X before X.<piece>
     first = segment_name(backup.timeline, backup.start_lsn)
     timeline, first_number = segment_number(first)
-    segments = {
-        segment_number(item.name)[1]: item
-        for item in catalogue
-        if SEGMENT_NAME.match(item.name) and segment_number(item.name)[0] == timeline
-    }
+    segments: dict[int, WalSegmentRecord] = {}
+    for item in catalogue:
+        base = item.name[:24]
+        if not SEGMENT_NAME.match(base) or segment_number(base)[0] != timeline:
+            continue
+        # a segment, or the first piece of a partial one standing for all of them
+        segments.setdefault(
+            segment_number(base)[1],
+            item.model_copy(update={"name": base, "size_bytes": DEFAULT_SEGMENT_BYTES}),
+        )
     last_number = max((number for number in segments if number >= first_number), default=None)
     if last_number is None:
         raise PermanentFailure(
@@ -60,17 +71,36 @@ def plan_segments(rt: Runtime, project_id: str, backup: BaseBackupRecord) -> lis
         )
     planned: list[WalSegmentRecord] = []
     for number in range(first_number, last_number + 1):
-        item = segments.get(number)
-        if item is None:
-            missing = segment_name(timeline, number * 16 * 1024 * 1024)
+        found = segments.get(number)
+        if found is None:
+            missing = segment_name(timeline, number * DEFAULT_SEGMENT_BYTES)
             raise PermanentFailure(
                 f"the log archive of project {project_id} misses segment {missing} (a gap "
                 f"between base backup {backup.id}, which starts in {first}, and the end of "
                 "the archive): nothing after the gap can be restored from this base backup"
             )
-        planned.append(item)
+        planned.append(found)
+    _check_pieces(rt, project_id, planned[-1])
     planned += [item for item in catalogue if item.name.endswith(".history")]
     return planned
+
+
+def _check_pieces(rt: Runtime, project_id: str, last: WalSegmentRecord) -> None:
+    """The partial segment at the end of the log must hold what the window promises: a
+    recovery that ran out of log before the target would look like one that reached it."""
+    record = rt.store.get_pitr(project_id)
+    if record is None or record.streamed_lsn is None or not last.partial:
+        return
+    if rt.store.get_wal_segment(project_id, last.name) is not None:
+        return  # kept whole (pushed as .partial), not in pieces
+    start = segment_number(last.name)[1] * DEFAULT_SEGMENT_BYTES
+    end = start + sum(piece.size_bytes for piece in archive.pieces_of(rt, project_id, last.name))
+    if start <= record.streamed_lsn and end < record.streamed_lsn:
+        raise PermanentFailure(
+            f"the log archive of project {project_id} misses part of segment {last.name} "
+            f"(it holds {format_lsn(start)}..{format_lsn(end)}, the window promises "
+            f"{format_lsn(record.streamed_lsn)}): a gap"
+        )
 
 
 @dataclass
@@ -142,41 +172,15 @@ def run_pitr_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         )
     planned = plan_segments(rt, project.id, backup)
     postgres = server.exact_binary("postgres", backup.server_major)
-    driver = driver_for(project.database_url)
 
-    def progress(step: str) -> None:
-        rt.report_progress(job, step)
-
-    with instance_space(rt.scratch_dir) as root:
-        _check_space(root, backup, planned)
-        instance = Instance(root, postgres, backup.superuser, moment)
-        progress(f"unpacking base backup {backup.id} ({backup.size_bytes // 2**20} MiB)")
-
-        def consume(stream: IO[bytes]) -> None:
-            unpack(stream, instance.data)
-
-        rt.blobs.read(backup.blob_key, backup.sha256, consume)
-        instance.wal.mkdir()
-        fetcher = _Fetcher(rt, project.id, planned, instance.wal)
-        fetcher.announce()
-        thread = threading.Thread(target=fetcher.run, name=f"fetch-{job.id}", daemon=True)
-        thread.start()
-        target = format_timestamp(moment)
-        try:
-            lease.check()
-            to_end = instance.recover(
-                lambda done: progress(f"replaying to {target}: {done} of {len(planned)}"),
-                lambda: fetcher.error,
-            )
-            lease.check()
-            progress(f"extracting database {project.database_name} as of {target}")
-            dump_at = root / "extract.dump"
-            dumped = driver.dump(instance.url(project.database_name or ""), dump_at)
-        finally:
-            fetcher.stop.set()
-            instance.stop()
-            thread.join(timeout=30)
-        progress(f"loading the state at {target} into the target")
+    target = format_timestamp(moment)
+    with rt.scratch_space() as extract:
+        dump_at = extract / "extract.dump"
+        recovery = _Recovery(rt, job, lease, backup, planned, postgres, moment)
+        to_end, dumped = recovery.extract(project.database_name or "", dump_at)
+        # the instance and its files are gone by now (their dirty pages dropped unwritten,
+        # not flushed while the target loads)
+        rt.report_progress(job, f"loading the state at {target} into the target")
 
         def materialize(path: Path) -> None:
             shutil.move(dump_at, path)
@@ -202,3 +206,54 @@ def run_pitr_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
             loaded,
             result={"restore_time": target, "base_backup_id": backup.id},
         )
+
+
+@dataclass
+class _Recovery:
+    """One recovery instance's life: unpack, replay to the moment, extract the database."""
+
+    rt: Runtime
+    job: JobRecord
+    lease: Lease
+    backup: BaseBackupRecord
+    planned: list[WalSegmentRecord]
+    postgres: str
+    moment: datetime
+
+    def progress(self, step: str) -> None:
+        self.rt.report_progress(self.job, step)
+
+    def extract(self, database: str, dump_at: Path) -> tuple[bool, Outcome]:
+        """Whether it replayed to the log's end, and the database's dump at ``dump_at``."""
+        rt, backup = self.rt, self.backup
+        target = format_timestamp(self.moment)
+        with instance_space(rt.scratch_dir) as root:
+            _check_space(root, backup, self.planned)
+            instance = Instance(root, self.postgres, backup.superuser, self.moment)
+            self.progress(f"unpacking base backup {backup.id} ({backup.size_bytes // 2**20} MiB)")
+
+            def consume(stream: IO[bytes]) -> None:
+                unpack(stream, instance.data)
+
+            rt.blobs.read(backup.blob_key, backup.sha256, consume)
+            instance.wal.mkdir()
+            fetcher = _Fetcher(rt, backup.project_id, self.planned, instance.wal)
+            fetcher.announce()
+            thread = threading.Thread(target=fetcher.run, name=f"fetch-{self.job.id}", daemon=True)
+            thread.start()
+            try:
+                self.lease.check()
+                to_end = instance.recover(
+                    lambda done: self.progress(f"replaying to {target}: {done}"),
+                    lambda: fetcher.error,
+                )
+                fetcher.stop.set()  # what it did not fetch yet is past the moment
+                self.lease.check()
+                self.progress(f"extracting database {database} as of {target}")
+                url = instance.url(database)
+                dumped = driver_for(url).dump(url, dump_at)
+            finally:
+                fetcher.stop.set()
+                instance.stop()
+                thread.join(timeout=30)
+        return to_end, dumped

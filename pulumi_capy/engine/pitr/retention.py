@@ -85,7 +85,8 @@ def run_pitr_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         first_needed = segment_name(oldest.timeline, oldest.start_lsn)
         for segment in rt.store.list_wal_segments(project_id):
             # the log before the oldest kept base backup's start, on its timeline or earlier
-            if SEGMENT_NAME.match(segment.name) and segment.name[8:] < first_needed[8:]:
+            base = segment.name[:24]  # a segment, or a piece of one
+            if SEGMENT_NAME.match(base) and base[8:] < first_needed[8:]:
                 lease.check()
                 rt.blobs.delete(segment.blob_key)
                 rt.store.delete_wal_segment(project_id, segment.name)

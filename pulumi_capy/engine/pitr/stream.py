@@ -36,7 +36,17 @@ from pulumi_capy.api.models import PitrMethod, format_timestamp
 from pulumi_capy.engine.drivers.postgres.libpq import connect, env
 from pulumi_capy.engine.pitr import archive, server
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
-from pulumi_capy.engine.pitr.lsn import format_lsn, is_wal_file, log_end, parse_lsn, segment_name
+from pulumi_capy.engine.pitr.lsn import (
+    DEFAULT_SEGMENT_BYTES as SEGMENT_BYTES,
+)
+from pulumi_capy.engine.pitr.lsn import (
+    format_lsn,
+    is_wal_file,
+    log_end,
+    parse_lsn,
+    segment_name,
+    segment_number,
+)
 from pulumi_capy.engine.pitr.processes import popen_tied, stop_process
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import PitrRecord
@@ -71,7 +81,7 @@ class Streamer:
         self.project_id = project_id
         self.stop = stop
         self.application_name = f"capy_stream_{project_id}"[:63]
-        self._partial_seen: tuple[str, int, int] | None = None
+        self._piece_end: dict[str, int] = {}  # segment → its bytes archived as pieces
         self._renewed = 0.0  # time.monotonic() of the last renewal
         self.receiver = server.receiver_slot_name(project_id, secrets.token_hex(3))
 
@@ -215,9 +225,11 @@ class Streamer:
                 raise RuntimeError(
                     f"pg_receivewal exited with {process.returncode}: {error.strip()}"
                 )
+            started = time.monotonic()
             sample = self._sample(conn)
-            if self._received(conn, sample.target, process):
-                self._archive(spool)
+            received = self._received(conn, sample.target, process)
+            if received is not None:
+                self._archive(spool, received)
                 if not self.rt.store.record_streamed(
                     self.project_id, self.rt.worker_id, sample.target, sample.at
                 ):
@@ -226,7 +238,7 @@ class Streamer:
                 if not advanced:
                     advanced = True
                     clear_failure(self.rt, self.project_id)
-            self.stop.wait(CYCLE)
+            self.stop.wait(max(0.0, CYCLE - (time.monotonic() - started)))  # a steady rate
 
     @staticmethod
     def _sample(conn: psycopg.Connection) -> _Sample:
@@ -236,7 +248,9 @@ class Streamer:
 
     def _received(
         self, conn: psycopg.Connection, target: int, process: subprocess.Popen[bytes]
-    ) -> bool:
+    ) -> int | None:
+        """How far ``pg_receivewal`` has received (and written), once that reaches
+        ``target``; None when it did not within ``RECEIVE_WAIT``."""
         deadline = time.monotonic() + RECEIVE_WAIT
         while time.monotonic() < deadline and process.poll() is None:
             flushed = self._one(
@@ -245,27 +259,39 @@ class Streamer:
                 (self.receiver,),
             )
             if flushed is not None and parse_lsn(str(flushed)) >= target:
-                return True
+                return parse_lsn(str(flushed))
             if self.stop.wait(0.01):
-                return False
-        return False
+                return None
+        return None
 
-    def _archive(self, spool: Path) -> None:
-        """Archive the completed segments, then the partial one when it changed."""
+    def _archive(self, spool: Path, received: int) -> None:
+        """Archive the completed segments, then what the partial one gained (as a piece)."""
         for path in sorted(spool.iterdir()):
             if path.suffix == ".partial" or not is_wal_file(path.name):
                 continue
             archive.store(self.rt, self.project_id, path)
             path.unlink()
+            self._piece_end.pop(path.name, None)
         for path in sorted(spool.glob("*.partial")):
+            segment = path.name.removesuffix(".partial")
+            start = segment_number(segment)[1] * SEGMENT_BYTES
+            valid = min(received - start, SEGMENT_BYTES)
+            if segment not in self._piece_end:
+                pieces = archive.pieces_of(self.rt, self.project_id, segment)
+                self._piece_end[segment] = sum(piece.size_bytes for piece in pieces)
+            done = self._piece_end[segment]
+            if valid <= done:
+                continue
             try:
-                stat = path.stat()
+                with path.open("rb") as handle:
+                    handle.seek(done)
+                    data = handle.read(valid - done)
             except FileNotFoundError:
                 continue  # completed between the listing and now: archived next cycle
-            seen = (path.name, stat.st_size, stat.st_mtime_ns)
-            if seen != self._partial_seen and stat.st_size > 0:
-                archive.store(self.rt, self.project_id, path, partial=True)
-                self._partial_seen = seen
+            if len(data) != valid - done:
+                continue  # not written that far after all: next cycle
+            archive.store_piece(self.rt, self.project_id, segment, done, data)
+            self._piece_end[segment] = valid
 
 
 FAILED = "streaming failed"

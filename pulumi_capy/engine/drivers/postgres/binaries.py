@@ -72,7 +72,7 @@ def _installations(path: str) -> tuple[Installation, ...]:
     for entry in path.split(os.pathsep):
         tool = Path(entry or ".") / "pg_dump"
         # Debian's /usr/bin/pg_dump picks a version by itself: look behind it instead
-        if tool.is_file() and "postgresql-common" not in str(tool.resolve()):
+        if _is_file(tool) and "postgresql-common" not in str(tool.resolve()):
             candidates.append(Path(entry))
     pg_config_bindir = _pg_config_bindir(path)
     if pg_config_bindir:
@@ -86,11 +86,20 @@ def _installations(path: str) -> tuple[Installation, ...]:
     return tuple(found[major] for major in sorted(found))
 
 
+def _is_file(path: Path) -> bool:
+    """``Path.is_file``, false too for a directory this user may not look into (a PATH
+    inherited from another user, ``/root/go/bin`` say)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _probe(bindir: Path) -> Installation | None:
     tool = bindir / "pg_dump"
-    if not tool.is_file():
+    if not _is_file(tool):
         tool = bindir / "pg_restore"
-    if not tool.is_file():
+    if not _is_file(tool):
         return None
     try:
         printed = subprocess.run(
