@@ -78,7 +78,6 @@ from psycopg import sql
 
 from pulumi_capy.api.models import CreateProject, Job, PutPitr, RestoreRequest
 from pulumi_capy.engine import Engine
-from pulumi_capy.engine.pitr import instance as instance_module
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
 from pulumi_capy.engine.stores.contract import JobRecord
 from tests.pg import PostgresServer, running_server
@@ -483,32 +482,6 @@ def preview_url(engine: Engine, server: PostgresServer, job: Job) -> str:
         raise SystemExit(f"restore job {job.id} ended {job.state}: {job.error}")
     preview = engine.get_preview_database(str(job.result["preview_database_id"]))
     return server.url(str(preview.database_name))
-
-
-class PrepareRace:
-    """As root, ``Instance.prepare`` chowns everything under the instance's directory
-    (``rglob``) while the fetcher thread renames ``wal/.<segment>.tmp`` files there: a
-    file renamed between the listing and its ``lchown`` fails the restore with
-    ``FileNotFoundError``. Until the engine avoids it, the benchmark retries ``prepare``
-    (idempotent: it rewrites the configuration and chowns again) and counts the retries;
-    ``--no-retry-prepare`` shows the failure."""
-
-    retries = 0
-
-    @classmethod
-    def install(cls) -> None:
-        original = instance_module.Instance.prepare
-
-        def prepare(self: instance_module.Instance, *, with_target: bool = True) -> None:
-            for _ in range(50):
-                try:
-                    original(self, with_target=with_target)
-                    return
-                except FileNotFoundError:
-                    cls.retries += 1
-            original(self, with_target=with_target)
-
-        instance_module.Instance.prepare = prepare  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- measurements
@@ -917,11 +890,6 @@ def report(args: argparse.Namespace, results: Results) -> None:
         ),
         ("  last replay step", results.replay_line, ""),
         (
-            "  Instance.prepare retried",
-            f"{PrepareRace.retries} time(s) (the chown race, see PrepareRace)",
-            "",
-        ),
-        (
             "engine backup restore (plain)",
             f"{figures['plain_restore']:.1f} s (until the rename "
             f"{figures['plain_restore_to_commit']:.1f} s)",
@@ -957,15 +925,10 @@ def main() -> None:
     parser.add_argument("--back", type=int, default=30, help="pgbench seconds after the mark")
     parser.add_argument("--pgbackrest-compress", default="zst", help="compress-type (zst)")
     parser.add_argument("--dir", type=Path, default=None, help="where the work files go")
-    parser.add_argument(
-        "--no-retry-prepare", action="store_true", help="see PrepareRace: do not retry"
-    )
     args = parser.parse_args()
     if args.commits < 50:
         parser.error("--commits: at least 50")
     os.environ.pop("CAPY_DIR", None)
-    if not args.no_retry_prepare:
-        PrepareRace.install()
     workdir = Path(tempfile.mkdtemp(prefix="capy-bench-pitr-", dir=args.dir))
     workdir.chmod(0o755)  # pgBackRest's directory inside is the server user's
     try:
