@@ -13,7 +13,7 @@ from pulumi_capy.engine.drivers import driver_for
 from pulumi_capy.engine.pitr import control
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
-from pulumi_capy.engine.stores.contract import ProjectRecord
+from pulumi_capy.engine.stores.contract import PitrRecord, ProjectRecord
 
 __all__ = ["create_project", "delete_project", "get_project", "list_projects", "require"]
 
@@ -26,21 +26,22 @@ def require(rt: Runtime, project_id: str) -> ProjectRecord:
     return project
 
 
-def _public(rt: Runtime, project: ProjectRecord) -> Project:
+def _public(rt: Runtime, project: ProjectRecord, pitr: PitrRecord | None) -> Project:
     """The project as the API shows it, with its PITR window (null when off)."""
     public = project.public()
-    current = control.window(rt, project.id)
+    current = control.window_of(rt, pitr) if pitr is not None else None
     if current is not None:
         public.pitr_window_start, public.pitr_window_end = current.start, current.end
     return public
 
 
 def list_projects(rt: Runtime) -> list[Project]:
-    return [_public(rt, project) for project in rt.store.list_projects()]
+    pitr = {record.project_id: record for record in rt.store.enabled_pitr()}  # one query
+    return [_public(rt, project, pitr.get(project.id)) for project in rt.store.list_projects()]
 
 
 def get_project(rt: Runtime, project_id: str) -> Project:
-    return _public(rt, require(rt, project_id))
+    return _public(rt, require(rt, project_id), rt.store.get_pitr(project_id))
 
 
 def create_project(rt: Runtime, request: CreateProject) -> ProjectCreated:
@@ -101,7 +102,7 @@ def delete_project(rt: Runtime, project_id: str, *, force: bool) -> None:
         )
     for backup in rt.store.list_backups(project_id):
         rt.blobs.delete(backup.backup_key)
-    control.disable(rt, project_id)  # its replication slot would keep the server's log
+    control.disable(rt, project)  # its replication slot would keep the server's log
     for base in base_backups:
         rt.blobs.delete(base.blob_key)
     for segment in rt.store.list_wal_segments(project_id):

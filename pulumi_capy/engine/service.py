@@ -186,18 +186,19 @@ class Engine:
     # ------------------------------------------------------------ point-in-time recovery
 
     def get_pitr(self, project_id: str) -> PitrStatus:
-        return control.status(self.rt, project_id)
+        return control.status(self.rt, projects.require(self.rt, project_id))
 
     def put_pitr(self, project_id: str, request: PutPitr) -> PitrChange:
         """Turn PITR on (its first base backup's job in the answer) or off."""
         request = parse_request(PutPitr, request)
+        project = projects.require(self.rt, project_id)
         job = None
         if request.enabled:
-            job_id = control.enable(self.rt, project_id, request)
+            job_id = control.enable(self.rt, project, request)
             job = self.get_job(job_id) if job_id else None
         else:
-            control.disable(self.rt, project_id)
-        return PitrChange(pitr=control.status(self.rt, project_id), job=job)
+            control.disable(self.rt, project)
+        return PitrChange(pitr=control.status(self.rt, project), job=job)
 
     def wal_push(self, project_id: str, path: str | Path) -> None:
         """Archive one WAL file (``archive_command = 'capy wal-push --project ID %p'``)."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pulumi_capy.api.models import JobType, ScheduledBackup
+from pulumi_capy.engine.pitr.control import enqueue_base_backup
 from pulumi_capy.engine.pitr.retention import tick_pitr
 from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import new_id
@@ -57,13 +58,7 @@ def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
                 pitr = store.get_pitr(schedule.project_id)
                 if pitr is not None and pitr.enabled:  # PITR: a base backup on the schedule too
                     report.pitr_base_backup_jobs.append(
-                        rt.enqueue(
-                            tx,
-                            JobType.pitr_base_backup,
-                            project_id=schedule.project_id,
-                            payload={},
-                            locked_resource=f"pitr:{schedule.project_id}",
-                        )
+                        enqueue_base_backup(rt, schedule.project_id, tx)
                     )
 
     for schedule in store.retention_schedules():

@@ -91,23 +91,7 @@ def store(rt: Runtime, project_id: str, path: Path, *, partial: bool = False) ->
         )
     key = wal_key(project_id, name, partial=partial)
     with path.open("rb") as reader:
-        staged = rt.blobs.stage(key, reader, level=WAL_ZSTD_LEVEL)
-    info = rt.blobs.commit(staged, {"project_id": project_id, "wal_file": name})
-    record = WalSegmentRecord(
-        project_id=project_id,
-        name=name,
-        blob_key=key,
-        sha256=info.sha256,
-        size_bytes=info.source_bytes,
-        blob_bytes=info.blob_bytes,
-        partial=partial,
-        created_at=rt.now(),
-    )
-    try:
-        before = rt.store.put_wal_segment(record)
-    except NotFound:  # the project went while its log was being archived
-        rt.blobs.delete(key)
-        raise
+        record, before = _keep(rt, project_id, name, key, reader, partial=partial)
     if before is not None and before.partial and before.blob_key != key:
         rt.blobs.delete(before.blob_key)
     if not partial:
@@ -127,24 +111,30 @@ def store_piece(rt: Runtime, project_id: str, segment: str, offset: int, data: b
     existing = rt.store.get_wal_segment(project_id, segment)
     if existing is not None and not existing.partial:
         return  # complete already
-    name = piece_name(segment, offset)
     key = f"projects/{project_id}/wal/{segment}.partial.{offset:08X}.zst"
-    staged = rt.blobs.stage(key, io.BytesIO(data), level=WAL_ZSTD_LEVEL)
-    info = rt.blobs.commit(staged, {"project_id": project_id, "wal_file": segment, "at": offset})
+    _keep(rt, project_id, piece_name(segment, offset), key, io.BytesIO(data), partial=True)
+
+
+def _keep(
+    rt: Runtime, project_id: str, name: str, key: str, reader: IO[bytes], *, partial: bool
+) -> tuple[WalSegmentRecord, WalSegmentRecord | None]:
+    """Compress and hash ``reader`` into blob ``key`` and catalogue it as ``name``; the
+    record, and what was catalogued under that name before."""
+    staged = rt.blobs.stage(key, reader, level=WAL_ZSTD_LEVEL)
+    info = rt.blobs.commit(staged, {"project_id": project_id, "wal_file": name})
+    record = WalSegmentRecord(
+        project_id=project_id,
+        name=name,
+        blob_key=key,
+        sha256=info.sha256,
+        size_bytes=info.source_bytes,
+        blob_bytes=info.blob_bytes,
+        partial=partial,
+        created_at=rt.now(),
+    )
     try:
-        rt.store.put_wal_segment(
-            WalSegmentRecord(
-                project_id=project_id,
-                name=name,
-                blob_key=key,
-                sha256=info.sha256,
-                size_bytes=info.source_bytes,
-                blob_bytes=info.blob_bytes,
-                partial=True,
-                created_at=rt.now(),
-            )
-        )
-    except NotFound:
+        return record, rt.store.put_wal_segment(record)
+    except NotFound:  # the project went while its log was being archived
         rt.blobs.delete(key)
         raise
 
@@ -152,14 +142,7 @@ def store_piece(rt: Runtime, project_id: str, segment: str, offset: int, data: b
 def pieces_of(rt: Runtime, project_id: str, segment: str) -> list[WalSegmentRecord]:
     """The archived pieces of a partial segment that follow each other from its start, in
     order (a piece after a hole would be of no use)."""
-    found = sorted(
-        (
-            item
-            for item in rt.store.list_wal_segments(project_id)
-            if item.name.startswith(f"{segment}.") and item.partial
-        ),
-        key=lambda item: item.name,
-    )
+    found = rt.store.list_wal_segments(project_id, prefix=f"{segment}.")
     contiguous: list[WalSegmentRecord] = []
     end = 0
     for item in found:
@@ -171,10 +154,9 @@ def pieces_of(rt: Runtime, project_id: str, segment: str) -> list[WalSegmentReco
 
 
 def _drop_pieces(rt: Runtime, project_id: str, segment: str) -> None:
-    for item in rt.store.list_wal_segments(project_id):
-        if item.name.startswith(f"{segment}.") and item.partial:
-            rt.blobs.delete(item.blob_key)
-            rt.store.delete_wal_segment(project_id, item.name)
+    for item in rt.store.list_wal_segments(project_id, prefix=f"{segment}."):
+        rt.blobs.delete(item.blob_key)
+        rt.store.delete_wal_segment(project_id, item.name)
 
 
 def check_pushable(rt: Runtime, project_id: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from pulumi_capy.api.errors import FieldError, InvalidInput, NotFound
+from pulumi_capy.api.errors import FieldError, InvalidInput
 from pulumi_capy.api.models import (
     JobType,
     PitrMethod,
@@ -23,7 +23,12 @@ from pulumi_capy.api.models import (
 from pulumi_capy.engine.drivers import DriverFailure
 from pulumi_capy.engine.pitr import server
 from pulumi_capy.engine.runtime import Runtime
-from pulumi_capy.engine.stores.contract import BaseBackupRecord, PitrRecord, ProjectRecord
+from pulumi_capy.engine.stores.contract import (
+    BaseBackupRecord,
+    PitrRecord,
+    ProjectRecord,
+    Transaction,
+)
 
 __all__ = [
     "NO_STREAMER",
@@ -36,14 +41,8 @@ __all__ = [
     "status",
     "streaming",
     "window",
+    "window_of",
 ]
-
-
-def _require(rt: Runtime, project_id: str) -> ProjectRecord:
-    project = rt.store.get_project(project_id)
-    if project is None:
-        raise NotFound(f"project {project_id} not found")
-    return project
 
 
 CATCH_UP_SECONDS = 5.0  # how far past the window's end a moment may be while the log streams
@@ -75,7 +74,12 @@ def usable_base_backups(rt: Runtime, record: PitrRecord) -> list[BaseBackupRecor
 
 def window(rt: Runtime, project_id: str) -> Window | None:
     record = rt.store.get_pitr(project_id)
-    if record is None or not record.enabled or record.covered_at is None:
+    return window_of(rt, record) if record is not None else None
+
+
+def window_of(rt: Runtime, record: PitrRecord) -> Window | None:
+    """The window of the project whose PITR row is ``record`` (None: off or not open)."""
+    if not record.enabled or record.covered_at is None:
         return None
     usable = usable_base_backups(rt, record)
     if not usable or usable[0].ended_at > record.covered_at:
@@ -115,7 +119,7 @@ def check_time(rt: Runtime, project: ProjectRecord, moment: datetime, field: str
                 )
             ]
         )
-    current = window(rt, project.id)
+    current = window_of(rt, record)
     if current is None:
         raise InvalidInput(
             [
@@ -157,13 +161,12 @@ def streaming(record: PitrRecord, now: datetime) -> bool:
     )
 
 
-def status(rt: Runtime, project_id: str) -> PitrStatus:
-    _require(rt, project_id)
-    record = rt.store.get_pitr(project_id)
+def status(rt: Runtime, project: ProjectRecord) -> PitrStatus:
+    record = rt.store.get_pitr(project.id)
     if record is None or not record.enabled:
         return PitrStatus(enabled=False, method=record.method if record else None)
     now = rt.now()
-    current = window(rt, project_id)
+    current = window_of(rt, record)
     notices = list(record.notices)
     streamer = None
     if streaming(record, now) and record.streamer_id is not None:
@@ -184,21 +187,25 @@ def status(rt: Runtime, project_id: str) -> PitrStatus:
     )
 
 
-def enqueue_base_backup(rt: Runtime, project_id: str) -> str:
-    with rt.store.transaction() as tx:
-        return rt.enqueue(
-            tx,
-            JobType.pitr_base_backup,
-            project_id=project_id,
-            payload={},
-            locked_resource=f"pitr:{project_id}",
-        )
+def enqueue_base_backup(rt: Runtime, project_id: str, tx: Transaction | None = None) -> str:
+    """Queue a base backup of the project's cluster (in ``tx``, or a transaction of its
+    own); the job's id."""
+    if tx is None:
+        with rt.store.transaction() as own:
+            return enqueue_base_backup(rt, project_id, own)
+    return rt.enqueue(
+        tx,
+        JobType.pitr_base_backup,
+        project_id=project_id,
+        payload={},
+        locked_resource=f"pitr:{project_id}",
+    )
 
 
-def enable(rt: Runtime, project_id: str, request: PutPitr) -> str | None:
+def enable(rt: Runtime, project: ProjectRecord, request: PutPitr) -> str | None:
     """Turn PITR on (idempotent): check the server, create the slot, queue the first base
     backup; the job's id, or None when PITR was on already."""
-    project = _require(rt, project_id)
+    project_id = project.id
     if project.database_kind != "postgresql":
         raise InvalidInput(
             [
@@ -254,9 +261,9 @@ def _no_base_backup_yet(rt: Runtime, record: PitrRecord) -> str | None:
     return enqueue_base_backup(rt, record.project_id)
 
 
-def disable(rt: Runtime, project_id: str) -> None:
+def disable(rt: Runtime, project: ProjectRecord) -> None:
     """Stop streaming and drop the slot; what is archived stays until retention."""
-    project = _require(rt, project_id)
+    project_id = project.id
     record = rt.store.get_pitr(project_id)
     if record is None or not record.enabled:
         return

@@ -5,6 +5,7 @@ their blobs with the log no kept base backup needs any more."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pulumi_capy.api.models import JobType
@@ -63,6 +64,25 @@ def tick_pitr(rt: Runtime, now: datetime) -> PitrTick:
     return report
 
 
+def _log_not_needed(rt: Runtime, project_id: str) -> Callable[[str], bool]:
+    """Which archived log files no kept base backup needs: those before the oldest one's
+    start (a segment or a piece of one, on its timeline or earlier); all of them once a
+    project turned off has none left; none while one is still to come."""
+    kept = rt.store.list_base_backups(project_id)
+    if not kept:
+        record = rt.store.get_pitr(project_id)
+        off = record is not None and not record.enabled
+        return lambda name: off
+    oldest = min(kept, key=lambda backup: backup.start_lsn)
+    first_needed = segment_name(oldest.timeline, oldest.start_lsn)[8:]
+
+    def before_it(name: str) -> bool:
+        base = name[:24]
+        return bool(SEGMENT_NAME.match(base)) and base[8:] < first_needed
+
+    return before_it
+
+
 def run_pitr_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     """Remove expired base backups' blobs and the log older than every kept one needs."""
     project_id = job.project_id or ""
@@ -71,25 +91,13 @@ def run_pitr_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         if rt.blobs.exists(backup.blob_key):
             rt.blobs.delete(backup.blob_key)
             removed_backups += 1
-    kept = rt.store.list_base_backups(project_id)
-    record = rt.store.get_pitr(project_id)
     removed_segments = 0
-    if not kept and record is not None and not record.enabled:  # off, all aged out
-        for segment in rt.store.list_wal_segments(project_id):
+    doomed = _log_not_needed(rt, project_id)
+    for segment in rt.store.list_wal_segments(project_id):
+        if doomed(segment.name):
             lease.check()
             rt.blobs.delete(segment.blob_key)
             rt.store.delete_wal_segment(project_id, segment.name)
             removed_segments += 1
-    elif kept:
-        oldest = min(kept, key=lambda backup: backup.start_lsn)
-        first_needed = segment_name(oldest.timeline, oldest.start_lsn)
-        for segment in rt.store.list_wal_segments(project_id):
-            # the log before the oldest kept base backup's start, on its timeline or earlier
-            base = segment.name[:24]  # a segment, or a piece of one
-            if SEGMENT_NAME.match(base) and base[8:] < first_needed[8:]:
-                lease.check()
-                rt.blobs.delete(segment.blob_key)
-                rt.store.delete_wal_segment(project_id, segment.name)
-                removed_segments += 1
     text = f"removed {removed_backups} expired base backup(s) and {removed_segments} WAL segment(s)"
     return JobDone({"project_id": project_id}, Outcome(summary=text, stdout=text))

@@ -58,7 +58,11 @@ def receiver_slot_name(project_id: str, token: str) -> str:
 
 def drop_receiver_slots(conn: psycopg.Connection, project_id: str) -> None:
     """Drop the project's receiver slots that nobody streams on (a killed streamer's)."""
-    prefix = f"{slot_name(project_id)}_rx_"
+    _drop_receivers(conn, slot_name(project_id))
+
+
+def _drop_receivers(conn: psycopg.Connection, slot: str) -> None:
+    prefix = f"{slot}_rx_"
     for row in conn.execute(
         "SELECT slot_name FROM pg_replication_slots WHERE starts_with(slot_name::text, %s) "
         "AND NOT active",
@@ -157,12 +161,7 @@ def advance_slot(conn: psycopg.Connection, name: str, lsn: int) -> None:
 def drop_slot(url: str, name: str) -> bool:
     """Drop the slot if it exists; False when it did not."""
     with connect(url) as conn:
-        if name.startswith("capy_"):  # the project's receiver slots go with it
-            conn.execute(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                "WHERE starts_with(slot_name::text, %s) AND NOT active",
-                (f"{name}_rx_",),
-            )
+        _drop_receivers(conn, name)  # the project's receiver slots go with it
         if slot_restart_lsn_on(conn, name) is None:
             return False
         conn.execute("SELECT pg_drop_replication_slot(%s)", (name,))

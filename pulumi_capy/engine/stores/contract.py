@@ -467,8 +467,9 @@ class Store(Protocol):
 
     def get_wal_segment(self, project_id: str, name: str) -> WalSegmentRecord | None: ...
 
-    def list_wal_segments(self, project_id: str) -> list[WalSegmentRecord]:
-        """In name order (log order within a timeline)."""
+    def list_wal_segments(self, project_id: str, *, prefix: str = "") -> list[WalSegmentRecord]:
+        """In name order (log order within a timeline); only names starting with ``prefix``
+        when given (a segment's pieces)."""
         ...
 
     def delete_wal_segment(self, project_id: str, name: str) -> None: ...

@@ -239,10 +239,14 @@ class SqliteConnections:
         return read_rows(rows)
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, table: str, fields: Mapping[str, Any]) -> None:
+    def _insert(
+        db: sqlite3.Connection, table: str, fields: Mapping[str, Any], *, replace: bool = False
+    ) -> None:
+        """Insert a row (``replace``: in place of the one with its key, if any)."""
         names = _columns(fields)
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
         db.execute(
-            f"INSERT INTO {table} ({', '.join(names)}) "  # noqa: S608 - names are checked
+            f"{verb} INTO {table} ({', '.join(names)}) "  # names are checked
             f"VALUES ({', '.join(':' + n for n in names)})",
             {name: stored(name, fields[name]) for name in names},
         )

@@ -18,7 +18,12 @@ from pulumi_capy.engine.stores.contract import (
     Transaction,
     WalSegmentRecord,
 )
-from pulumi_capy.engine.stores.sqlite_base import SqliteConnections, stored, to_timestamp
+from pulumi_capy.engine.stores.sqlite_base import (
+    SqliteConnections,
+    read_row,
+    stored,
+    to_timestamp,
+)
 
 __all__ = ["SqlitePitr"]
 
@@ -29,14 +34,8 @@ class SqlitePitr(SqliteConnections):
         return PitrRecord.model_validate(row) if row else None
 
     def put_pitr(self, record: PitrRecord) -> None:
-        fields = record.model_dump()
-        names = list(fields)
         with self._writing() as db:
-            db.execute(
-                f"INSERT OR REPLACE INTO pitr ({', '.join(names)}) "  # noqa: S608 - model fields
-                f"VALUES ({', '.join(':' + n for n in names)})",
-                {name: stored(name, fields[name]) for name in names},
-            )
+            self._insert(db, "pitr", record.model_dump(), replace=True)
 
     def update_pitr(self, project_id: str, fields: Mapping[str, Any]) -> None:
         names = list(fields)
@@ -96,8 +95,6 @@ class SqlitePitr(SqliteConnections):
             return cursor.rowcount > 0
 
     def put_wal_segment(self, segment: WalSegmentRecord) -> WalSegmentRecord | None:
-        fields = segment.model_dump()
-        names = list(fields)
         with self._writing() as db:
             if not db.execute(
                 "SELECT 1 FROM pitr WHERE project_id = ?", (segment.project_id,)
@@ -107,16 +104,8 @@ class SqlitePitr(SqliteConnections):
                 "SELECT * FROM wal_segments WHERE project_id = ? AND name = ?",
                 (segment.project_id, segment.name),
             ).fetchone()
-            db.execute(
-                f"INSERT OR REPLACE INTO wal_segments ({', '.join(names)}) "  # noqa: S608
-                f"VALUES ({', '.join(':' + n for n in names)})",
-                {name: stored(name, fields[name]) for name in names},
-            )
-        if before is None:
-            return None
-        return WalSegmentRecord.model_validate(
-            {**dict(before), "partial": bool(before["partial"]), "created_at": before["created_at"]}
-        )
+            self._insert(db, "wal_segments", segment.model_dump(), replace=True)
+        return WalSegmentRecord.model_validate(read_row(before)) if before else None
 
     def get_wal_segment(self, project_id: str, name: str) -> WalSegmentRecord | None:
         row = self._one(
@@ -124,9 +113,10 @@ class SqlitePitr(SqliteConnections):
         )
         return WalSegmentRecord.model_validate(row) if row else None
 
-    def list_wal_segments(self, project_id: str) -> list[WalSegmentRecord]:
-        rows = self._all(
-            "SELECT * FROM wal_segments WHERE project_id = ? ORDER BY name", (project_id,)
+    def list_wal_segments(self, project_id: str, *, prefix: str = "") -> list[WalSegmentRecord]:
+        rows = self._all(  # names are hex and dots: no LIKE wildcard in a prefix
+            "SELECT * FROM wal_segments WHERE project_id = ? AND name LIKE ? || '%' ORDER BY name",
+            (project_id, prefix),
         )
         return [WalSegmentRecord.model_validate(row) for row in rows]
 
