@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from pulumi_capy.api.models import (
     Job,
     JobState,
     Project,
+    PutPitr,
     RestoreRequest,
     TargetKind,
 )
@@ -46,6 +48,7 @@ from tests.postgres.fidelity import (
     rls_answers,
     without_database_level,
 )
+from tests.postgres.pitr_harness import PitrProject, WorkerThread, open_window
 
 JOB_TIMEOUT = 120.0
 
@@ -240,6 +243,37 @@ def test_a_new_preview_is_what_the_plain_tools_make(engine: Engine, pg: PgNamesp
     assert rls_answers(preview, rich.roles) == answers
     found = differences(source, fingerprint(rich.url))
     assert found == {}, report(found)  # the source is untouched
+
+
+def test_a_restore_to_a_moment_is_what_the_plain_tools_made_at_that_moment(
+    pg: PgNamespace, tmp_path: Path
+) -> None:
+    """Point-in-time recovery brings back the richest database as the plain tools' control
+    taken at that moment saw it (owners, grants, row security, data), whatever changed
+    after."""
+    rich = build_rich(pg)
+    answers = rls_answers(rich.url, rich.roles)
+    source = fingerprint(rich.url)
+    expected = fingerprint(control(pg, rich.name))
+    worker = WorkerThread(tmp_path / ".capy")
+    with Engine(tmp_path / ".capy") as engine:
+        project = _project(engine, rich.url, "rich")
+        engine.put_pitr(project.id, PutPitr(enabled=True))
+        worker.start()
+        try:
+            open_window(engine, project.id)
+            harness = PitrProject(engine, rich.url, project.id, worker, pg)
+            with connect(rich.url) as db:
+                moment = harness.commit(db, "SELECT 1")
+            _change(rich)
+            harness.wait_covered(moment)
+            preview = harness.preview_url(harness.restore(moment))
+        finally:
+            worker.halt()
+            engine.put_pitr(project.id, PutPitr(enabled=False))
+    found = _unexplained(expected, fingerprint(preview), source)
+    assert found == {}, report(found)
+    assert rls_answers(preview, rich.roles) == answers
 
 
 def _change(rich: Rich) -> None:
