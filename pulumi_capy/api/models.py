@@ -53,6 +53,7 @@ __all__ = [
     "JobType",
     "Organization",
     "PitrChange",
+    "PitrGenerationStatus",
     "PitrMethod",
     "PitrStatus",
     "PitrStreamer",
@@ -347,6 +348,18 @@ class PitrStreamer(ApiObject):
     heartbeat_at: Timestamp | None = None
 
 
+class PitrGenerationStatus(ApiObject):
+    """[ours] One generation of a SQLite project's shipped log: a stretch shipped without
+    a break, started by a snapshot; a break that cannot be proven away starts the next."""
+
+    number: int
+    started_at: Timestamp
+    reason: str  # why it started
+    current: bool
+    restorable_from: Timestamp | None = None  # its part of the window (None: none yet)
+    restorable_to: Timestamp | None = None
+
+
 class PitrStatus(ApiObject):
     """[ours] A project's point-in-time recovery: on or off, how, and its window."""
 
@@ -359,6 +372,8 @@ class PitrStatus(ApiObject):
     streamer: PitrStreamer | None = None
     # [ours] what needs a person's attention: nobody streams, a gap in the log, …
     notices: list[str] = []
+    # [ours] SQLite: the generations of the shipped log, oldest first
+    generations: list[PitrGenerationStatus] = []
 
 
 class PitrChange(ApiObject):
@@ -575,6 +590,8 @@ class PutPitr(ApiRequest):
 
     enabled: Flag
     method: PitrMethod = PitrMethod.stream
+    # [ours] SQLite: switch a database not in WAL mode to it (no other connection open)
+    set_wal: Flag | None = None
 
 
 class CreateBackup(ApiRequest):

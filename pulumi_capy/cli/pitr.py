@@ -59,7 +59,7 @@ NOTHING_STREAMS = (
     ),
 )
 def pitr() -> None:
-    """Point-in-time recovery of a PostgreSQL project: on, off, and its window."""
+    """Point-in-time recovery of a project (PostgreSQL or SQLite): on, off, its window."""
 
 
 # ---------------------------------------------------------------- output
@@ -100,6 +100,19 @@ def describe_status(project: str, status: PitrStatus) -> list[str]:
         f"lag:           {lag}",
         f"streamer:      {streamer}",
     ]
+    for generation in status.generations:
+        span = (
+            f"restorable {format_timestamp(generation.restorable_from)} .. "
+            f"{format_timestamp(generation.restorable_to)}"
+            if generation.restorable_from and generation.restorable_to
+            else "not restorable yet (its snapshot is to come)"
+            if generation.current
+            else "not restorable (no snapshot of it kept)"
+        )
+        lines.append(
+            f"generation {generation.number}{' (current)' if generation.current else ''}: "
+            f"since {format_timestamp(generation.started_at)}, {span}; {generation.reason}"
+        )
     return lines + [f"notice: {text}" for text in status.notices]
 
 
@@ -183,6 +196,7 @@ def _print_json(status: PitrStatus) -> None:
         "capy pitr enable --project prj_1 --wait --timeout 30",
         "capy pitr enable --project prj_1 --method archive   "
         "# archive_command = 'capy wal-push --project prj_1 %p'",
+        "capy pitr enable --project prj_sqlite --set-wal   # SQLite not yet in WAL mode",
     )
 )
 @project_option
@@ -195,6 +209,12 @@ def _print_json(status: PitrStatus) -> None:
     "pushes it (archive_command = 'capy wal-push --project ID %p').",
 )
 @click.option(
+    "--set-wal",
+    is_flag=True,
+    help="SQLite: switch a database not in WAL mode to it first (no other connection may "
+    "hold it open).",
+)
+@click.option(
     "--wait",
     is_flag=True,
     help="Wait for the first base backup and until the window is open (exit 1 otherwise, "
@@ -203,10 +223,14 @@ def _print_json(status: PitrStatus) -> None:
 @timeout_option
 @backend_options
 @json_option
-def enable(project: str, method: str, wait: bool, timeout: float) -> None:
-    """Turn point-in-time recovery on: a replication slot and a first base backup."""
+def enable(project: str, method: str, set_wal: bool, wait: bool, timeout: float) -> None:
+    """Turn point-in-time recovery on: PostgreSQL, a replication slot and a first base
+    backup; SQLite (in WAL mode), a worker's replicator ships its log from a snapshot on."""
     chosen = backend()
-    change = chosen.put_pitr(project, request(PutPitr, enabled=True, method=method))
+    fields: dict[str, object] = {"enabled": True, "method": method}
+    if set_wal:
+        fields["set_wal"] = True
+    change = chosen.put_pitr(project, request(PutPitr, **fields))
     if not wait:
 
         def human() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "WalMismatch",
     "check_pushable",
     "fetch",
+    "keep_bytes",
     "note_pushed",
     "piece_name",
     "pieces_of",
@@ -113,6 +114,11 @@ def store_piece(rt: Runtime, project_id: str, segment: str, offset: int, data: b
         return  # complete already
     key = f"projects/{project_id}/wal/{segment}.partial.{offset:08X}.zst"
     _keep(rt, project_id, piece_name(segment, offset), key, io.BytesIO(data), partial=True)
+
+
+def keep_bytes(rt: Runtime, project_id: str, name: str, key: str, data: bytes) -> None:
+    """Archive ``data`` as log file ``name`` of the project, in blob ``key``."""
+    _keep(rt, project_id, name, key, io.BytesIO(data), partial=False)
 
 
 def _keep(

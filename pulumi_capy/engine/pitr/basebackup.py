@@ -60,6 +60,10 @@ def run_base_backup(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     record = rt.store.get_pitr(job.project_id or "")
     if project is None or record is None or not record.enabled:
         raise PermanentFailure("point-in-time recovery is off for this project: no base backup")
+    if project.database_kind == "sqlite":
+        from pulumi_capy.engine.pitr.sqlite_recovery import run_snapshot
+
+        return run_snapshot(rt, job, lease)
     url = project.database_url
     facts = server.probe(url)
     tool = server.exact_binary("pg_basebackup", facts.major)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pulumi_capy.api.errors import FieldError, InvalidInput
 from pulumi_capy.api.models import (
     JobType,
+    PitrGenerationStatus,
     PitrMethod,
     PitrStatus,
     PitrStreamer,
@@ -79,6 +80,11 @@ def window(rt: Runtime, project_id: str) -> Window | None:
 
 def window_of(rt: Runtime, record: PitrRecord) -> Window | None:
     """The window of the project whose PITR row is ``record`` (None: off or not open)."""
+    if record.generations:  # SQLite: the parts its generations restore to
+        from pulumi_capy.engine.pitr.sqlite_recovery import parts_of
+
+        parts = parts_of(rt, record) if record.enabled else []
+        return Window(parts[0].start, parts[-1].end) if parts else None
     if not record.enabled or record.covered_at is None:
         return None
     usable = usable_base_backups(rt, record)
@@ -149,6 +155,12 @@ def check_time(rt: Runtime, project: ProjectRecord, moment: datetime, field: str
                 )
             ]
         )
+    if record.generations:
+        from pulumi_capy.engine.pitr.sqlite_recovery import hole_message, parts_of
+
+        hole = hole_message(parts_of(rt, record), moment)
+        if hole is not None:
+            raise InvalidInput([FieldError(field, f"{hole} (project {project.id})")])
     return current
 
 
@@ -184,7 +196,31 @@ def status(rt: Runtime, project: ProjectRecord) -> PitrStatus:
         lag_seconds=None if lag is None else round(max(lag, 0.0), 3),
         streamer=streamer,
         notices=notices,
+        generations=_generations(rt, record),
     )
+
+
+def _generations(rt: Runtime, record: PitrRecord) -> list[PitrGenerationStatus]:
+    """[SQLite] each generation of the shipped log, and what of it restores."""
+    if not record.generations:
+        return []
+    from pulumi_capy.engine.pitr.sqlite_recovery import parts_of
+
+    parts = {part.generation: part for part in parts_of(rt, record)}
+    shown: list[PitrGenerationStatus] = []
+    for generation in record.generations:
+        part = parts.get(generation.number)
+        shown.append(
+            PitrGenerationStatus(
+                number=generation.number,
+                started_at=generation.started_at,
+                reason=generation.reason,
+                current=generation.ended_at is None,
+                restorable_from=part.start if part else None,
+                restorable_to=part.end if part else None,
+            )
+        )
+    return shown
 
 
 def enqueue_base_backup(rt: Runtime, project_id: str, tx: Transaction | None = None) -> str:
@@ -206,13 +242,15 @@ def enable(rt: Runtime, project: ProjectRecord, request: PutPitr) -> str | None:
     """Turn PITR on (idempotent): check the server, create the slot, queue the first base
     backup; the job's id, or None when PITR was on already."""
     project_id = project.id
+    if project.database_kind == "sqlite":
+        return _enable_sqlite(rt, project, request)
     if project.database_kind != "postgresql":
         raise InvalidInput(
             [
                 FieldError(
                     "enabled",
                     f"point-in-time recovery of {project.database_kind} projects is not "
-                    "available yet; it is for PostgreSQL projects",
+                    "available; it is for PostgreSQL and SQLite projects",
                 )
             ]
         )
@@ -251,6 +289,60 @@ def enable(rt: Runtime, project: ProjectRecord, request: PutPitr) -> str | None:
     return enqueue_base_backup(rt, project_id)
 
 
+def _enable_sqlite(rt: Runtime, project: ProjectRecord, request: PutPitr) -> str | None:
+    """SQLite: check the database is in WAL mode (or switch it); the replicator of a
+    worker starts the first generation and queues its snapshot. No job here."""
+    from pulumi_capy.engine.drivers.sqlite import sqlite_path
+    from pulumi_capy.engine.pitr.sqlite_recovery import set_wal
+    from pulumi_capy.engine.pitr.sqlite_replicate import journal_mode
+
+    if request.method is not PitrMethod.stream:
+        raise InvalidInput(
+            [
+                FieldError(
+                    "method",
+                    "a SQLite project's log is shipped by a worker's replicator (method "
+                    "stream); method archive is for PostgreSQL's archive_command",
+                )
+            ]
+        )
+    record = rt.store.get_pitr(project.id)
+    if record is not None and record.enabled:
+        return None
+    path = sqlite_path(project.database_url)
+    if not path.is_file():
+        raise InvalidInput([FieldError("database_url", f"no SQLite file at {path}")])
+    mode = journal_mode(path)
+    if mode != "wal":
+        if not request.set_wal:
+            raise InvalidInput(
+                [
+                    FieldError(
+                        "database_url",
+                        f"{path} is in journal_mode={mode}; point-in-time recovery ships its "
+                        "write-ahead log, so it must be in WAL mode: run PRAGMA "
+                        "journal_mode=WAL on it (no other connection open), or turn PITR on "
+                        "with `capy pitr enable --set-wal` (API: set_wal) to let the engine "
+                        "switch it",
+                    )
+                ]
+            )
+        set_wal(path)
+    now = rt.now()
+    rt.store.put_pitr(
+        PitrRecord(
+            project_id=project.id,
+            enabled=True,
+            method=PitrMethod.stream.value,
+            notices=list(record.notices) if record else [],
+            generations=list(record.generations) if record else [],
+            enabled_at=now,
+            updated_at=now,
+        )
+    )
+    return None
+
+
 def _no_base_backup_yet(rt: Runtime, record: PitrRecord) -> str | None:
     """PITR is on, but its first base backup failed and none is queued: queue one (turning
     it on again is how a user retries); its job id, else None."""
@@ -267,9 +359,20 @@ def disable(rt: Runtime, project: ProjectRecord) -> None:
     record = rt.store.get_pitr(project_id)
     if record is None or not record.enabled:
         return
-    rt.store.update_pitr(
-        project_id,
-        {"enabled": False, "streamer_id": None, "lease_expires_at": None, "updated_at": rt.now()},
-    )
+    changes: dict[str, object] = {
+        "enabled": False,
+        "streamer_id": None,
+        "lease_expires_at": None,
+        "updated_at": rt.now(),
+    }
+    if record.generations and record.generations[-1].ended_at is None:  # SQLite: it ends
+        ended = record.generations[-1].model_copy(
+            update={
+                "ended_at": record.covered_at or record.generations[-1].started_at,
+                "end_position": record.streamed_lsn,
+            }
+        )
+        changes["generations"] = [*record.generations[:-1], ended]
+    rt.store.update_pitr(project_id, changes)
     if record.slot_name:
         server.drop_slot_when_free(project.database_url, record.slot_name)

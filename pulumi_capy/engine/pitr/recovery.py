@@ -164,6 +164,10 @@ def run_pitr_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         raise PermanentFailure(f"project {job.project_id} no longer exists")
     moment = datetime.fromisoformat(str(job.payload["restore_time"]))
     _wait_for_log(rt, project.id, moment)
+    if project.database_kind == "sqlite":
+        from pulumi_capy.engine.pitr.sqlite_recovery import run_sqlite_pitr_restore
+
+        return run_sqlite_pitr_restore(rt, job, lease, project, moment)
     backup = base_backup_for(rt, project.id, moment)
     if backup is None:
         raise PermanentFailure(

@@ -15,7 +15,7 @@ from pulumi_capy.engine.pitr.control import usable_base_backups, window
 from pulumi_capy.engine.pitr.lsn import SEGMENT_NAME, segment_name
 from pulumi_capy.engine.queue import Lease
 from pulumi_capy.engine.runtime import Runtime
-from pulumi_capy.engine.stores.contract import JobRecord
+from pulumi_capy.engine.stores.contract import BaseBackupRecord, JobRecord, PitrRecord
 
 __all__ = ["PitrTick", "run_pitr_expire", "tick_pitr"]
 
@@ -69,6 +69,9 @@ def _log_not_needed(rt: Runtime, project_id: str) -> Callable[[str], bool]:
     start (a segment or a piece of one, on its timeline or earlier); all of them once a
     project turned off has none left; none while one is still to come."""
     kept = rt.store.list_base_backups(project_id)
+    record = rt.store.get_pitr(project_id)
+    if record is not None and record.generations:
+        return _sqlite_log_not_needed(record, kept)
     if not kept:
         record = rt.store.get_pitr(project_id)
         off = record is not None and not record.enabled
@@ -81,6 +84,31 @@ def _log_not_needed(rt: Runtime, project_id: str) -> Callable[[str], bool]:
         return bool(SEGMENT_NAME.match(base)) and base[8:] < first_needed
 
     return before_it
+
+
+def _sqlite_log_not_needed(
+    record: PitrRecord, kept: list[BaseBackupRecord]
+) -> Callable[[str], bool]:
+    """SQLite: a segment is needed by a kept snapshot of its generation that starts before
+    its end; the current generation's are all kept while it has no snapshot yet."""
+    from pulumi_capy.engine.pitr.sqlite_replicate import parse_segment_name, sequence_of
+
+    first: dict[int, int] = {}
+    for snapshot in kept:
+        start = sequence_of(snapshot.start_lsn)
+        first[snapshot.timeline] = min(first.get(snapshot.timeline, start), start)
+    current = record.generations[-1].number if record.enabled else None
+
+    def not_needed(name: str) -> bool:
+        parsed = parse_segment_name(name)
+        if parsed is None:
+            return False
+        generation, _, end = parsed
+        if generation not in first:
+            return generation != current
+        return end <= first[generation]
+
+    return not_needed
 
 
 def run_pitr_expire(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:

@@ -51,7 +51,7 @@ from pulumi_capy.engine.pitr.processes import popen_tied, stop_process
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import PitrRecord
 
-__all__ = ["CYCLE", "StreamManager", "Streamer"]
+__all__ = ["CYCLE", "HEARTBEAT", "LeaseHolder", "StreamManager", "StreamStopped", "Streamer"]
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,14 @@ class _Sample:
     target: int  # the log position every commit made before ``at`` lies under
 
 
-class Streamer:
-    """Streams one project's log while this worker holds its lease."""
+class LeaseHolder:
+    """Holds the lease on streaming (or replicating) one project's log."""
 
     def __init__(self, rt: Runtime, project_id: str, stop: threading.Event) -> None:
         self.rt = rt
         self.project_id = project_id
         self.stop = stop
-        self.application_name = f"capy_stream_{project_id}"[:63]
-        self._piece_end: dict[str, int] = {}  # segment → its bytes archived as pieces
         self._renewed = 0.0  # time.monotonic() of the last renewal
-        self.receiver = server.receiver_slot_name(project_id, secrets.token_hex(3))
-
-    # ------------------------------------------------------------ the lease
 
     def renew(self, *, every: float = 0.0) -> None:
         """Renew the lease (at most once per ``every`` seconds); ``StreamStopped`` when
@@ -99,6 +94,16 @@ class Streamer:
         until = now + timedelta(seconds=LEASE_SECONDS)
         if not self.rt.store.claim_streamer(self.project_id, self.rt.worker_id, now, until):
             raise StreamStopped("the lease is gone (another worker took it, or PITR is off)")
+
+
+class Streamer(LeaseHolder):
+    """Streams one project's log while this worker holds its lease."""
+
+    def __init__(self, rt: Runtime, project_id: str, stop: threading.Event) -> None:
+        super().__init__(rt, project_id, stop)
+        self.application_name = f"capy_stream_{project_id}"[:63]
+        self._piece_end: dict[str, int] = {}  # segment → its bytes archived as pieces
+        self.receiver = server.receiver_slot_name(project_id, secrets.token_hex(3))
 
     # ------------------------------------------------------------ running
 
@@ -350,7 +355,13 @@ class StreamManager:
 
     def _run(self, project_id: str) -> None:
         try:
-            Streamer(self.rt, project_id, self.stop).run()
+            project = self.rt.store.get_project(project_id)
+            if project is not None and project.database_kind == "sqlite":
+                from pulumi_capy.engine.pitr.sqlite_replicate import Replicator
+
+                Replicator(self.rt, project_id, self.stop).run()
+            else:
+                Streamer(self.rt, project_id, self.stop).run()
         except Exception as exc:
             log.exception("streaming the log of %s failed; again in %gs", project_id, RESTART_DELAY)
             self._failed_at[project_id] = time.monotonic()

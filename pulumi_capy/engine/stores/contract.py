@@ -42,6 +42,7 @@ __all__ = [
     "JobOutput",
     "JobRecord",
     "NewJob",
+    "PitrGeneration",
     "PitrRecord",
     "PreviewSource",
     "ProjectRecord",
@@ -91,6 +92,18 @@ class JobRecord(Job):
         return Fence(self.id, self.claimed_by or "", self.attempts)
 
 
+class PitrGeneration(BaseModel):
+    """[SQLite] A stretch of a project's log shipped without a break: a snapshot starts
+    it; a break in continuity that cannot be proven away (the replicator restarted, the
+    log was reset behind its back) ends it and starts the next."""
+
+    number: int
+    started_at: datetime
+    reason: str  # why it started
+    ended_at: datetime | None = None  # the last moment it covers; None while current
+    end_position: int | None = None  # how far it was shipped, once ended
+
+
 class PitrRecord(BaseModel):
     """A project's point-in-time recovery: whether it is on, who streams its log (a lease,
     like a job's), how far the log is kept in blobs, and what needs attention."""
@@ -111,6 +124,8 @@ class PitrRecord(BaseModel):
     notices: list[str] = []
     enabled_at: datetime | None = None
     updated_at: datetime | None = None
+    # [SQLite] the log's generations, oldest first (positions are generation << 40 | frame)
+    generations: list[PitrGeneration] = []
 
 
 class WalSegmentRecord(BaseModel):

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from pulumi_capy.engine.stores.contract import Transaction
 from pulumi_capy.engine.stores.sqlite_migrations import migrate
 
@@ -41,7 +43,7 @@ def from_timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-_JSON_COLUMNS = {"payload", "result", "scopes", "notices"}
+_JSON_COLUMNS = {"payload", "result", "scopes", "notices", "generations"}
 _BOOL_COLUMNS = {"is_active", "enabled", "partial"}
 
 
@@ -84,12 +86,20 @@ def read_rows(rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
     return out
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return to_timestamp(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
 def stored(key: str, value: Any) -> Any:
     """A value as its column keeps it."""
     if isinstance(value, datetime):
         return to_timestamp(value)
     if key in _JSON_COLUMNS and value is not None:
-        return json.dumps(value, sort_keys=True)
+        return json.dumps(value, sort_keys=True, default=_json_default)
     if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
         return value.value  # an enum member
     return value

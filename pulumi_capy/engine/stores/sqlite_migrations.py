@@ -202,6 +202,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX base_backups_project ON base_backups (project_id, ended_at);
     ALTER TABLE jobs ADD COLUMN progress TEXT;
     """,
+    # 4: point-in-time recovery of SQLite: the generations of a project's shipped log
+    """
+    ALTER TABLE pitr ADD COLUMN generations TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 

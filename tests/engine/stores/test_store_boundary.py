@@ -8,7 +8,12 @@ from pathlib import Path
 import pulumi_capy
 
 PACKAGE = Path(pulumi_capy.__file__).parent
-ALLOWED = {"engine/drivers/sqlite.py"}  # the driver of SQLite projects, not of the store
+# SQLite projects' databases, not the store: the driver, and their point-in-time recovery
+ALLOWED = {
+    "engine/drivers/sqlite.py",
+    "engine/pitr/sqlite_replicate.py",
+    "engine/pitr/sqlite_recovery.py",
+}
 
 
 def _imports_sqlite3(path: Path) -> bool:

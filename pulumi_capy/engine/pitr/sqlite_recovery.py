@@ -1,0 +1,438 @@
+"""Point-in-time recovery of SQLite: snapshots that start each generation's part of the
+window, the window itself, and a restore to a moment.
+
+A snapshot is the database as one read transaction sees it (SQLite's backup API, as a
+backup takes it), taken while the replicator ships the log. Which frame it stands at is
+not known exactly, only bounded: at or after the shipped position read before its read
+transaction began (``start_lsn``), and at or before every position the replicator reads
+after (``stop_lsn``). That is enough: the log's frames are whole pages, so replaying from
+the lower bound onto a snapshot that already holds some of them writes pages it holds
+already, and each page ends as the newest frame up to the moment makes it. A snapshot
+restores to any moment after the replicator's first poll that began after it
+(``ended_at``): the log read by then reaches past it.
+
+A generation's part of the window is [its oldest kept snapshot's ``ended_at``, the last
+moment it covers]; the window is [the oldest part's start, the newest part's end], and a
+moment between two parts (while no replicator ran) is refused, naming the hole.
+
+Restore to T: the newest snapshot of the generation whose part holds T that ended at or
+before T, then its generation's segments from the snapshot's position on, applied up to
+the last transaction labelled at or before T; ``PRAGMA integrity_check``; then loaded
+into the target as every restore is (``jobs.load_into_target``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from pulumi_capy.api.errors import CapyError, FieldError, InvalidInput
+from pulumi_capy.api.models import format_timestamp
+from pulumi_capy.engine.blobs import CHUNK
+from pulumi_capy.engine.drivers import DriverFailure, Outcome
+from pulumi_capy.engine.drivers.sqlite import sqlite_path
+from pulumi_capy.engine.jobs import JobDone, Loaded, PermanentFailure, load_into_target
+from pulumi_capy.engine.pitr.sqlite_replicate import (
+    decode_segment,
+    generation_of,
+    parse_segment_name,
+    sequence_of,
+)
+from pulumi_capy.engine.pitr.sqlite_wal import apply_pages
+from pulumi_capy.engine.queue import Lease, new_id
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.stores.contract import (
+    BaseBackupRecord,
+    JobRecord,
+    PitrRecord,
+    PreviewSource,
+    ProjectRecord,
+    WalSegmentRecord,
+)
+from pulumi_capy.engine.stores.contract import Transaction as StoreTransaction
+
+__all__ = [
+    "Part",
+    "parts_of",
+    "run_snapshot",
+    "run_sqlite_pitr_restore",
+    "set_wal",
+    "snapshot_key",
+]
+
+SNAPSHOT_ZSTD_LEVEL = 1
+CATCH_UP_WAIT = 30.0  # seconds a snapshot waits for the replicator to read past it
+BUSY_SECONDS = 30.0
+
+
+def snapshot_key(project_id: str, snapshot_id: str) -> str:
+    """[ours] ``projects/<project_id>/base/<id>.sqlite.zst``."""
+    return f"projects/{project_id}/base/{snapshot_id}.sqlite.zst"
+
+
+# ---------------------------------------------------------------- the window
+
+
+@dataclass(frozen=True)
+class Part:
+    """A generation's part of the window and the snapshots that start it."""
+
+    generation: int
+    start: datetime
+    end: datetime
+    end_position: int
+    snapshots: list[BaseBackupRecord]
+
+
+def parts_of(rt: Runtime, record: PitrRecord) -> list[Part]:
+    """The restorable parts of the window, oldest first (none before a snapshot)."""
+    snapshots = rt.store.list_base_backups(record.project_id)
+    parts: list[Part] = []
+    for generation in record.generations:
+        current = generation.ended_at is None
+        end_position = record.streamed_lsn if current else generation.end_position
+        end_at = record.covered_at if current else generation.ended_at
+        if end_position is None or end_at is None:
+            continue
+        if generation_of(end_position) != generation.number:
+            continue  # nothing of it shipped yet
+        usable = [
+            s for s in snapshots if s.timeline == generation.number and s.stop_lsn <= end_position
+        ]
+        if usable and usable[0].ended_at <= end_at:
+            parts.append(Part(generation.number, usable[0].ended_at, end_at, end_position, usable))
+    return parts
+
+
+def hole_message(parts: list[Part], moment: datetime) -> str | None:
+    """Why ``moment``, inside [first start, last end], is in no part; None if it is."""
+    for before, after in itertools.pairwise(parts):
+        if before.end < moment < after.start:
+            return (
+                f"{format_timestamp(moment)} falls between generation {before.generation} "
+                f"(restorable to {format_timestamp(before.end)}) and generation "
+                f"{after.generation} (restorable from {format_timestamp(after.start)}): "
+                "nothing of that time was shipped"
+            )
+    return None
+
+
+# ---------------------------------------------------------------- turning it on
+
+
+def set_wal(path: Path) -> None:
+    """Switch the database to WAL mode, if no other connection holds it; ``InvalidInput``
+    on ``database_url`` otherwise."""
+    db = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        mode = str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+    except sqlite3.OperationalError as exc:
+        mode = f"unchanged ({exc})"
+    finally:
+        db.close()
+    if mode != "wal":
+        raise InvalidInput(
+            [
+                FieldError(
+                    "database_url",
+                    f"could not switch {path} to WAL mode: {mode}; another connection may hold "
+                    "it: stop the application, or run PRAGMA journal_mode=WAL from it",
+                )
+            ]
+        )
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def run_snapshot(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
+    """A snapshot of the database for the replicator's current generation."""
+    project = rt.store.get_project(job.project_id or "")
+    record = rt.store.get_pitr(job.project_id or "")
+    if project is None or record is None or not record.enabled:
+        raise PermanentFailure("point-in-time recovery is off for this project: no snapshot")
+    if not record.generations or record.streamed_lsn is None:
+        raise DriverFailure(
+            "no replicator has started shipping this project's log yet (a `capy worker` "
+            "takes it up within seconds); the snapshot is tried again",
+            permanent=False,
+        )
+    generation = record.generations[-1].number
+    start = record.streamed_lsn  # the snapshot stands at or after this position
+    path = sqlite_path(project.database_url)
+    snapshot_id = new_id("base")
+    key = snapshot_key(project.id, snapshot_id)
+    with rt.scratch_space() as scratch:
+        copy = scratch / "snapshot.db"
+        began = _copy(rt, path, copy)
+        page_size, pages = _size(copy)
+        stop, ended_at = _read_past(rt, lease, project.id, generation, began)
+        with copy.open("rb") as reader:
+            staged = rt.blobs.stage(key, reader, level=SNAPSHOT_ZSTD_LEVEL)
+    lease.check()
+    info = rt.blobs.commit(
+        staged,
+        {
+            "format": "sqlite3",
+            "project_id": project.id,
+            "base_backup_id": snapshot_id,
+            "job_id": job.id,
+            "generation": generation,
+            "start_frame": sequence_of(start),
+            "stop_frame": sequence_of(stop),
+            "page_size": page_size,
+        },
+    )
+    snapshot = BaseBackupRecord(
+        id=snapshot_id,
+        project_id=project.id,
+        blob_key=key,
+        sha256=info.sha256,
+        size_bytes=info.source_bytes,
+        blob_bytes=info.blob_bytes,
+        timeline=generation,
+        start_lsn=start,
+        stop_lsn=stop,
+        ended_at=ended_at,
+        server_major=0,
+        superuser="",
+        created_by_job_id=job.id,
+        created_at=rt.now(),
+    )
+
+    def commit(tx: StoreTransaction) -> dict[str, Any] | None:
+        rt.store.insert_base_backup(tx, snapshot)
+        return None
+
+    summary = (
+        f"snapshot {snapshot_id} of {path} for generation {generation} ({pages} pages of "
+        f"{page_size} bytes), restorable from {format_timestamp(ended_at)}: blob {key}, "
+        f"{info.blob_bytes} bytes, sha256 {info.sha256[:16]}"
+    )
+    return JobDone(
+        {"base_backup_id": snapshot_id, "blob_key": key},
+        Outcome(summary=summary, stdout=summary),
+        commit,
+    )
+
+
+def _copy(rt: Runtime, path: Path, destination: Path) -> datetime:
+    """Copy the database as one read transaction sees it; when that transaction had begun
+    (by the engine's clock, read right after it did)."""
+    if not path.is_file():
+        raise PermanentFailure(f"the project database {path} is missing")
+    try:
+        source = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+        try:
+            source.execute("BEGIN")
+            source.execute("SELECT count(*) FROM sqlite_master").fetchall()
+            began = rt.now()
+            target = sqlite3.connect(destination)
+            try:
+                target.execute("PRAGMA synchronous = OFF")
+                target.execute("PRAGMA journal_mode = OFF")
+                source.backup(target, pages=-1)
+            finally:
+                target.close()
+            source.execute("COMMIT")
+        finally:
+            source.close()
+    except sqlite3.Error as exc:
+        raise DriverFailure(f"snapshot of {path}: {exc}", permanent=False) from exc
+    return began
+
+
+def _size(path: Path) -> tuple[int, int]:
+    db = sqlite3.connect(path)
+    try:
+        page_size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    finally:
+        db.close()
+    return page_size, pages
+
+
+def _read_past(
+    rt: Runtime, lease: Lease, project_id: str, generation: int, began: datetime
+) -> tuple[int, datetime]:
+    """Wait until the replicator has shipped a poll that began after ``began``, and then
+    one more (the first's transactions are labelled when it ended); that position and
+    that poll's start."""
+    deadline = time.monotonic() + CATCH_UP_WAIT
+    first: datetime | None = None
+    while time.monotonic() < deadline:
+        lease.check()
+        record = rt.store.get_pitr(project_id)
+        if record is None or not record.enabled:
+            raise PermanentFailure("point-in-time recovery was turned off during the snapshot")
+        if record.streamed_lsn is None or generation_of(record.streamed_lsn) != generation:
+            raise DriverFailure(
+                f"a new generation of the log started during the snapshot for generation "
+                f"{generation}; the snapshot is tried again",
+                permanent=False,
+            )
+        covered = record.covered_at
+        if covered is not None and covered >= began:
+            if first is None:
+                first = covered
+            elif covered > first:
+                return record.streamed_lsn, covered
+        time.sleep(0.02)
+    raise DriverFailure(
+        f"the replicator did not ship the log past the snapshot within {CATCH_UP_WAIT:g} s "
+        "(is a worker running?); the snapshot is tried again",
+        permanent=False,
+    )
+
+
+# ---------------------------------------------------------------- restore to a moment
+
+
+def _choose(
+    rt: Runtime, project_id: str, moment: datetime
+) -> tuple[BaseBackupRecord, list[WalSegmentRecord]]:
+    """The snapshot and the segments a restore to ``moment`` reads; ``PermanentFailure``
+    naming what is missing otherwise."""
+    record = rt.store.get_pitr(project_id)
+    if record is None:
+        raise PermanentFailure(f"point-in-time recovery is off for project {project_id}")
+    parts = parts_of(rt, record)
+    part = next((p for p in parts if p.start <= moment <= p.end), None)
+    if part is None:
+        hole = hole_message(parts, moment)
+        raise PermanentFailure(
+            hole
+            or f"{format_timestamp(moment)} is no longer in the PITR window of project "
+            f"{project_id} (retention moved it)"
+        )
+    snapshot = [s for s in part.snapshots if s.ended_at <= moment][-1]
+    first = sequence_of(snapshot.start_lsn)
+    last = sequence_of(part.end_position)
+    segments: list[WalSegmentRecord] = []
+    expected = first
+    past = False  # reached a segment holding a transaction after the moment
+    for item in rt.store.list_wal_segments(project_id, prefix=f"sqlite.{part.generation:08d}."):
+        parsed = parse_segment_name(item.name)
+        if parsed is None or parsed[2] <= first:
+            continue
+        if parsed[1] != expected:
+            break
+        segments.append(item)
+        expected = parsed[2]
+        if item.created_at > moment:
+            past = True
+            break
+    if not past and expected < last:
+        raise PermanentFailure(
+            f"the log archive of project {project_id} misses frames from {expected} of "
+            f"generation {part.generation} (shipped to frame {last}): a gap between "
+            f"snapshot {snapshot.id} and {format_timestamp(moment)}"
+        )
+    return snapshot, segments
+
+
+def _read_segment(rt: Runtime, item: WalSegmentRecord) -> bytes:
+    chunks: list[bytes] = []
+
+    def consume(stream: IO[bytes]) -> None:
+        for chunk in iter(lambda: stream.read(CHUNK), b""):
+            chunks.append(chunk)
+
+    try:
+        rt.blobs.read(item.blob_key, item.sha256, consume)
+    except CapyError as exc:
+        raise PermanentFailure(f"log segment {item.name} cannot be read: {exc}") from exc
+    return b"".join(chunks)
+
+
+def _replay(
+    rt: Runtime,
+    snapshot: BaseBackupRecord,
+    segments: list[WalSegmentRecord],
+    moment: datetime,
+    database: Path,
+) -> int:
+    """Apply the segments' transactions labelled at or before ``moment``; how many."""
+    page_size, _ = _size(database)
+    applied = 0
+    for item in segments:
+        try:
+            segment = decode_segment(_read_segment(rt, item))
+        except ValueError as exc:
+            raise PermanentFailure(f"log segment {item.name}: {exc}") from exc
+        if segment.page_size != page_size:
+            raise PermanentFailure(
+                f"log segment {item.name} has pages of {segment.page_size} bytes, snapshot "
+                f"{snapshot.id} of {page_size}"
+            )
+        transactions = segment.transactions(until=moment)
+        apply_pages(database, page_size, transactions)
+        applied += len(transactions)
+        if len(transactions) < len(segment.commits):
+            break
+    return applied
+
+
+def _integrity(database: Path) -> None:
+    db = sqlite3.connect(database)
+    try:
+        rows = [str(row[0]) for row in db.execute("PRAGMA integrity_check").fetchall()]
+    finally:
+        db.close()
+    if rows != ["ok"]:
+        raise PermanentFailure(
+            "the database replayed to the moment fails PRAGMA integrity_check: "
+            + "; ".join(rows[:5])
+        )
+
+
+def run_sqlite_pitr_restore(
+    rt: Runtime, job: JobRecord, lease: Lease, project: ProjectRecord, moment: datetime
+) -> JobDone:
+    snapshot, segments = _choose(rt, project.id, moment)
+    target = format_timestamp(moment)
+    with rt.scratch_space() as scratch:
+        database = scratch / "restored.db"
+        rt.report_progress(job, f"reading snapshot {snapshot.id} ({snapshot.size_bytes} bytes)")
+        try:
+            rt.blobs.get_file(snapshot.blob_key, snapshot.sha256, database, durable=False)
+        except CapyError as exc:
+            raise PermanentFailure(f"snapshot {snapshot.id} cannot be read: {exc}") from exc
+        lease.check()
+        rt.report_progress(job, f"replaying {len(segments)} log segment(s) to {target}")
+        applied = _replay(rt, snapshot, segments, moment, database)
+        lease.check()
+        rt.report_progress(job, "PRAGMA integrity_check")
+        _integrity(database)
+        rt.report_progress(job, f"loading the state at {target} into the target")
+
+        def materialize(path: Path) -> None:
+            shutil.move(database, path)
+
+        loaded = Loaded(
+            materialize,
+            {},
+            None,
+            PreviewSource(
+                kind=job.payload.get("source_kind") or "restore_time",
+                database=project.database_name,
+                backup_key=None,
+                restore_time=moment,
+            ),
+            f"the state at {target} (snapshot {snapshot.id}, {applied} transaction(s) of the "
+            "log replayed)",
+        )
+        return load_into_target(
+            rt,
+            job,
+            lease,
+            project,
+            loaded,
+            result={"restore_time": target, "base_backup_id": snapshot.id},
+        )

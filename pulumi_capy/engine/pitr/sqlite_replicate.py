@@ -1,0 +1,405 @@
+"""Shipping a SQLite project's write-ahead log into blobs: one worker per project, by lease.
+
+The replicator holds a read transaction on the database at every moment (two
+connections, taking turns): SQLite cannot reset its log under a reader that uses it, nor
+copy into the database file past what a reader of the file alone sees. Every ``POLL``
+seconds it begins a fresh read transaction, reads the log from where it stopped to its
+end (salts and running checksums checked, ``sqlite_wal``), and only then ends the older
+one. So a reset of the log (a new header) can only come at a moment when everything in
+the old log had been read, and the frames of the new log follow on from it: the
+generation goes on.
+
+Every ``FLUSH`` seconds the whole transactions read since the last shipment go out as
+one segment (compressed, checksummed, catalogued), each labelled with the time the poll
+that found it ended (no earlier than its commit); then the store records, fenced by the
+lease, that every commit made before the latest poll began is shipped: the window's end.
+
+Readers only ever look at the log: they keep it from being reset, and the log grows.
+The engine checkpoints it itself, once it holds ``CHECKPOINT_FRAMES`` frames: it takes
+the write lock (``BEGIN IMMEDIATE``: nothing more can be committed), ships the tail,
+ends its readers, copies the log into the database (a PASSIVE checkpoint: the
+application's readers are waited for by nobody), begins a reader again and lets go of
+the lock. The log is then wholly in the database and read, so the next writer may reset
+it, and nothing is lost whichever connection does. (Nothing is written into the user's
+database for this: Litestream's ``_litestream_seq`` table would be in every restore.)
+
+When continuity cannot be proven — the replicator starts (after a crash, on another
+worker, or PITR turned on), or the log changed in a way the reading above cannot
+follow — a new generation starts: its positions start again at ``generation << 40``,
+and a snapshot (``sqlite_snapshot``) is queued to start its part of the window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import sqlite3
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pulumi_capy.api.models import format_timestamp
+from pulumi_capy.engine.drivers.sqlite import sqlite_path
+from pulumi_capy.engine.pitr import archive
+from pulumi_capy.engine.pitr.control import enqueue_base_backup
+from pulumi_capy.engine.pitr.sqlite_wal import Restarted, Transaction, WalCursor
+from pulumi_capy.engine.pitr.stream import HEARTBEAT, LeaseHolder, StreamStopped, clear_failure
+from pulumi_capy.engine.runtime import Runtime
+from pulumi_capy.engine.stores.contract import PitrGeneration, PitrRecord
+
+__all__ = [
+    "GENERATION_SHIFT",
+    "Replicator",
+    "Segment",
+    "decode_segment",
+    "generation_of",
+    "position",
+    "segment_name",
+    "sequence_of",
+]
+
+log = logging.getLogger(__name__)
+
+POLL = 0.005  # seconds between two reads of the log: how exactly a commit's time is known
+FLUSH = 0.25  # seconds between two shipments: a commit is durable in a blob within ~this
+CHECKPOINT_FRAMES = 1000  # the engine checkpoints the log once it holds this many frames
+CHECKPOINT_EVERY = 1.0  # seconds, at most once per this (the application may hold readers)
+CHECKPOINT_LOCK_WAIT = 2.0  # seconds to wait for the write lock before trying next time
+MAX_BUFFERED = 32 * 1024 * 1024  # bytes of pages read but not shipped: ship early past this
+BUSY_SECONDS = 30.0
+GENERATION_SHIFT = 40
+SEGMENT_MAGIC = b"CAPYSQLW"
+
+
+def position(generation: int, sequence: int) -> int:
+    """A place in a project's shipped log: frames shipped in ``generation`` before it."""
+    return (generation << GENERATION_SHIFT) | sequence
+
+
+def generation_of(place: int) -> int:
+    return place >> GENERATION_SHIFT
+
+
+def sequence_of(place: int) -> int:
+    return place & ((1 << GENERATION_SHIFT) - 1)
+
+
+def segment_name(generation: int, start: int, end: int) -> str:
+    """[ours] the catalogue name of the segment holding frames ``start``..``end`` of a
+    generation (text order is log order)."""
+    return f"sqlite.{generation:08d}.{start:012d}-{end:012d}"
+
+
+def parse_segment_name(name: str) -> tuple[int, int, int] | None:
+    kind, _, rest = name.partition(".")
+    generation, _, frames = rest.partition(".")
+    start, _, end = frames.partition("-")
+    if kind != "sqlite" or not (generation.isdigit() and start.isdigit() and end.isdigit()):
+        return None
+    return int(generation), int(start), int(end)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A shipped run of whole transactions; ``commits`` holds, for each, how many frames
+    of the segment it ends after, the database's size in pages after it, and the time
+    the poll that read it ended (its commit came no later)."""
+
+    generation: int
+    start: int
+    page_size: int
+    commits: list[tuple[int, int, datetime]]
+    frames: list[tuple[int, bytes]]
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.frames)
+
+    def transactions(self, until: datetime | None = None) -> list[Transaction]:
+        """Its transactions in order; those labelled at or before ``until`` only."""
+        done: list[Transaction] = []
+        first = 0
+        for after, db_pages, label in self.commits:
+            if until is not None and label > until:
+                break
+            done.append(Transaction(self.frames[first:after], db_pages))
+            first = after
+        return done
+
+
+def encode_segment(segment: Segment) -> bytes:
+    header = json.dumps(
+        {
+            "format": "capy-sqlite-wal/1",
+            "generation": segment.generation,
+            "start": segment.start,
+            "page_size": segment.page_size,
+            "commits": [[a, d, format_timestamp(t)] for a, d, t in segment.commits],
+        }
+    ).encode()
+    out = io.BytesIO()
+    out.write(SEGMENT_MAGIC)
+    out.write(struct.pack(">I", len(header)))
+    out.write(header)
+    for page_no, page in segment.frames:
+        out.write(struct.pack(">I", page_no))
+        out.write(page)
+    return out.getvalue()
+
+
+def decode_segment(data: bytes) -> Segment:
+    """``ValueError`` when ``data`` is not a segment this engine wrote."""
+    if data[: len(SEGMENT_MAGIC)] != SEGMENT_MAGIC:
+        raise ValueError("not a SQLite log segment of this engine")
+    offset = len(SEGMENT_MAGIC)
+    (size,) = struct.unpack(">I", data[offset : offset + 4])
+    header: dict[str, Any] = json.loads(data[offset + 4 : offset + 4 + size])
+    offset += 4 + size
+    page_size = int(header["page_size"])
+    step = 4 + page_size
+    if (len(data) - offset) % step:
+        raise ValueError("a SQLite log segment with a torn frame")
+    frames = [
+        (struct.unpack(">I", data[at : at + 4])[0], data[at + 4 : at + step])
+        for at in range(offset, len(data), step)
+    ]
+    commits = [(int(a), int(d), datetime.fromisoformat(t)) for a, d, t in header["commits"]]
+    if commits and commits[-1][0] != len(frames):
+        raise ValueError("a SQLite log segment whose last transaction is not whole")
+    return Segment(int(header["generation"]), int(header["start"]), page_size, commits, frames)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False)
+    db.execute(f"PRAGMA busy_timeout = {int(BUSY_SECONDS * 1000)}")
+    return db
+
+
+def journal_mode(path: Path) -> str:
+    db = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+    try:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    finally:
+        db.close()
+
+
+class _Readers:
+    """Two connections taking turns at holding a read transaction on the database."""
+
+    def __init__(self, path: Path) -> None:
+        self.connections = [_connect(path), _connect(path)]
+
+    def begin(self, held: int | None) -> int:
+        """Begin a read transaction on the connection that does not hold one (``held``)."""
+        index = 1 if held == 0 else 0
+        db = self.connections[index]
+        db.execute("BEGIN")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchall()  # takes the snapshot
+        return index
+
+    def end(self, index: int | None) -> None:
+        if index is not None:
+            self.connections[index].execute("COMMIT")
+
+    def close(self) -> None:
+        for db in self.connections:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+
+
+class Replicator(LeaseHolder):
+    """Ships one SQLite project's log while this worker holds its lease."""
+
+    def __init__(self, rt: Runtime, project_id: str, stop: threading.Event) -> None:
+        super().__init__(rt, project_id, stop)
+        self.generation = 0
+        self.sequence = 0  # frames of this generation shipped
+        self.buffer: list[tuple[Transaction, datetime]] = []
+        self.buffered = 0
+        self.covered: datetime | None = None  # when the latest poll began
+        self._checkpointed = 0.0  # time.monotonic() of the last engine checkpoint
+        self.held: int | None = None  # which reader holds a read transaction
+
+    # ------------------------------------------------------------ running
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except StreamStopped as stopped:
+            log.info("replicator of %s stopped: %s", self.project_id, stopped)
+        finally:
+            self.rt.store.release_streamer(self.project_id, self.rt.worker_id)
+
+    def _record(self) -> PitrRecord:
+        record = self.rt.store.get_pitr(self.project_id)
+        if record is None or not record.enabled:
+            raise StreamStopped("PITR is off")
+        return record
+
+    def _run(self) -> None:
+        self.renew()
+        record = self._record()
+        project = self.rt.store.get_project(self.project_id)
+        if project is None:
+            raise StreamStopped("the project is gone")
+        path = sqlite_path(project.database_url)
+        if not path.is_file():
+            raise RuntimeError(f"the project database {path} is missing")
+        mode = journal_mode(path)
+        if mode != "wal":
+            raise RuntimeError(
+                f"{path} is not in WAL mode any more (journal_mode={mode}): its log cannot be "
+                "shipped; switch it back with PRAGMA journal_mode=WAL"
+            )
+        readers = _Readers(path)
+        self.readers = readers
+        self.locker = _connect(path)
+        self.checkpointer = _connect(path)
+        self.cursor = WalCursor(Path(f"{path}-wal"))
+        try:
+            self.held = readers.begin(None)
+            self.cursor.poll()  # what the log holds now is in the generation's first snapshot
+            self._new_generation(record)
+            self._loop()
+        finally:
+            readers.close()
+            for db in (self.locker, self.checkpointer):
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+
+    def _new_generation(self, record: PitrRecord) -> None:
+        generations = list(record.generations)
+        now = self.rt.now()
+        if not generations or (
+            record.enabled_at and record.enabled_at > generations[-1].started_at
+        ):
+            reason = "point-in-time recovery turned on"
+        else:
+            reason = (
+                f"the replicator started (worker {self.rt.worker_id}): what was committed "
+                "between the previous generation's end and this one's first snapshot was "
+                "not shipped"
+            )
+        if generations and generations[-1].ended_at is None:
+            generations[-1] = generations[-1].model_copy(
+                update={
+                    "ended_at": record.covered_at or generations[-1].started_at,
+                    "end_position": record.streamed_lsn,
+                }
+            )
+        self.generation = (generations[-1].number + 1) if generations else 1
+        self.sequence = 0
+        generations.append(PitrGeneration(number=self.generation, started_at=now, reason=reason))
+        start = position(self.generation, 0)
+        self.rt.store.update_pitr(
+            self.project_id,
+            {
+                "generations": [g.model_dump(mode="json") for g in generations[-50:]],
+                "floor_lsn": start,
+                "streamed_lsn": start,
+            },
+        )
+        log.info("project %s: generation %d: %s", self.project_id, self.generation, reason)
+        enqueue_base_backup(self.rt, self.project_id)
+
+    def _loop(self) -> None:
+        flushed = time.monotonic()
+        announced = False
+        while True:
+            self.renew(every=HEARTBEAT)
+            self._poll()
+            if self.cursor.frames >= CHECKPOINT_FRAMES:
+                self._checkpoint()
+            if time.monotonic() - flushed >= FLUSH or self.buffered >= MAX_BUFFERED:
+                flushed = time.monotonic()
+                self._flush()
+                if not announced:
+                    announced = True
+                    clear_failure(self.rt, self.project_id)
+            self.stop.wait(POLL)
+
+    # ------------------------------------------------------------ reading
+
+    def _poll(self) -> None:
+        """Begin a new read transaction, read the log to its end, end the older one."""
+        began = self.rt.now()
+        newer = self.readers.begin(self.held)
+        try:
+            found = self._read()
+        except BaseException:
+            self.readers.end(newer)
+            raise
+        read_at = self.rt.now()
+        self.readers.end(self.held)
+        self.held = newer
+        for transaction in found:
+            self.buffer.append((transaction, read_at))
+            self.buffered += len(transaction.pages) * (
+                self.cursor.header.page_size if self.cursor.header else 0
+            )
+        self.covered = began
+
+    def _read(self) -> list[Transaction]:
+        try:
+            return self.cursor.poll()
+        except Restarted as restarted:
+            # a reset could only come once the old log was wholly read (see the module's
+            # docstring): follow the new one from its first frame
+            if restarted.new is not None and restarted.new.page_size != restarted.old.page_size:
+                raise RuntimeError("the log's page size changed") from None
+            self.cursor.reset(restarted.new)
+            return self.cursor.poll()
+
+    def _checkpoint(self) -> None:
+        """Copy the log into the database under the write lock, so that it can be reset."""
+        if time.monotonic() - self._checkpointed < CHECKPOINT_EVERY:
+            return
+        self._checkpointed = time.monotonic()
+        locker = self.locker
+        locker.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_LOCK_WAIT * 1000)}")
+        try:
+            locker.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            return  # the application writes: next time
+        try:
+            self._poll()  # the tail: nothing more can be committed now
+            self.readers.end(self.held)
+            self.held = None
+            row = self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self.held = self.readers.begin(None)
+            log.debug("project %s: checkpoint %s", self.project_id, row)
+        finally:
+            locker.execute("ROLLBACK")
+
+    # ------------------------------------------------------------ shipping
+
+    def _flush(self) -> None:
+        buffer, self.buffer, self.buffered = self.buffer, [], 0
+        if buffer:
+            assert self.cursor.header is not None
+            frames: list[tuple[int, bytes]] = []
+            commits: list[tuple[int, int, datetime]] = []
+            for transaction, read_at in buffer:
+                frames += transaction.pages
+                commits.append((len(frames), transaction.db_pages, read_at))
+            segment = Segment(
+                self.generation, self.sequence, self.cursor.header.page_size, commits, frames
+            )
+            name = segment_name(self.generation, segment.start, segment.end)
+            key = f"projects/{self.project_id}/wal/{name}.zst"
+            archive.keep_bytes(self.rt, self.project_id, name, key, encode_segment(segment))
+            self.sequence = segment.end
+        assert self.covered is not None
+        if not self.rt.store.record_streamed(
+            self.project_id,
+            self.rt.worker_id,
+            position(self.generation, self.sequence),
+            self.covered,
+        ):
+            raise StreamStopped("the lease is gone")
