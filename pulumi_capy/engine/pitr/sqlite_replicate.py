@@ -225,6 +225,7 @@ class Replicator(LeaseHolder):
         self.covered: datetime | None = None  # when the latest poll began
         self._checkpointed = 0.0  # time.monotonic() of the last engine checkpoint
         self.held: int | None = None  # which reader holds a read transaction
+        self.page_size = 0  # of the log's frames (a WAL database's cannot change)
 
     # ------------------------------------------------------------ running
 
@@ -338,11 +339,11 @@ class Replicator(LeaseHolder):
         read_at = self.rt.now()
         self.readers.end(self.held)
         self.held = newer
+        if self.cursor.header is not None:
+            self.page_size = self.cursor.header.page_size
         for transaction in found:
             self.buffer.append((transaction, read_at))
-            self.buffered += len(transaction.pages) * (
-                self.cursor.header.page_size if self.cursor.header else 0
-            )
+            self.buffered += len(transaction.pages) * self.page_size
         self.covered = began
 
     def _read(self) -> list[Transaction]:
@@ -382,15 +383,12 @@ class Replicator(LeaseHolder):
     def _flush(self) -> None:
         buffer, self.buffer, self.buffered = self.buffer, [], 0
         if buffer:
-            assert self.cursor.header is not None
             frames: list[tuple[int, bytes]] = []
             commits: list[tuple[int, int, datetime]] = []
             for transaction, read_at in buffer:
                 frames += transaction.pages
                 commits.append((len(frames), transaction.db_pages, read_at))
-            segment = Segment(
-                self.generation, self.sequence, self.cursor.header.page_size, commits, frames
-            )
+            segment = Segment(self.generation, self.sequence, self.page_size, commits, frames)
             name = segment_name(self.generation, segment.start, segment.end)
             key = f"projects/{self.project_id}/wal/{name}.zst"
             archive.keep_bytes(self.rt, self.project_id, name, key, encode_segment(segment))
