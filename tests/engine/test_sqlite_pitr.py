@@ -24,14 +24,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from pulumi_capy.api.errors import InvalidInput, JobFailed
-from pulumi_capy.api.models import CreateProject, Job, PutPitr, RestoreRequest
+from pulumi_capy.api.models import (
+    CreateProject,
+    Job,
+    PutPitr,
+    PutScheduledBackup,
+    RestoreRequest,
+)
 from pulumi_capy.engine import Engine
+from pulumi_capy.engine.pitr.control import enqueue_base_backup
+from pulumi_capy.engine.pitr.sqlite_replicate import parse_segment_name, sequence_of
 
 WRITER = Path(__file__).with_name("sqlite_writer.py")
 # seconds: a row committed this long before T is always in a restore to T (measured: rows
@@ -276,6 +284,7 @@ def test_a_replicator_killed_and_restarted_starts_a_new_generation_and_loses_not
 @pytest.mark.parametrize(
     "application",
     [
+        pytest.param(["--autocheckpoint", "0"], id="none-but-the-engines"),
         pytest.param(["--autocheckpoint", "10"], id="wal_autocheckpoint-10-pages"),
         pytest.param(["--autocheckpoint", "0", "--truncate-every", "0.05"], id="own-truncate"),
     ],
@@ -338,3 +347,51 @@ def test_a_flipped_byte_in_a_segment_fails_the_restore_for_good_and_touches_no_t
     previews = app.engine.list_preview_databases(app.project_id)
     assert all(p.state == "failed" for p in previews)
     assert not any(Path(p.database_name or "").exists() for p in previews if p.database_name)
+
+
+def test_retention_expires_old_snapshots_and_the_log_only_they_needed(app: App) -> None:
+    app.engine.put_pitr(app.project_id, PutPitr(enabled=True))
+    app.worker.start()
+    app.window_open()
+    first = commits_of(app.write("--seconds", "1", "--every", "5").finish())
+    with app.engine.rt.store.transaction() as tx:  # a second snapshot, as the schedule takes
+        job_id = enqueue_base_backup(app.engine.rt, app.project_id, tx)
+    assert app.engine.wait_for_job(job_id, timeout=60).state == "completed"
+    second = commits_of(app.write("--seconds", "1", "--every", "5").finish())
+    app.covered(second[-1][2] + 0.5)
+    store = app.engine.rt.store
+    old, new = store.list_base_backups(app.project_id)
+    segments = store.list_wal_segments(app.project_id, prefix="sqlite.")
+    assert app.engine.get_pitr(app.project_id).window_start == old.ended_at
+
+    app.engine.put_scheduled_backup(
+        app.project_id,
+        PutScheduledBackup(cron_hour=0, cron_minute=0, is_active=False, retention_days=1),
+    )
+    report = app.engine.tick(datetime.now(UTC) + timedelta(days=2))
+    assert report.expired_base_backups == [old.id]
+    app.wait(
+        "the pitr.expire job",
+        lambda: not any(j.type == "pitr.expire" for j in store.busy_jobs(app.project_id)),
+    )
+    assert not app.engine.rt.blobs.exists(old.blob_key)
+    kept = store.list_wal_segments(app.project_id, prefix="sqlite.")
+    start = sequence_of(new.start_lsn)
+
+    def end(name: str) -> int:
+        parsed = parse_segment_name(name)
+        assert parsed is not None
+        return parsed[2]
+
+    before = {s.name for s in segments}
+    # what the kept snapshot replays stays (and what was shipped since); the rest is gone
+    assert [s.name for s in kept if s.name in before] == [
+        s.name for s in segments if end(s.name) > start
+    ]
+    assert len(kept) < len(segments)
+    assert app.engine.get_pitr(app.project_id).window_start == new.ended_at
+    with pytest.raises(InvalidInput, match="outside the PITR window"):
+        app.restore(first[-1][2])
+    total = len(first) + len(second)
+    check_prefix(app.rows_at(second[-1][2] + 0.5), [*first, *second], second[-1][2] + 0.5)
+    assert len(app.rows_at(second[-1][2] + 0.5)) == total

@@ -1,0 +1,167 @@
+"""Reading SQLite's write-ahead log as SQLite's recovery does, against logs SQLite wrote."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pulumi_capy.engine.pitr.sqlite_wal import (
+    FRAME_HEADER,
+    WAL_HEADER,
+    Restarted,
+    WalCursor,
+    apply_pages,
+    checksum,
+    parse_header,
+)
+
+
+def naive_checksum(data: bytes, s0: int, s1: int, *, big_endian: bool) -> tuple[int, int]:
+    """SQLite's walChecksumBytes, word by word."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    for x0, x1 in zip(words[0::2], words[1::2], strict=True):
+        s0 = (s0 + x0 + s1) & 0xFFFFFFFF
+        s1 = (s1 + x1 + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("size", [8, 24, 512, 4096, 65536])
+def test_the_checksum_is_sqlites_word_by_word_one(size: int, big_endian: bool) -> None:
+    generator = random.Random(size)
+    data = generator.randbytes(size)
+    start = (generator.getrandbits(32), generator.getrandbits(32))
+    assert checksum(data, *start, big_endian=big_endian) == naive_checksum(
+        data, *start, big_endian=big_endian
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "app.db", isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA wal_autocheckpoint = 0")
+    connection.execute("CREATE TABLE t (x INTEGER, pad BLOB)")
+    yield connection
+    connection.close()
+
+
+def wal_of(tmp_path: Path) -> Path:
+    return tmp_path / "app.db-wal"
+
+
+def frames_in(path: Path) -> int:
+    header = parse_header(path.read_bytes()[:WAL_HEADER])
+    assert header is not None
+    return (path.stat().st_size - WAL_HEADER) // (FRAME_HEADER + header.page_size)
+
+
+def test_every_committed_transaction_is_read_once_in_order(
+    tmp_path: Path, db: sqlite3.Connection
+) -> None:
+    cursor = WalCursor(wal_of(tmp_path))
+    first = cursor.poll()  # the CREATE TABLE
+    assert len(first) == 1
+    for value in range(10):
+        db.execute("INSERT INTO t VALUES (?, randomblob(100))", (value,))
+    found = cursor.poll()
+    assert len(found) == 10
+    assert cursor.poll() == []
+    assert cursor.frames == frames_in(wal_of(tmp_path))
+    assert all(transaction.db_pages >= 2 for transaction in found)
+
+
+def test_a_transaction_spilled_to_the_log_but_not_committed_is_not_read(
+    tmp_path: Path, db: sqlite3.Connection
+) -> None:
+    cursor = WalCursor(wal_of(tmp_path))
+    cursor.poll()
+    db.execute("PRAGMA cache_size = 2")  # spill pages into the log before the commit
+    db.execute("BEGIN")
+    for value in range(300):
+        db.execute("INSERT INTO t VALUES (?, randomblob(1000))", (value,))
+    spilled = frames_in(wal_of(tmp_path))
+    assert spilled > cursor.frames + 10
+    assert cursor.poll() == []
+    db.execute("ROLLBACK")
+    assert cursor.poll() == []
+    db.execute("INSERT INTO t VALUES (1, 'after')")
+    (after,) = cursor.poll()
+    assert len(after.pages) < 10  # the one small transaction, not the rolled-back frames
+
+
+def test_a_damaged_frame_ends_what_is_read_before_its_transaction(
+    tmp_path: Path, db: sqlite3.Connection
+) -> None:
+    cursor = WalCursor(wal_of(tmp_path))
+    cursor.poll()
+    db.execute("INSERT INTO t VALUES (1, randomblob(100))")
+    committed = cursor.frames
+    db.execute("INSERT INTO t VALUES (2, randomblob(100))")
+    db.execute("INSERT INTO t VALUES (3, randomblob(100))")
+    path = wal_of(tmp_path)
+    header = parse_header(path.read_bytes()[:WAL_HEADER])
+    assert header is not None
+    frame = FRAME_HEADER + header.page_size
+    data = bytearray(path.read_bytes())
+    # a byte of the page of the first frame after the first new transaction
+    data[WAL_HEADER + (committed + 1) * frame + FRAME_HEADER + 100] ^= 0x40
+    path.write_bytes(bytes(data))
+    found = cursor.poll()
+    assert len(found) == 1  # transaction 1 only: 2 is damaged, 3 cannot follow on from it
+
+
+def test_a_reset_log_is_reported_and_followed_from_its_first_frame(
+    tmp_path: Path, db: sqlite3.Connection
+) -> None:
+    cursor = WalCursor(wal_of(tmp_path))
+    cursor.poll()
+    db.execute("INSERT INTO t VALUES (1, 'a')")
+    assert len(cursor.poll()) == 1
+    assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+    with pytest.raises(Restarted) as restarted:
+        cursor.poll()
+    assert restarted.value.new is None  # truncated to nothing
+    cursor.reset(None)
+    assert cursor.poll() == []
+    db.execute("INSERT INTO t VALUES (2, 'b')")
+    (second,) = cursor.poll()  # the new log's first transaction, under a new header
+    assert cursor.header is not None
+    assert cursor.header.salt1 != restarted.value.old.salt1
+    assert second.pages
+
+
+def test_pages_applied_to_a_copy_make_the_database_of_that_moment(
+    tmp_path: Path, db: sqlite3.Connection
+) -> None:
+    snapshot = tmp_path / "snapshot.db"
+    target = sqlite3.connect(snapshot)
+    db.backup(target)
+    target.close()
+    cursor = WalCursor(wal_of(tmp_path))
+    cursor.poll()  # in the snapshot already
+    for value in range(200):
+        db.execute("INSERT INTO t VALUES (?, randomblob(?))", (value, 50 + value * 10))
+    db.execute("DELETE FROM t WHERE x % 3 = 0")
+    db.execute("CREATE INDEX t_x ON t (x)")
+    db.execute("VACUUM")  # shrinks the file: the last commit's size truncates it
+    found = cursor.poll()
+    header = cursor.header
+    assert header is not None
+    apply_pages(snapshot, header.page_size, found)
+    copy = sqlite3.connect(snapshot)
+    try:
+        assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = copy.execute("SELECT x, pad FROM t ORDER BY rowid").fetchall()
+        assert rows == db.execute("SELECT x, pad FROM t ORDER BY rowid").fetchall()
+        assert list(copy.iterdump()) == list(db.iterdump())
+    finally:
+        copy.close()
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    assert os.path.getsize(snapshot) == pages * header.page_size
