@@ -74,6 +74,7 @@ CHECKPOINT_LOCK_WAIT = 2.0  # seconds to wait for the write lock before trying n
 MAX_BUFFERED = 32 * 1024 * 1024  # bytes of pages read but not shipped: ship early past this
 BUSY_SECONDS = 30.0
 GENERATION_SHIFT = 40
+RESETS_PER_POLL = 5  # a log reset again and again while being read: give up (a new generation)
 SEGMENT_MAGIC = b"CAPYSQLW"
 
 
@@ -347,15 +348,17 @@ class Replicator(LeaseHolder):
         self.covered = began
 
     def _read(self) -> list[Transaction]:
-        try:
-            return self.cursor.poll()
-        except Restarted as restarted:
-            # a reset could only come once the old log was wholly read (see the module's
-            # docstring): follow the new one from its first frame
-            if restarted.new is not None and restarted.new.page_size != restarted.old.page_size:
-                raise RuntimeError("the log's page size changed") from None
-            self.cursor.reset(restarted.new)
-            return self.cursor.poll()
+        for _ in range(RESETS_PER_POLL):
+            try:
+                return self.cursor.poll()
+            except Restarted as restarted:
+                # a reset could only come once the old log was wholly read (see the
+                # module's docstring): follow the new one from its first frame
+                new = restarted.new
+                if new is not None and self.page_size and new.page_size != self.page_size:
+                    raise RuntimeError("the log's page size changed") from None
+                self.cursor.reset(restarted.new)
+        raise RuntimeError(f"the log was reset {RESETS_PER_POLL} times during one read")
 
     def _checkpoint(self) -> None:
         """Copy the log into the database under the write lock, so that it can be reset."""
