@@ -51,9 +51,10 @@ DESCRIPTIONS: dict[str, str] = {
     "(or `postgresql://…` where supported). A secret.",
     "environment": "`production` or `non_production`.",
     "force_destroy": "Allow deleting the project with its backups, restore points and previews.",
-    "pitr": "Point-in-time recovery of a PostgreSQL project: `true` turns it on (a replication "
-    "slot and a first base backup, waited for), `false` off; unset leaves it as it is. An "
-    "update, never a replacement. Its log streams while a `capy worker` runs.",
+    "pitr": "Point-in-time recovery: `true` turns it on (PostgreSQL: a replication slot and a "
+    "first base backup, waited for; SQLite, in WAL mode: a worker's replicator ships its log "
+    "from a first snapshot), `false` off; unset leaves it as it is. An update, never a "
+    "replacement. Its log streams while a `capy worker` runs.",
     "pitr_window_start": "The oldest moment a `restore_time` can name (null while PITR is off "
     "or its window is not open yet).",
     "pitr_window_end": "The newest moment a `restore_time` can name (null while PITR is off or "
