@@ -24,6 +24,7 @@ into the target as every restore is (``jobs.load_into_target``).
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sqlite3
 import time
@@ -414,6 +415,8 @@ def run_sqlite_pitr_restore(
 
         def materialize(path: Path) -> None:
             shutil.move(database, path)
+            with path.open("rb+") as moved:  # the preview's file: durable before it is linked
+                os.fsync(moved.fileno())
 
         loaded = Loaded(
             materialize,
