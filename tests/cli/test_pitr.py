@@ -45,7 +45,7 @@ def one_error_line(stderr: str) -> str:
 
 def test_enable_documents_its_options(capy: Capy) -> None:
     text = capy.raw("pitr", "enable", "--help").stdout
-    for option in ("--project", "--method", "--wait", "--timeout", "--json"):
+    for option in ("--project", "--method", "--set-wal", "--wait", "--timeout", "--json"):
         assert option in text
     assert "capy wal-push" in text
     assert "restore_command" in capy.raw("wal-fetch", "--help").stdout

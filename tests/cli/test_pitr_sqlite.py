@@ -373,6 +373,7 @@ def test_disable_stops_the_replicator(served: Served) -> None:
 
     disabled = served.pitr("disable")
     assert "is off" in disabled.stdout
+    assert "replicator lets go of its file" in disabled.stdout
     status = served.status()
     assert (status["enabled"], status["window_start"], status["window_end"]) == (False, None, None)
 
