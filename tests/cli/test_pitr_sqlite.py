@@ -65,6 +65,11 @@ def marks(path: Path) -> list[str]:
         return [str(row[0]) for row in db.execute("SELECT label FROM marks ORDER BY rowid")]
 
 
+def schema(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [str(row[0]) for row in db.execute("SELECT name FROM sqlite_master ORDER BY name")]
+
+
 @dataclass
 class Served:
     """``capy serve`` over an engine directory with a worker beside it, a SQLite project
@@ -303,6 +308,8 @@ def test_a_restore_to_a_moment_holds_what_was_committed_by_then_and_nothing_afte
     with contextlib.closing(sqlite3.connect(restored)) as db:
         assert db.execute("SELECT count(*) FROM customers").fetchone()[0] == 20
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # the replicator wrote nothing into the user's database: the same tables come back
+    assert schema(restored) == schema(served.app_db)
 
 
 def test_a_pitr_restore_point_pins_now_and_restores_it(served: Served) -> None:
