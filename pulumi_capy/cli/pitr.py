@@ -4,7 +4,10 @@ Turning it on creates the project's replication slot and starts the first base
 backup; the window opens once that backup and the log after it are archived,
 which needs a worker streaming the log (``capy worker``, or ``capy serve
 --workers N``). ``enable --wait`` waits for both and fails plainly when nothing
-streams. Hosted CapyDB has PITR always on (its window is not reported).
+streams. A SQLite project has no slot: its database must be in WAL mode
+(``enable --set-wal`` switches it), a worker's replicator ships its log and its
+first snapshot opens the window. Hosted CapyDB has PITR always on (its window is
+not reported).
 """
 
 from __future__ import annotations
@@ -262,14 +265,15 @@ def enable(project: str, method: str, set_wal: bool, wait: bool, timeout: float)
 @backend_options
 @json_option
 def disable(project: str) -> None:
-    """Turn it off: streaming stops, the slot is dropped; what is archived stays until
-    retention removes it."""
+    """Turn it off: streaming (PostgreSQL) or replicating (SQLite) stops, a PostgreSQL
+    project's slot is dropped; what is archived stays until retention removes it."""
     change = backend().put_pitr(project, request(PutPitr, enabled=False))
     emit(
         change,
         lambda: echo(
-            f"point-in-time recovery of {project} is off: nothing streams its log and its "
-            "replication slot is dropped; what is archived stays until retention removes it"
+            f"point-in-time recovery of {project} is off: nothing streams its log (a "
+            "PostgreSQL project's replication slot is dropped, a SQLite project's replicator "
+            "lets go of its file); what is archived stays until retention removes it"
         ),
     )
 

@@ -6,11 +6,12 @@ is a secret. Delete is refused while the engine holds backups of the project,
 unless ``force_destroy`` (which removes its backups, restore points and
 previews too) — the convention of storage buckets.
 
-``pitr=True`` turns point-in-time recovery on (PostgreSQL projects, and SQLite ones in
-WAL mode), ``False`` off, unset leaves it alone; changing it is an update. Create and
-update wait for the first base backup when turning it on started one (PostgreSQL), not
-for the window (that needs a worker streaming the log: ``capy worker``). A refresh reads
-whether it is on.
+``pitr=True`` turns point-in-time recovery on (PostgreSQL projects, and SQLite
+projects whose database is in WAL mode: switch it first, with ``capy pitr enable
+--set-wal`` or ``PRAGMA journal_mode=WAL``), ``False`` off, unset leaves it alone;
+changing it is an update. Create and update wait for the first base backup when
+turning it on started one (PostgreSQL), not for the window (that needs a worker
+streaming the log: ``capy worker``). A refresh reads whether it is on.
 """
 
 from __future__ import annotations

@@ -4,9 +4,11 @@ real PostgreSQL project, real WAL files in a temp directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +45,7 @@ def one_error_line(stderr: str) -> str:
 
 def test_enable_documents_its_options(capy: Capy) -> None:
     text = capy.raw("pitr", "enable", "--help").stdout
-    for option in ("--project", "--method", "--wait", "--timeout", "--json"):
+    for option in ("--project", "--method", "--set-wal", "--wait", "--timeout", "--json"):
         assert option in text
     assert "capy wal-push" in text
     assert "restore_command" in capy.raw("wal-fetch", "--help").stdout
@@ -106,14 +108,26 @@ def test_a_project_without_pitr_says_off_and_how_to_turn_it_on(capy: Capy, proje
         "lag_seconds",
         "streamer",
         "notices",
+        "generations",
     }
+    assert status["generations"] == []
 
 
-def test_a_sqlite_project_cannot_turn_it_on(capy: Capy, project_id: str) -> None:
+def journal_mode(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def test_a_sqlite_project_not_in_wal_mode_is_told_to_switch_and_stays_off(
+    capy: Capy, project_id: str, app_db: Path
+) -> None:
     result = capy("pitr", "enable", "--project", project_id, code=1)
     line = one_error_line(result.stderr)
-    assert "enabled" in line
-    assert "PostgreSQL" in line
+    assert "database_url" in line
+    assert "journal_mode=delete" in line
+    assert "--set-wal" in line
+    assert journal_mode(app_db) == "delete"  # nothing switched behind the user's back
+    assert capy.json("pitr", "status", "--project", project_id)["enabled"] is False
     assert capy.json("pitr", "disable", "--project", project_id)["pitr"]["enabled"] is False
 
 
@@ -367,7 +381,9 @@ def test_pitr_commands_speak_to_a_capy_server(capy: Capy, project_id: str) -> No
         assert status.stdout.splitlines()[0] == f"point-in-time recovery of {project_id}: off"
         refused = capy.raw("--api-url", url, "pitr", "enable", "--project", project_id, env=env)
         assert refused.exit_code == 1
-        assert "enabled" in one_error_line(refused.stderr)
+        line = one_error_line(refused.stderr)
+        assert "database_url" in line
+        assert "--set-wal" in line
         off = capy.raw(
             "--api-url", url, "--json", "pitr", "disable", "--project", project_id, env=env
         )
@@ -381,6 +397,7 @@ def test_pitr_commands_speak_to_a_capy_server(capy: Capy, project_id: str) -> No
                 "lag_seconds": None,
                 "streamer": None,
                 "notices": [],
+                "generations": [],
             },
             "job": None,
         }

@@ -102,9 +102,13 @@ def test_pitr_errors_are_the_same(backend: Backend, app_db_url: str) -> None:
         backend.put_pitr("prj_nonexistent", PutPitr(enabled=True))
 
     project = backend.create_project(CreateProject(name="shop", database_url=app_db_url)).project
-    with pytest.raises(BadRequest) as sqlite:
+    with pytest.raises(BadRequest) as not_wal:  # a SQLite database in rollback-journal mode
         backend.put_pitr(project.id, PutPitr(enabled=True))
-    assert sqlite.value.detail.startswith("enabled: ")
-    assert "PostgreSQL" in sqlite.value.detail
+    assert not_wal.value.detail.startswith("database_url: ")
+    assert "--set-wal" in not_wal.value.detail
+    with pytest.raises(BadRequest) as archive:
+        backend.put_pitr(project.id, PutPitr(enabled=True, method=PitrMethod.archive))
+    assert archive.value.detail.startswith("method: ")
+    assert backend.get_pitr(project.id).enabled is False
     assert backend.put_pitr(project.id, PutPitr(enabled=False)).pitr.enabled is False
     assert backend.list_jobs(project.id) == []

@@ -4,7 +4,9 @@ CapyDB they are in ``test_hosted.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,15 +60,39 @@ def test_unchanged_pitr_is_no_change() -> None:
 # ---------------------------------------------------------------- a SQLite project
 
 
-def test_create_with_pitr_on_a_sqlite_project_fails_and_leaves_nothing(
+def test_create_with_pitr_on_a_sqlite_project_not_in_wal_mode_fails_and_leaves_nothing(
     engine: Engine, app_db: Path
 ) -> None:
     with pytest.raises(CapyResourceError) as raised:
         ProjectProvider().create(project_inputs(sqlite_url(app_db), pitr=True))
     message = str(raised.value)
     assert "turn point-in-time recovery on (it was removed again)" in message
-    assert "PostgreSQL" in message
+    assert "database_url" in message
+    assert "--set-wal" in message
     assert engine.list_projects() == []  # a second `pulumi up` can create it afresh
+    assert journal_mode(app_db) == "delete"
+
+
+def journal_mode(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def test_pitr_on_a_sqlite_project_in_wal_mode_is_turned_on_and_off(
+    engine: Engine, app_db: Path
+) -> None:
+    with contextlib.closing(sqlite3.connect(app_db)) as db:
+        db.execute("PRAGMA journal_mode = WAL")
+    provider = ProjectProvider()
+    inputs = project_inputs(sqlite_url(app_db), pitr=True)
+    created = create(provider, inputs)  # no job to wait for: a worker's replicator starts it
+    assert created.outs["pitr"] is True
+    assert engine.get_pitr(created.id).enabled is True
+    assert read(provider, created.id, stored(created.outs)).outs["pitr"] is True
+
+    updated = update(provider, created.id, stored(created.outs), {**inputs, "pitr": False})
+    assert updated["pitr"] is False
+    assert engine.get_pitr(created.id).enabled is False
 
 
 def test_pitr_off_on_a_sqlite_project_is_recorded_and_read(engine: Engine, app_db: Path) -> None:

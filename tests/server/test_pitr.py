@@ -45,6 +45,7 @@ def test_a_project_without_pitr_reads_off(http: httpx.Client, app_project: AppPr
         "lag_seconds": None,
         "streamer": None,
         "notices": [],
+        "generations": [],
     }
     assert response.headers["cache-control"] == "no-store"
     project = assert_envelope(http.get(f"/v1/projects/{app_project.id}"), 200, "project")
@@ -61,9 +62,11 @@ def test_turning_off_what_is_off_is_a_200(http: httpx.Client, app_project: AppPr
     assert body["pitr"]["enabled"] is False
 
 
-def test_a_sqlite_project_cannot_turn_it_on(http: httpx.Client, app_project: AppProject) -> None:
+def test_a_sqlite_project_not_in_wal_mode_is_a_400_naming_set_wal(
+    http: httpx.Client, app_project: AppProject
+) -> None:
     response = http.put(pitr_path(app_project.id), json={"enabled": True})
-    assert_error(response, 400, "enabled", "PostgreSQL")
+    assert_error(response, 400, "database_url", "journal_mode=delete", "--set-wal", "set_wal")
     assert http.get(pitr_path(app_project.id)).json()["pitr"]["enabled"] is False
 
 

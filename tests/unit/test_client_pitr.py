@@ -191,7 +191,10 @@ def test_hosted_put_off_is_not_supported_and_sends_nothing() -> None:
 
 
 def test_a_400_names_the_field() -> None:
-    message = "enabled: point-in-time recovery of sqlite projects is not available yet"
+    message = (
+        "database_url: /srv/app.db is in journal_mode=delete; point-in-time recovery ships "
+        "its write-ahead log, so it must be in WAL mode"
+    )
     harness = make_client(
         routes(
             {
@@ -201,5 +204,5 @@ def test_a_400_names_the_field() -> None:
         )
     )
 
-    with pytest.raises(BadRequest, match="enabled: point-in-time recovery of sqlite"):
+    with pytest.raises(BadRequest, match=r"database_url: /srv/app\.db is in journal_mode"):
         harness.client.put_pitr("prj_1", PutPitr(enabled=True))
