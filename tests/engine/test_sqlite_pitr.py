@@ -395,3 +395,22 @@ def test_retention_expires_old_snapshots_and_the_log_only_they_needed(app: App) 
     total = len(first) + len(second)
     check_prefix(app.rows_at(second[-1][2] + 0.5), [*first, *second], second[-1][2] + 0.5)
     assert len(app.rows_at(second[-1][2] + 0.5)) == total
+
+
+def test_turning_it_on_for_a_file_it_cannot_read_names_database_url_and_changes_nothing(
+    app: App,
+) -> None:
+    holder = sqlite3.connect(app.db, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = DELETE")
+    holder.execute("BEGIN EXCLUSIVE")  # held: not even its journal mode can be read
+    started = time.monotonic()
+    with pytest.raises(InvalidInput, match="database_url: cannot read the journal mode"):
+        app.engine.put_pitr(app.project_id, PutPitr(enabled=True, set_wal=True))
+    assert time.monotonic() - started < 10
+    holder.execute("ROLLBACK")
+    assert holder.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    holder.close()
+    app.db.write_bytes(b"not a database" * 100)
+    with pytest.raises(InvalidInput, match="database_url: cannot read the journal mode"):
+        app.engine.put_pitr(app.project_id, PutPitr(enabled=True))
+    assert not app.engine.get_pitr(app.project_id).enabled

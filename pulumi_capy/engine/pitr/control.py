@@ -293,8 +293,7 @@ def _enable_sqlite(rt: Runtime, project: ProjectRecord, request: PutPitr) -> str
     """SQLite: check the database is in WAL mode (or switch it); the replicator of a
     worker starts the first generation and queues its snapshot. No job here."""
     from pulumi_capy.engine.drivers.sqlite import sqlite_path
-    from pulumi_capy.engine.pitr.sqlite_recovery import set_wal
-    from pulumi_capy.engine.pitr.sqlite_replicate import journal_mode
+    from pulumi_capy.engine.pitr.sqlite_recovery import mode_of, set_wal
 
     if request.method is not PitrMethod.stream:
         raise InvalidInput(
@@ -312,7 +311,7 @@ def _enable_sqlite(rt: Runtime, project: ProjectRecord, request: PutPitr) -> str
     path = sqlite_path(project.database_url)
     if not path.is_file():
         raise InvalidInput([FieldError("database_url", f"no SQLite file at {path}")])
-    mode = journal_mode(path)
+    mode = mode_of(path)
     if mode != "wal":
         if not request.set_wal:
             raise InvalidInput(

@@ -42,6 +42,7 @@ from pulumi_capy.engine.jobs import JobDone, Loaded, PermanentFailure, load_into
 from pulumi_capy.engine.pitr.sqlite_replicate import (
     decode_segment,
     generation_of,
+    journal_mode,
     parse_segment_name,
     sequence_of,
 )
@@ -70,6 +71,7 @@ __all__ = [
 SNAPSHOT_ZSTD_LEVEL = 1
 CATCH_UP_WAIT = 30.0  # seconds a snapshot waits for the replicator to read past it
 BUSY_SECONDS = 30.0
+MODE_WAIT = 2.0  # seconds turning PITR on waits for a database another connection holds
 
 
 def snapshot_key(project_id: str, snapshot_id: str) -> str:
@@ -127,13 +129,30 @@ def hole_message(parts: list[Part], moment: datetime) -> str | None:
 # ---------------------------------------------------------------- turning it on
 
 
+def mode_of(path: Path) -> str:
+    """The database's journal mode; ``InvalidInput`` on ``database_url`` when it cannot be
+    read (not a database, or held exclusively by another connection for seconds)."""
+    try:
+        return journal_mode(path, timeout=MODE_WAIT)
+    except sqlite3.Error as exc:
+        raise InvalidInput(
+            [
+                FieldError(
+                    "database_url",
+                    f"cannot read the journal mode of {path}: {exc} (is it a SQLite database, "
+                    "and does another connection hold it exclusively?)",
+                )
+            ]
+        ) from None
+
+
 def set_wal(path: Path) -> None:
     """Switch the database to WAL mode, if no other connection holds it; ``InvalidInput``
     on ``database_url`` otherwise."""
     db = sqlite3.connect(path, timeout=0, isolation_level=None)
     try:
         mode = str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
-    except sqlite3.OperationalError as exc:
+    except sqlite3.Error as exc:
         mode = f"unchanged ({exc})"
     finally:
         db.close()

@@ -182,8 +182,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def journal_mode(path: Path) -> str:
-    db = sqlite3.connect(path, timeout=BUSY_SECONDS, isolation_level=None)
+def journal_mode(path: Path, *, timeout: float = BUSY_SECONDS) -> str:
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     try:
         return str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
     finally:
