@@ -7,13 +7,18 @@ import random
 import sqlite3
 import struct
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from pulumi_capy.engine.pitr.sqlite_replicate import Segment, decode_segment, encode_segment
 from pulumi_capy.engine.pitr.sqlite_wal import (
     FRAME_HEADER,
+    READ_FRAMES,
     WAL_HEADER,
+    Frames,
     Restarted,
     WalCursor,
     apply_pages,
@@ -56,6 +61,12 @@ def wal_of(tmp_path: Path) -> Path:
     return tmp_path / "app.db-wal"
 
 
+def read(cursor: WalCursor) -> Frames:
+    found = cursor.poll()
+    assert found is not None
+    return found
+
+
 def frames_in(path: Path) -> int:
     header = parse_header(path.read_bytes()[:WAL_HEADER])
     assert header is not None
@@ -66,15 +77,16 @@ def test_every_committed_transaction_is_read_once_in_order(
     tmp_path: Path, db: sqlite3.Connection
 ) -> None:
     cursor = WalCursor(wal_of(tmp_path))
-    first = cursor.poll()  # the CREATE TABLE
-    assert len(first) == 1
+    first = read(cursor)  # the CREATE TABLE
+    assert first.transactions == 1
     for value in range(10):
         db.execute("INSERT INTO t VALUES (?, randomblob(100))", (value,))
-    found = cursor.poll()
-    assert len(found) == 10
-    assert cursor.poll() == []
+    found = read(cursor)
+    assert found.transactions == 10
+    assert read(cursor).transactions == 0
     assert cursor.frames == frames_in(wal_of(tmp_path))
-    assert all(transaction.db_pages >= 2 for transaction in found)
+    assert all(size >= 2 for size in found.sizes)
+    assert found.ends == sorted(found.ends)
 
 
 def test_a_transaction_spilled_to_the_log_but_not_committed_is_not_read(
@@ -88,12 +100,13 @@ def test_a_transaction_spilled_to_the_log_but_not_committed_is_not_read(
         db.execute("INSERT INTO t VALUES (?, randomblob(1000))", (value,))
     spilled = frames_in(wal_of(tmp_path))
     assert spilled > cursor.frames + 10
-    assert cursor.poll() == []
+    assert read(cursor).transactions == 0
     db.execute("ROLLBACK")
-    assert cursor.poll() == []
+    assert read(cursor).transactions == 0
     db.execute("INSERT INTO t VALUES (1, 'after')")
-    (after,) = cursor.poll()
-    assert len(after.pages) < 10  # the one small transaction, not the rolled-back frames
+    after = read(cursor)
+    assert after.transactions == 1
+    assert len(after) < 10  # the one small transaction, not the rolled-back frames
 
 
 def test_a_damaged_frame_ends_what_is_read_before_its_transaction(
@@ -113,8 +126,9 @@ def test_a_damaged_frame_ends_what_is_read_before_its_transaction(
     # a byte of the page of the first frame after the first new transaction
     data[WAL_HEADER + (committed + 1) * frame + FRAME_HEADER + 100] ^= 0x40
     path.write_bytes(bytes(data))
-    found = cursor.poll()
-    assert len(found) == 1  # transaction 1 only: 2 is damaged, 3 cannot follow on from it
+    found = read(cursor)
+    assert found.transactions == 1  # transaction 1 only: 2 is damaged, 3 cannot follow on
+    assert cursor.frames == committed + len(found)
 
 
 def test_a_reset_log_is_reported_and_followed_from_its_first_frame(
@@ -123,18 +137,18 @@ def test_a_reset_log_is_reported_and_followed_from_its_first_frame(
     cursor = WalCursor(wal_of(tmp_path))
     cursor.poll()
     db.execute("INSERT INTO t VALUES (1, 'a')")
-    assert len(cursor.poll()) == 1
+    assert read(cursor).transactions == 1
     assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
     with pytest.raises(Restarted) as restarted:
         cursor.poll()
     assert restarted.value.new is None  # truncated to nothing
     cursor.reset(None)
-    assert cursor.poll() == []
+    assert cursor.poll() is None
     db.execute("INSERT INTO t VALUES (2, 'b')")
-    (second,) = cursor.poll()  # the new log's first transaction, under a new header
+    second = read(cursor)  # the new log's first transaction, under a new header
     assert cursor.header is not None
     assert cursor.header.salt1 != restarted.value.old.salt1
-    assert second.pages
+    assert second.transactions == 1
 
 
 def test_pages_applied_to_a_copy_make_the_database_of_that_moment(
@@ -151,10 +165,11 @@ def test_pages_applied_to_a_copy_make_the_database_of_that_moment(
     db.execute("DELETE FROM t WHERE x % 3 = 0")
     db.execute("CREATE INDEX t_x ON t (x)")
     db.execute("VACUUM")  # shrinks the file: the last commit's size truncates it
-    found = cursor.poll()
+    found = read(cursor)
     header = cursor.header
     assert header is not None
-    apply_pages(snapshot, header.page_size, found)
+    assert found.transactions == 203
+    apply_pages(snapshot, found)
     copy = sqlite3.connect(snapshot)
     try:
         assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -165,3 +180,37 @@ def test_pages_applied_to_a_copy_make_the_database_of_that_moment(
         copy.close()
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     assert os.path.getsize(snapshot) == pages * header.page_size
+
+
+def test_transactions_larger_than_one_read_are_read_whole(
+    tmp_path: Path, db: sqlite3.Connection
+) -> None:
+    cursor = WalCursor(wal_of(tmp_path))
+    cursor.poll()
+    db.execute("BEGIN")
+    for value in range(2 * READ_FRAMES + 100):  # a page each: one transaction over 3 reads
+        db.execute("INSERT INTO t VALUES (?, randomblob(3000))", (value,))
+    db.execute("COMMIT")
+    for value in range(50):
+        db.execute("INSERT INTO t VALUES (?, 'small')", (value,))
+    found = read(cursor)
+    assert found.transactions == 51
+    assert found.ends[0] > 2 * READ_FRAMES
+    assert cursor.frames == frames_in(wal_of(tmp_path))
+
+
+def test_a_segment_keeps_its_frames_and_labels(tmp_path: Path, db: sqlite3.Connection) -> None:
+    cursor = WalCursor(wal_of(tmp_path))
+    for value in range(20):
+        db.execute("INSERT INTO t VALUES (?, randomblob(500))", (value,))
+    found = read(cursor)
+    labels = [datetime(2026, 12, 1, 12, 0, second, tzinfo=UTC) for second in range(21)]
+    segment = decode_segment(encode_segment(Segment(3, 7, found, labels)))
+    assert (segment.generation, segment.start, segment.end) == (3, 7, 7 + len(found))
+    assert segment.labels == labels
+    assert segment.frames.ends == found.ends
+    assert segment.frames.sizes == found.sizes
+    assert bytes(segment.frames.pages) == np.ascontiguousarray(found.pages).tobytes()
+    assert segment.until(labels[4]).transactions == 5
+    with pytest.raises(ValueError, match="wrong length"):
+        decode_segment(encode_segment(Segment(3, 7, found, labels))[:-1])

@@ -386,15 +386,15 @@ def _replay(
             segment = decode_segment(_read_segment(rt, item))
         except ValueError as exc:
             raise PermanentFailure(f"log segment {item.name}: {exc}") from exc
-        if segment.page_size != page_size:
+        if segment.frames.page_size != page_size:
             raise PermanentFailure(
-                f"log segment {item.name} has pages of {segment.page_size} bytes, snapshot "
-                f"{snapshot.id} of {page_size}"
+                f"log segment {item.name} has pages of {segment.frames.page_size} bytes, "
+                f"snapshot {snapshot.id} of {page_size}"
             )
-        transactions = segment.transactions(until=moment)
-        apply_pages(database, page_size, transactions)
-        applied += len(transactions)
-        if len(transactions) < len(segment.commits):
+        frames = segment.until(moment)
+        apply_pages(database, frames)
+        applied += frames.transactions
+        if frames.transactions < segment.frames.transactions:
             break
     return applied
 

@@ -44,11 +44,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pulumi_capy.api.models import format_timestamp
 from pulumi_capy.engine.drivers.sqlite import sqlite_path
 from pulumi_capy.engine.pitr import archive
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
-from pulumi_capy.engine.pitr.sqlite_wal import Restarted, Transaction, WalCursor
+from pulumi_capy.engine.pitr.sqlite_wal import Frames, Restarted, WalCursor
 from pulumi_capy.engine.pitr.stream import HEARTBEAT, LeaseHolder, StreamStopped, clear_failure
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import PitrGeneration, PitrRecord
@@ -68,14 +70,21 @@ log = logging.getLogger(__name__)
 
 POLL = 0.005  # seconds between two reads of the log: how exactly a commit's time is known
 FLUSH = 0.25  # seconds between two shipments: a commit is durable in a blob within ~this
-CHECKPOINT_FRAMES = 1000  # the engine checkpoints the log once it holds this many frames
-CHECKPOINT_EVERY = 1.0  # seconds, at most once per this (the application may hold readers)
-CHECKPOINT_LOCK_WAIT = 2.0  # seconds to wait for the write lock before trying next time
+# The engine checkpoints the log once it holds CHECKPOINT_FRAMES frames (SQLite's default
+# wal_autocheckpoint), at most once per CHECKPOINT_EVERY seconds unless it holds
+# CHECKPOINT_MAX_FRAMES: each one holds the write lock a moment, and a writer that found
+# it taken sleeps in its busy handler (bench/sqlite_pitr.py: a checkpoint every 500 or 2000
+# frames cost a flat-out writer 0.34x, once a second 0.78x)
+CHECKPOINT_FRAMES = 1000
+CHECKPOINT_EVERY = 1.0
+CHECKPOINT_MAX_FRAMES = 20000
+CHECKPOINT_LOCK_WAIT = 0.2  # seconds to wait for the write lock before trying next time
 MAX_BUFFERED = 32 * 1024 * 1024  # bytes of pages read but not shipped: ship early past this
 BUSY_SECONDS = 30.0
 GENERATION_SHIFT = 40
 RESETS_PER_POLL = 5  # a log reset again and again while being read: give up (a new generation)
 SEGMENT_MAGIC = b"CAPYSQLW"
+SEGMENT_FORMAT = "capy-sqlite-wal/1"
 
 
 def position(generation: int, sequence: int) -> int:
@@ -108,49 +117,43 @@ def parse_segment_name(name: str) -> tuple[int, int, int] | None:
 
 @dataclass(frozen=True)
 class Segment:
-    """A shipped run of whole transactions; ``commits`` holds, for each, how many frames
-    of the segment it ends after, the database's size in pages after it, and the time
-    the poll that read it ended (its commit came no later)."""
+    """A shipped run of whole transactions (frames ``start``.. of its generation), each
+    labelled with the time the poll that read it ended (its commit came no later)."""
 
     generation: int
     start: int
-    page_size: int
-    commits: list[tuple[int, int, datetime]]
-    frames: list[tuple[int, bytes]]
+    frames: Frames
+    labels: list[datetime]
 
     @property
     def end(self) -> int:
         return self.start + len(self.frames)
 
-    def transactions(self, until: datetime | None = None) -> list[Transaction]:
-        """Its transactions in order; those labelled at or before ``until`` only."""
-        done: list[Transaction] = []
-        first = 0
-        for after, db_pages, label in self.commits:
-            if until is not None and label > until:
-                break
-            done.append(Transaction(self.frames[first:after], db_pages))
-            first = after
-        return done
+    def until(self, moment: datetime) -> Frames:
+        """Its transactions labelled at or before ``moment`` (labels never go back)."""
+        return self.frames.first(sum(1 for label in self.labels if label <= moment))
 
 
 def encode_segment(segment: Segment) -> bytes:
+    frames = segment.frames
     header = json.dumps(
         {
-            "format": "capy-sqlite-wal/1",
+            "format": SEGMENT_FORMAT,
             "generation": segment.generation,
             "start": segment.start,
-            "page_size": segment.page_size,
-            "commits": [[a, d, format_timestamp(t)] for a, d, t in segment.commits],
+            "page_size": frames.page_size,
+            "frames": len(frames),
+            "ends": frames.ends,
+            "sizes": frames.sizes,
+            "labels": [format_timestamp(label) for label in segment.labels],
         }
     ).encode()
     out = io.BytesIO()
     out.write(SEGMENT_MAGIC)
     out.write(struct.pack(">I", len(header)))
     out.write(header)
-    for page_no, page in segment.frames:
-        out.write(struct.pack(">I", page_no))
-        out.write(page)
+    out.write(frames.numbers.astype(">u4").tobytes())
+    out.write(np.ascontiguousarray(frames.pages).tobytes())
     return out.getvalue()
 
 
@@ -162,18 +165,22 @@ def decode_segment(data: bytes) -> Segment:
     (size,) = struct.unpack(">I", data[offset : offset + 4])
     header: dict[str, Any] = json.loads(data[offset + 4 : offset + 4 + size])
     offset += 4 + size
+    if header.get("format") != SEGMENT_FORMAT:
+        raise ValueError(f"a SQLite log segment of format {header.get('format')!r}")
     page_size = int(header["page_size"])
-    step = 4 + page_size
-    if (len(data) - offset) % step:
-        raise ValueError("a SQLite log segment with a torn frame")
-    frames = [
-        (struct.unpack(">I", data[at : at + 4])[0], data[at + 4 : at + step])
-        for at in range(offset, len(data), step)
-    ]
-    commits = [(int(a), int(d), datetime.fromisoformat(t)) for a, d, t in header["commits"]]
-    if commits and commits[-1][0] != len(frames):
+    count = int(header["frames"])
+    if len(data) - offset != count * (4 + page_size):
+        raise ValueError("a SQLite log segment of the wrong length")
+    numbers = np.frombuffer(data, dtype=">u4", count=count, offset=offset).astype(np.uint32)
+    pages = np.frombuffer(
+        data, dtype=np.uint8, count=count * page_size, offset=offset + 4 * count
+    ).reshape(count, page_size)
+    ends = [int(end) for end in header["ends"]]
+    if not ends or ends[-1] != count or len(header["sizes"]) != len(ends):
         raise ValueError("a SQLite log segment whose last transaction is not whole")
-    return Segment(int(header["generation"]), int(header["start"]), page_size, commits, frames)
+    frames = Frames(page_size, numbers, pages, ends, [int(v) for v in header["sizes"]])
+    labels = [datetime.fromisoformat(label) for label in header["labels"]]
+    return Segment(int(header["generation"]), int(header["start"]), frames, labels)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -221,9 +228,10 @@ class Replicator(LeaseHolder):
         super().__init__(rt, project_id, stop)
         self.generation = 0
         self.sequence = 0  # frames of this generation shipped
-        self.buffer: list[tuple[Transaction, datetime]] = []
+        self.buffer: list[tuple[Frames, datetime]] = []
         self.buffered = 0
         self.covered: datetime | None = None  # when the latest poll began
+        self._next_checkpoint = CHECKPOINT_FRAMES  # the log's length that calls for one
         self._checkpointed = 0.0  # time.monotonic() of the last engine checkpoint
         self.held: int | None = None  # which reader holds a read transaction
         self.page_size = 0  # of the log's frames (a WAL database's cannot change)
@@ -316,7 +324,7 @@ class Replicator(LeaseHolder):
         while True:
             self.renew(every=HEARTBEAT)
             self._poll()
-            if self.cursor.frames >= CHECKPOINT_FRAMES:
+            if self._checkpoint_due():
                 self._checkpoint()
             if time.monotonic() - flushed >= FLUSH or self.buffered >= MAX_BUFFERED:
                 flushed = time.monotonic()
@@ -342,12 +350,12 @@ class Replicator(LeaseHolder):
         self.held = newer
         if self.cursor.header is not None:
             self.page_size = self.cursor.header.page_size
-        for transaction in found:
-            self.buffer.append((transaction, read_at))
-            self.buffered += len(transaction.pages) * self.page_size
+        if found is not None and found.transactions:
+            self.buffer.append((found, read_at))
+            self.buffered += len(found) * self.page_size
         self.covered = began
 
-    def _read(self) -> list[Transaction]:
+    def _read(self) -> Frames | None:
         for _ in range(RESETS_PER_POLL):
             try:
                 return self.cursor.poll()
@@ -358,13 +366,24 @@ class Replicator(LeaseHolder):
                 if new is not None and self.page_size and new.page_size != self.page_size:
                     raise RuntimeError("the log's page size changed") from None
                 self.cursor.reset(restarted.new)
+                self._next_checkpoint = CHECKPOINT_FRAMES
         raise RuntimeError(f"the log was reset {RESETS_PER_POLL} times during one read")
 
+    def _checkpoint_due(self) -> bool:
+        frames = self.cursor.frames
+        if frames < CHECKPOINT_FRAMES:
+            return False
+        if frames >= CHECKPOINT_MAX_FRAMES and frames >= self._next_checkpoint:
+            return True
+        return time.monotonic() - self._checkpointed >= CHECKPOINT_EVERY
+
     def _checkpoint(self) -> None:
-        """Copy the log into the database under the write lock, so that it can be reset."""
-        if time.monotonic() - self._checkpointed < CHECKPOINT_EVERY:
-            return
+        """Copy the log into the database, the last of it under the write lock, so that
+        the next writer can reset it."""
         self._checkpointed = time.monotonic()
+        self._next_checkpoint = self.cursor.frames + CHECKPOINT_FRAMES
+        # the bulk of the copy while the application writes on (up to our reader's view)
+        self.checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         locker = self.locker
         locker.execute(f"PRAGMA busy_timeout = {int(CHECKPOINT_LOCK_WAIT * 1000)}")
         try:
@@ -386,12 +405,9 @@ class Replicator(LeaseHolder):
     def _flush(self) -> None:
         buffer, self.buffer, self.buffered = self.buffer, [], 0
         if buffer:
-            frames: list[tuple[int, bytes]] = []
-            commits: list[tuple[int, int, datetime]] = []
-            for transaction, read_at in buffer:
-                frames += transaction.pages
-                commits.append((len(frames), transaction.db_pages, read_at))
-            segment = Segment(self.generation, self.sequence, self.page_size, commits, frames)
+            frames = Frames.join([found for found, _ in buffer])
+            labels = [read_at for found, read_at in buffer for _ in range(found.transactions)]
+            segment = Segment(self.generation, self.sequence, frames, labels)
             name = segment_name(self.generation, segment.start, segment.end)
             key = f"projects/{self.project_id}/wal/{name}.zst"
             archive.keep_bytes(self.rt, self.project_id, name, key, encode_segment(segment))

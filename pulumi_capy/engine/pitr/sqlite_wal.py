@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import mul
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 __all__ = [
     "FRAME_HEADER",
     "WAL_HEADER",
+    "Frames",
     "Restarted",
-    "Transaction",
     "WalCursor",
     "WalHeader",
     "apply_pages",
@@ -126,12 +127,60 @@ def parse_header(raw: bytes) -> WalHeader | None:
 
 
 @dataclass(frozen=True)
-class Transaction:
-    """One committed transaction: its pages (in frame order; a page may repeat, the last
-    image wins) and the database's size in pages after it."""
+class Frames:
+    """Whole transactions read from a log, as arrays: each frame's page number and page
+    image (a page may repeat: the last image up to a moment wins), and for each
+    transaction the index after its last frame and the database's size in pages after it."""
 
-    pages: list[tuple[int, bytes]]
-    db_pages: int
+    page_size: int
+    numbers: np.ndarray  # uint32, one per frame
+    pages: np.ndarray  # uint8, (frames, page_size)
+    ends: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+
+    @staticmethod
+    def empty(page_size: int) -> Frames:
+        return Frames(
+            page_size,
+            np.zeros(0, dtype=np.uint32),
+            np.zeros((0, page_size), dtype=np.uint8),
+        )
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    @property
+    def transactions(self) -> int:
+        return len(self.ends)
+
+    def first(self, count: int) -> Frames:
+        """Its first ``count`` transactions."""
+        end = self.ends[count - 1] if count else 0
+        return Frames(
+            self.page_size,
+            self.numbers[:end],
+            self.pages[:end],
+            self.ends[:count],
+            self.sizes[:count],
+        )
+
+    @staticmethod
+    def join(parts: list[Frames]) -> Frames:
+        """One run of the transactions of ``parts``, in order (all of one page size)."""
+        if len(parts) == 1:
+            return parts[0]
+        ends: list[int] = []
+        offset = 0
+        for part in parts:
+            ends += [offset + end for end in part.ends]
+            offset += len(part)
+        return Frames(
+            parts[0].page_size,
+            np.concatenate([part.numbers for part in parts]),
+            np.concatenate([part.pages for part in parts]),
+            ends,
+            [size for part in parts for size in part.sizes],
+        )
 
 
 class Restarted(Exception):
@@ -143,6 +192,9 @@ class Restarted(Exception):
         self.new = new
 
 
+READ_FRAMES = 4096  # frames read and checked at a time (16 MiB of 4 KiB pages)
+
+
 @dataclass
 class WalCursor:
     """Where a reader of one WAL file is: after the last commit frame it returned."""
@@ -151,90 +203,134 @@ class WalCursor:
     header: WalHeader | None = None
     frames: int = 0  # valid frames up to and including the last commit returned
     running: tuple[int, int] = (0, 0)
-    restarts: int = 0
-    _pending: list[tuple[int, bytes]] = field(default_factory=list)
 
     def reset(self, header: WalHeader | None) -> None:
         """Follow a restarted log from its first frame."""
         self.header = header
         self.frames = 0
         self.running = header.checksum if header else (0, 0)
-        self.restarts += 1
 
-    def poll(self) -> list[Transaction]:
-        """The transactions committed since the last poll. ``Restarted`` when the log has
-        another header than the one followed (call ``reset`` to follow it)."""
+    def poll(self) -> Frames | None:
+        """The transactions committed since the last poll (None: no log to read yet).
+        ``Restarted`` when the log has another header than the one followed (call
+        ``reset`` to follow it)."""
         try:
             with self.path.open("rb") as handle:
                 raw = handle.read(WAL_HEADER)
                 header = parse_header(raw)
                 if self.header is None:
                     if header is None:
-                        return []  # no log yet (or one being reset): nothing committed in it
+                        return None  # no log yet (or one being reset): nothing committed
                     self.reset(header)
                 elif header is None or header.raw != self.header.raw:
                     if header is None and len(raw) >= WAL_HEADER:
-                        return []  # a header half written: look again
+                        return None  # a header half written: look again
                     raise Restarted(self.header, header)
                 assert self.header is not None
-                page_size = self.header.page_size
-                frame_size = FRAME_HEADER + page_size
-                handle.seek(WAL_HEADER + self.frames * frame_size)
-                data = handle.read()
+                return self._read(handle, self.header)
         except FileNotFoundError:
             if self.header is not None:
                 raise Restarted(self.header, None) from None
-            return []
-        return self._frames(memoryview(data), page_size, frame_size)
+            return None
 
-    def _frames(self, data: memoryview, page_size: int, frame_size: int) -> list[Transaction]:
-        assert self.header is not None
-        header = self.header
-        big = header.big_endian
-        done: list[Transaction] = []
-        pending: list[tuple[int, bytes]] = []
+    def _read(self, handle: IO[bytes], header: WalHeader) -> Frames:
+        frame_size = FRAME_HEADER + header.page_size
+        handle.seek(WAL_HEADER + self.frames * frame_size)
+        pending: list[Frames] = []  # checked frames after the last commit found
+        committed: list[Frames] = []
         running = self.running
-        count = len(data) // frame_size
-        if not count:
-            return done
-        frames = np.frombuffer(data, dtype=np.uint8, count=count * frame_size)
-        words = frames.reshape(count, frame_size)[:, FRAME_HEADER:].copy()
-        pages = words.view(">u4" if big else "<u4").astype(np.uint64)
-        sums = (pages @ _page_matrix(page_size)) & MASK  # each page's part, from (0, 0)
-        a, b, c, d = _carry(page_size // 8)
-        word = ">2I" if big else "<2I"
-        for index in range(count):
-            frame = data[index * frame_size : index * frame_size + FRAME_HEADER]
-            page_no, db_pages, salt1, salt2, c1, c2 = struct.unpack(">6I", frame)
-            if salt1 != header.salt1 or salt2 != header.salt2 or page_no == 0:
+        while True:
+            data = handle.read(READ_FRAMES * frame_size)
+            count = len(data) // frame_size
+            if not count:
                 break
-            x0, x1 = struct.unpack(word, frame[:8])  # the header's first 8 bytes, one step
-            s0 = (running[0] + x0 + running[1]) & MASK
-            s1 = (running[1] + x1 + s0) & MASK
-            running = (
-                (a * s0 + b * s1 + int(sums[index, 0])) & MASK,
-                (c * s0 + d * s1 + int(sums[index, 1])) & MASK,
-            )
-            if running != (c1, c2):
+            checked, running, valid = _check(data, count, header, running)
+            pending.append(checked)
+            last_commit = checked.ends[-1] if checked.ends else 0
+            if last_commit:
+                run = Frames.join(pending)
+                cut = run.ends[-1]
+                committed.append(run)
+                self.frames += cut
+                self.running = _stored(data, frame_size, (last_commit - 1))
+                tail = Frames(header.page_size, run.numbers[cut:], run.pages[cut:], [], [])
+                pending = [tail] if len(tail) else []
+            if valid < count or count < READ_FRAMES:
                 break
-            start = index * frame_size + FRAME_HEADER
-            pending.append((page_no, bytes(data[start : start + page_size])))
-            if db_pages:
-                done.append(Transaction(pending, db_pages))
-                self.frames += len(pending)
-                self.running = running
-                pending = []
-        return done
+        if not committed:
+            return Frames.empty(header.page_size)
+        run = Frames.join(committed)
+        return run.first(run.transactions)
 
 
-def apply_pages(path: Path, page_size: int, transactions: list[Transaction]) -> None:
-    """Write the transactions' pages into the database file at ``path`` in order, and
-    give it the size the last one committed."""
-    if not transactions:
+def _stored(data: bytes, frame_size: int, index: int) -> tuple[int, int]:
+    """The checksum stored in frame ``index`` of ``data``."""
+    at = index * frame_size + 16
+    first, second = struct.unpack(">2I", data[at : at + 8])
+    return first, second
+
+
+def _check(
+    data: bytes, count: int, header: WalHeader, running: tuple[int, int]
+) -> tuple[Frames, tuple[int, int], int]:
+    """The valid frames at the start of ``data`` (salts, page numbers and the checksum
+    chain from ``running``), with the transactions whose commit frame is among them; the
+    checksum after the last valid frame, and how many are valid.
+
+    Each frame's checksum follows from the previous frame's stored one, so that every
+    frame is checked at once: frame k is valid when the checksum computed from frame
+    k-1's stored value is frame k's stored value, for it and for every frame before it."""
+    page_size = header.page_size
+    frame_size = FRAME_HEADER + page_size
+    frames = np.frombuffer(data, dtype=np.uint8, count=count * frame_size).reshape(
+        count, frame_size
+    )
+    fields = frames[:, :FRAME_HEADER].copy().view(">u4").astype(np.uint64)
+    numbers, sizes, salt1, salt2, stored0, stored1 = fields.T
+    order = ">u4" if header.big_endian else "<u4"
+    words = frames[:, :8].copy().view(order).astype(np.uint64)
+    sums = (
+        frames[:, FRAME_HEADER:].copy().view(order).astype(np.uint64) @ _page_matrix(page_size)
+    ) & MASK
+    before0 = np.concatenate(([running[0]], stored0[:-1])).astype(np.uint64)
+    before1 = np.concatenate(([running[1]], stored1[:-1])).astype(np.uint64)
+    s0 = (before0 + words[:, 0] + before1) & MASK
+    s1 = (before1 + words[:, 1] + s0) & MASK
+    a, b, c, d = (np.uint64(v) for v in _carry(page_size // 8))
+    new0 = (a * s0 + b * s1 + sums[:, 0]) & MASK
+    new1 = (c * s0 + d * s1 + sums[:, 1]) & MASK
+    ok = (
+        (salt1 == header.salt1)
+        & (salt2 == header.salt2)
+        & (numbers != 0)
+        & (new0 == stored0)
+        & (new1 == stored1)
+    )
+    valid = count if bool(ok.all()) else int(np.argmin(ok))
+    commits = np.flatnonzero(sizes[:valid])
+    after = (int(stored0[valid - 1]), int(stored1[valid - 1])) if valid else running
+    checked = Frames(
+        page_size,
+        numbers[:valid].astype(np.uint32),
+        frames[:valid, FRAME_HEADER:],
+        [int(i) + 1 for i in commits],
+        [int(sizes[i]) for i in commits],
+    )
+    return checked, after, valid
+
+
+def apply_pages(path: Path, frames: Frames) -> None:
+    """Write the transactions' pages into the database file at ``path`` (the last image
+    of each page only), and give it the size the last one committed."""
+    if not frames.transactions:
         return
+    count = len(frames)
+    # the last image of each page: unique over the reversed page numbers
+    _, reversed_first = np.unique(frames.numbers[::-1], return_index=True)
+    last = count - 1 - reversed_first
+    size = frames.page_size
     with path.open("r+b") as handle:
-        for transaction in transactions:
-            for page_no, page in transaction.pages:
-                handle.seek((page_no - 1) * page_size)
-                handle.write(page)
-        handle.truncate(transactions[-1].db_pages * page_size)
+        for index in sorted(last.tolist(), key=lambda i: int(frames.numbers[i])):
+            handle.seek((int(frames.numbers[index]) - 1) * size)
+            handle.write(frames.pages[index].tobytes())
+        handle.truncate(frames.sizes[-1] * size)
