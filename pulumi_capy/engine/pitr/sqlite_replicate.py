@@ -3,16 +3,22 @@
 The replicator holds a read transaction on the database at every moment (two
 connections, taking turns): SQLite cannot reset its log under a reader that uses it, nor
 copy into the database file past what a reader of the file alone sees. Every ``POLL``
-seconds it begins a fresh read transaction, reads the log from where it stopped to its
-end (salts and running checksums checked, ``sqlite_wal``), and only then ends the older
-one. So a reset of the log (a new header) can only come at a moment when everything in
-the old log had been read, and the frames of the new log follow on from it: the
-generation goes on.
+seconds it begins a fresh read transaction, reads the log from where it stopped up to
+what the wal-index had published (salts and running checksums checked, ``sqlite_wal``),
+and only then ends the older one. So a reset of the log (a new header) can only come at
+a moment when everything in the old log had been read, and the frames of the new log
+follow on from it: the generation goes on.
+
+When it reads, it takes a moment at which no commit was published: the wal-index header
+read just before and just after the clock is the same. The transactions up to that
+header are labelled with that moment: each committed before it, and every commit that
+had returned by then is among them. So a restore to a moment holds exactly the commits
+made by then (to the clock's resolution), and the window's end is such a moment.
 
 Every ``FLUSH`` seconds the whole transactions read since the last shipment go out as
-one segment (compressed, checksummed, catalogued), each labelled with the time the poll
-that found it ended (no earlier than its commit); then the store records, fenced by the
-lease, that every commit made before the latest poll began is shipped: the window's end.
+one segment (compressed, checksummed, catalogued), with their labels; then the store
+records, fenced by the lease, how far the log is shipped and the latest poll's moment:
+the window's end.
 
 Readers only ever look at the log: they keep it from being reset, and the log grows.
 The engine checkpoints it itself, once it holds ``CHECKPOINT_FRAMES`` frames: it takes
@@ -26,7 +32,7 @@ database for this: Litestream's ``_litestream_seq`` table would be in every rest
 When continuity cannot be proven — the replicator starts (after a crash, on another
 worker, or PITR turned on), or the log changed in a way the reading above cannot
 follow — a new generation starts: its positions start again at ``generation << 40``,
-and a snapshot (``sqlite_snapshot``) is queued to start its part of the window.
+and a snapshot (``sqlite_recovery.run_snapshot``) is queued to start its part of the window.
 """
 
 from __future__ import annotations
@@ -50,7 +56,13 @@ from pulumi_capy.api.models import format_timestamp
 from pulumi_capy.engine.drivers.sqlite import sqlite_path
 from pulumi_capy.engine.pitr import archive
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
-from pulumi_capy.engine.pitr.sqlite_wal import Frames, Restarted, WalCursor
+from pulumi_capy.engine.pitr.sqlite_wal import (
+    Frames,
+    IndexHeader,
+    Restarted,
+    WalCursor,
+    WalIndex,
+)
 from pulumi_capy.engine.pitr.stream import HEARTBEAT, LeaseHolder, StreamStopped, clear_failure
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import PitrGeneration, PitrRecord
@@ -82,6 +94,7 @@ CHECKPOINT_LOCK_WAIT = 0.2  # seconds to wait for the write lock before trying n
 MAX_BUFFERED = 32 * 1024 * 1024  # bytes of pages read but not shipped: ship early past this
 BUSY_SECONDS = 30.0
 GENERATION_SHIFT = 40
+MARK_TRIES = 5  # reads of the wal-index for a moment no commit was published in
 RESETS_PER_POLL = 5  # a log reset again and again while being read: give up (a new generation)
 SEGMENT_MAGIC = b"CAPYSQLW"
 SEGMENT_FORMAT = "capy-sqlite-wal/1"
@@ -230,7 +243,7 @@ class Replicator(LeaseHolder):
         self.sequence = 0  # frames of this generation shipped
         self.buffer: list[tuple[Frames, datetime]] = []
         self.buffered = 0
-        self.covered: datetime | None = None  # when the latest poll began
+        self.covered: datetime | None = None  # the latest poll's moment
         self._next_checkpoint = CHECKPOINT_FRAMES  # the log's length that calls for one
         self._checkpointed = 0.0  # time.monotonic() of the last engine checkpoint
         self.held: int | None = None  # which reader holds a read transaction
@@ -272,9 +285,12 @@ class Replicator(LeaseHolder):
         self.locker = _connect(path)
         self.checkpointer = _connect(path)
         self.cursor = WalCursor(Path(f"{path}-wal"))
+        self.index = WalIndex(Path(f"{path}-shm"))
         try:
             self.held = readers.begin(None)
-            self.cursor.poll()  # what the log holds now is in the generation's first snapshot
+            marked = self._mark()
+            # what the log holds now is in the generation's first snapshot
+            self._read(marked[0] if marked else None)
             self._new_generation(record)
             self._loop()
         finally:
@@ -337,28 +353,43 @@ class Replicator(LeaseHolder):
     # ------------------------------------------------------------ reading
 
     def _poll(self) -> None:
-        """Begin a new read transaction, read the log to its end, end the older one."""
-        began = self.rt.now()
+        """Begin a new read transaction; at a moment when no commit was published (the
+        wal-index reads the same just before and just after it), read the log up to what
+        the index published; then end the older read transaction. The transactions read
+        are labelled with that moment: each was committed before it, and every commit that
+        had returned by then is among them."""
         newer = self.readers.begin(self.held)
         try:
-            found = self._read()
+            marked = self._mark()
+            if marked is None:  # commits kept coming: look again next time
+                self.readers.end(newer)
+                return
+            published, moment = marked
+            found = self._read(published)
         except BaseException:
             self.readers.end(newer)
             raise
-        read_at = self.rt.now()
         self.readers.end(self.held)
         self.held = newer
         if self.cursor.header is not None:
             self.page_size = self.cursor.header.page_size
         if found is not None and found.transactions:
-            self.buffer.append((found, read_at))
+            self.buffer.append((found, moment))
             self.buffered += len(found) * self.page_size
-        self.covered = began
+        self.covered = moment
 
-    def _read(self) -> Frames | None:
+    def _mark(self) -> tuple[IndexHeader, datetime] | None:
+        for _ in range(MARK_TRIES):
+            before = self.index.read()
+            moment = self.rt.now()
+            if before is not None and self.index.read() == before:
+                return before, moment
+        return None
+
+    def _read(self, published: IndexHeader | None) -> Frames | None:
         for _ in range(RESETS_PER_POLL):
             try:
-                return self.cursor.poll()
+                return self.cursor.poll(published)
             except Restarted as restarted:
                 # a reset could only come once the old log was wholly read (see the
                 # module's docstring): follow the new one from its first frame
@@ -406,7 +437,7 @@ class Replicator(LeaseHolder):
         buffer, self.buffer, self.buffered = self.buffer, [], 0
         if buffer:
             frames = Frames.join([found for found, _ in buffer])
-            labels = [read_at for found, read_at in buffer for _ in range(found.transactions)]
+            labels = [moment for found, moment in buffer for _ in range(found.transactions)]
             segment = Segment(self.generation, self.sequence, frames, labels)
             name = segment_name(self.generation, segment.start, segment.end)
             key = f"projects/{self.project_id}/wal/{name}.zst"

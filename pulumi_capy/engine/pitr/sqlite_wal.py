@@ -22,7 +22,10 @@ poll in a single numpy matrix product (~30 us a frame), then chained frame by fr
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import mul
@@ -35,9 +38,11 @@ __all__ = [
     "FRAME_HEADER",
     "WAL_HEADER",
     "Frames",
+    "IndexHeader",
     "Restarted",
     "WalCursor",
     "WalHeader",
+    "WalIndex",
     "apply_pages",
     "checksum",
     "parse_header",
@@ -193,6 +198,77 @@ class Restarted(Exception):
 
 
 READ_FRAMES = 4096  # frames read and checked at a time (16 MiB of 4 KiB pages)
+INDEX_HEADER = 48  # the wal-index header, twice at the start of <db>-shm
+NATIVE = "<" if sys.byteorder == "little" else ">"
+
+
+@dataclass(frozen=True)
+class IndexHeader:
+    """What the wal-index says is committed: the log's valid frames (every commit up to
+    the last one published ends at or before frame ``frames``) and the salts of the log
+    they are in."""
+
+    frames: int
+    salts: tuple[int, int]
+
+
+class WalIndex:
+    """The header of a WAL database's wal-index (``<db>-shm``), as SQLite's readers read
+    it: two copies that must agree, and their checksum (in the machine's byte order).
+
+    The file is read through one descriptor per file for the whole process, never closed
+    while the file is in use: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, the read marks of its SQLite connections included (SQLite itself
+    defers such closes; a descriptor of ours cannot). A descriptor is only replaced (and
+    closed) once the path names another file: SQLite deletes ``<db>-shm`` only as the
+    last connection to the database closes, so no connection holds locks on the old one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> IndexHeader | None:
+        """The header, or None while it is being written (or there is none)."""
+        fd = _shared_fd(self.path)
+        if fd is None:
+            return None
+        data = os.pread(fd, 2 * INDEX_HEADER, 0)
+        if len(data) < 2 * INDEX_HEADER or data[:INDEX_HEADER] != data[INDEX_HEADER:]:
+            return None
+        version, _, _, ready, _, _, frames, _, _, _ = struct.unpack(NATIVE + "3IBBHII2I", data[:32])
+        if version != WAL_VERSION or not ready:
+            return None
+        stored = struct.unpack(NATIVE + "2I", data[40:48])
+        if checksum(data[:40], 0, 0, big_endian=NATIVE == ">") != stored:
+            return None
+        salt1, salt2 = struct.unpack(">2I", data[32:40])  # copied from the log's header
+        return IndexHeader(frames, (salt1, salt2))
+
+
+_SHARED: dict[str, tuple[int, int, int]] = {}  # path -> (fd, st_dev, st_ino)
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_fd(path: Path) -> int | None:
+    """This process's descriptor of the file at ``path`` (see ``WalIndex``)."""
+    key = str(path)
+    with _SHARED_LOCK:
+        try:
+            status = os.stat(key)
+        except FileNotFoundError:
+            return None
+        known = _SHARED.get(key)
+        if known is not None and known[1:] == (status.st_dev, status.st_ino):
+            return known[0]
+        try:
+            fd = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        opened = os.fstat(fd)
+        _SHARED[key] = (fd, opened.st_dev, opened.st_ino)
+        if known is not None:
+            os.close(known[0])  # of a file SQLite deleted: nobody holds locks on it
+        return fd
 
 
 @dataclass
@@ -210,10 +286,11 @@ class WalCursor:
         self.frames = 0
         self.running = header.checksum if header else (0, 0)
 
-    def poll(self) -> Frames | None:
-        """The transactions committed since the last poll (None: no log to read yet).
-        ``Restarted`` when the log has another header than the one followed (call
-        ``reset`` to follow it)."""
+    def poll(self, published: IndexHeader | None = None) -> Frames | None:
+        """The transactions committed since the last poll (None: no log to read yet), up
+        to what the wal-index ``published`` when given (none when it speaks of another
+        log than the one followed). ``Restarted`` when the log has another header than
+        the one followed (call ``reset`` to follow it)."""
         try:
             with self.path.open("rb") as handle:
                 raw = handle.read(WAL_HEADER)
@@ -227,23 +304,32 @@ class WalCursor:
                         return None  # a header half written: look again
                     raise Restarted(self.header, header)
                 assert self.header is not None
-                return self._read(handle, self.header)
+                limit = None
+                if published is not None:
+                    same = published.salts == (self.header.salt1, self.header.salt2)
+                    limit = max(published.frames - self.frames, 0) if same else 0
+                return self._read(handle, self.header, limit)
         except FileNotFoundError:
             if self.header is not None:
                 raise Restarted(self.header, None) from None
             return None
 
-    def _read(self, handle: IO[bytes], header: WalHeader) -> Frames:
+    def _read(self, handle: IO[bytes], header: WalHeader, limit: int | None) -> Frames:
+        """Frames from the last commit read on (at most ``limit``, else to the end)."""
         frame_size = FRAME_HEADER + header.page_size
         handle.seek(WAL_HEADER + self.frames * frame_size)
         pending: list[Frames] = []  # checked frames after the last commit found
         committed: list[Frames] = []
         running = self.running
-        while True:
-            data = handle.read(READ_FRAMES * frame_size)
+        left = limit
+        while left is None or left > 0:
+            wanted = READ_FRAMES if left is None else min(READ_FRAMES, left)
+            data = handle.read(wanted * frame_size)
             count = len(data) // frame_size
             if not count:
                 break
+            if left is not None:
+                left -= count
             checked, running, valid = _check(data, count, header, running)
             pending.append(checked)
             last_commit = checked.ends[-1] if checked.ends else 0
@@ -255,7 +341,7 @@ class WalCursor:
                 self.running = _stored(data, frame_size, (last_commit - 1))
                 tail = Frames(header.page_size, run.numbers[cut:], run.pages[cut:], [], [])
                 pending = [tail] if len(tail) else []
-            if valid < count or count < READ_FRAMES:
+            if valid < count or count < wanted:
                 break
         if not committed:
             return Frames.empty(header.page_size)
