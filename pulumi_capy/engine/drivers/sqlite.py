@@ -62,6 +62,29 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _not_a_database(path: Path) -> str | None:
+    """Why the file is no SQLite database we can use (None: it is one), read through
+    SQLite: a descriptor of our own, once closed, would drop every POSIX lock this process
+    holds on the file (the locks of its SQLite connections: the replicator's read
+    transaction, a running backup's snapshot), and another connection could then reset
+    the log under them, or delete it."""
+    if path.stat().st_size < len(HEADER):
+        return f"{path} is not a SQLite database"  # SQLite would take it for an empty one
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=2.0)
+    try:
+        db.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "not a database" in text:
+            return f"{path} is not a SQLite database"
+        if "unable to open" in text:
+            return f"{path} cannot be opened by this process: {text}"
+        # locked or busy: the jobs that use the file will say so, with retries
+    finally:
+        db.close()
+    return None
+
+
 def _classify(exc: sqlite3.Error, doing: str) -> DriverFailure:
     text = f"{doing}: {exc}"
     transient = isinstance(exc, sqlite3.OperationalError) and any(
@@ -94,10 +117,9 @@ class SqliteDriver:
             raise InvalidInput(
                 [FieldError("database_url", f"no SQLite file at {path}; create it first")]
             )
-        with path.open("rb") as handle:
-            header = handle.read(len(HEADER))
-        if header != HEADER:
-            raise InvalidInput([FieldError("database_url", f"{path} is not a SQLite database")])
+        problem = _not_a_database(path)
+        if problem is not None:
+            raise InvalidInput([FieldError("database_url", problem)])
         return DatabaseInfo(kind=self.kind, url=_url(path), database_name=str(path))
 
     def dump(self, url: str, destination: Path) -> Outcome:
