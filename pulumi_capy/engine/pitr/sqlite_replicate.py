@@ -37,6 +37,7 @@ and a snapshot (``sqlite_recovery.run_snapshot``) is queued to start its part of
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import json
@@ -48,7 +49,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -144,7 +145,7 @@ class Segment:
 
     def until(self, moment: datetime) -> Frames:
         """Its transactions labelled at or before ``moment`` (labels never go back)."""
-        return self.frames.first(sum(1 for label in self.labels if label <= moment))
+        return self.frames.first(bisect.bisect_right(self.labels, moment))
 
 
 def encode_segment(segment: Segment) -> bytes:
@@ -172,28 +173,49 @@ def encode_segment(segment: Segment) -> bytes:
 
 def decode_segment(data: bytes) -> Segment:
     """``ValueError`` when ``data`` is not a segment this engine wrote."""
-    if data[: len(SEGMENT_MAGIC)] != SEGMENT_MAGIC:
+    return read_segment(io.BytesIO(data))
+
+
+def read_segment(stream: IO[bytes]) -> Segment:
+    """The segment ``stream`` holds, its pages read straight into one array (no copy of
+    the whole). ``ValueError`` when it is not a segment this engine wrote."""
+    if _read_exactly(stream, len(SEGMENT_MAGIC)) != SEGMENT_MAGIC:
         raise ValueError("not a SQLite log segment of this engine")
-    offset = len(SEGMENT_MAGIC)
-    (size,) = struct.unpack(">I", data[offset : offset + 4])
-    header: dict[str, Any] = json.loads(data[offset + 4 : offset + 4 + size])
-    offset += 4 + size
+    (size,) = struct.unpack(">I", _read_exactly(stream, 4))
+    header: dict[str, Any] = json.loads(_read_exactly(stream, size))
     if header.get("format") != SEGMENT_FORMAT:
         raise ValueError(f"a SQLite log segment of format {header.get('format')!r}")
     page_size = int(header["page_size"])
     count = int(header["frames"])
-    if len(data) - offset != count * (4 + page_size):
+    numbers = np.frombuffer(_read_exactly(stream, 4 * count), dtype=">u4").astype(np.uint32)
+    pages = np.empty((count, page_size), dtype=np.uint8)
+    view = pages.data.cast("B")
+    filled = 0
+    while filled < len(view):
+        got = stream.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        filled += got
+    if filled < len(view) or stream.read(1):
         raise ValueError("a SQLite log segment of the wrong length")
-    numbers = np.frombuffer(data, dtype=">u4", count=count, offset=offset).astype(np.uint32)
-    pages = np.frombuffer(
-        data, dtype=np.uint8, count=count * page_size, offset=offset + 4 * count
-    ).reshape(count, page_size)
     ends = [int(end) for end in header["ends"]]
     if not ends or ends[-1] != count or len(header["sizes"]) != len(ends):
         raise ValueError("a SQLite log segment whose last transaction is not whole")
     frames = Frames(page_size, numbers, pages, ends, [int(v) for v in header["sizes"]])
     labels = [datetime.fromisoformat(label) for label in header["labels"]]
+    if len(labels) != len(ends):
+        raise ValueError("a SQLite log segment whose labels are not its transactions'")
     return Segment(int(header["generation"]), int(header["start"]), frames, labels)
+
+
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
+    data = stream.read(size)
+    while len(data) < size:
+        more = stream.read(size - len(data))
+        if not more:
+            raise ValueError("a SQLite log segment of the wrong length")
+        data += more
+    return data
 
 
 def _connect(path: Path) -> sqlite3.Connection:
