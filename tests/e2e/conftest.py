@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO / ".tools" / "bin"
 PASSPHRASE = "e2e-passphrase"
 TIMEOUT = 600
+WINDOW_TIMEOUT = 60.0
+CAPY = str(REPO / ".venv" / "bin" / "capy")
 
 
 def find_pulumi() -> Path | None:
@@ -147,3 +154,62 @@ def hosted(tmp_path: Path, pulumi_bin: Path) -> Stack:
 @pytest.fixture
 def pitr(tmp_path: Path, pulumi_bin: Path) -> Stack:
     return make_stack("pitr", tmp_path, pulumi_bin)
+
+
+@contextmanager
+def worker_process(stack: Stack, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`capy worker` on the stack's engine directory (CAPY_ENGINE_DIR of its env), stopped
+    at the end whatever happened: SIGTERM first (it exits 0 once its jobs end), else kill."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [CAPY, "worker", "--poll-interval", "0.05"],
+            cwd=stack.directory,
+            env={**stack.env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(30)
+
+
+def pitr_status(stack: Stack, project_id: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [CAPY, "pitr", "status", "--project", project_id, "--json"],
+        cwd=stack.directory,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"capy pitr status: {done.stdout}\n{done.stderr}"
+    status: dict[str, Any] = json.loads(done.stdout)
+    return status
+
+
+def wait_for_window(
+    stack: Stack, project_id: str, log: Path, covering: datetime | None = None
+) -> dict[str, Any]:
+    """The status once the window is open (and its end reaches ``covering``, if given)."""
+    deadline = time.monotonic() + WINDOW_TIMEOUT
+    while True:
+        status = pitr_status(stack, project_id)
+        start, end = status["window_start"], status["window_end"]
+        if start is not None and (
+            covering is None or (end is not None and datetime.fromisoformat(end) >= covering)
+        ):
+            return status
+        assert time.monotonic() < deadline, (
+            f"the window never {'opened' if covering is None else f'reached {covering}'}: "
+            f"{status}\n--- worker\n{log.read_text()}"
+        )
+        time.sleep(0.2)

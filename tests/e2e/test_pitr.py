@@ -5,88 +5,22 @@ leaves no preview, no slot, no project and no blob."""
 
 from __future__ import annotations
 
-import json
 import secrets
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import LiteralString
 
 import psycopg
 
 from pulumi_capy.api.models import format_timestamp
 from pulumi_capy.engine import Engine
 from pulumi_capy.engine.pitr.server import slot_name
-from tests.e2e.conftest import REPO, Stack
+from tests.e2e.conftest import Stack, wait_for_window, worker_process
 from tests.pg import PostgresServer
 from tests.postgres.conftest import PgNamespace
 
-WINDOW_TIMEOUT = 60.0
 SLOT_TIMEOUT = 15.0
-CAPY = str(REPO / ".venv" / "bin" / "capy")
-
-
-@contextmanager
-def _worker(stack: Stack, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`capy worker` on the stack's engine directory (CAPY_ENGINE_DIR of its env), stopped
-    at the end whatever happened: SIGTERM first (it exits 0 once its jobs end), else kill."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [CAPY, "worker", "--poll-interval", "0.05"],
-            cwd=stack.directory,
-            env={**stack.env, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(30)
-
-
-def _pitr_status(stack: Stack, project_id: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [CAPY, "pitr", "status", "--project", project_id, "--json"],
-        cwd=stack.directory,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, f"capy pitr status: {done.stdout}\n{done.stderr}"
-    status: dict[str, Any] = json.loads(done.stdout)
-    return status
-
-
-def _wait_for_window(
-    stack: Stack, project_id: str, log: Path, covering: datetime | None = None
-) -> dict[str, Any]:
-    """The status once the window is open (and its end reaches ``covering``, if given)."""
-    deadline = time.monotonic() + WINDOW_TIMEOUT
-    while True:
-        status = _pitr_status(stack, project_id)
-        start, end = status["window_start"], status["window_end"]
-        if start is not None and (
-            covering is None or (end is not None and datetime.fromisoformat(end) >= covering)
-        ):
-            return status
-        assert time.monotonic() < deadline, (
-            f"the window never {'opened' if covering is None else f'reached {covering}'}: "
-            f"{status}\n--- worker\n{log.read_text()}"
-        )
-        time.sleep(0.2)
 
 
 def _commit(
@@ -134,11 +68,11 @@ def test_a_restore_to_a_moment_between_two_commits_lands_in_a_preview_and_destro
     # the engine's slots of other tests on this server, if any (each drops its own)
     before = [slot for slot in _slots(admin_url) if slot.startswith("capy_")]
     try:
-        with _worker(pitr, log) as worker:
+        with worker_process(pitr, log) as worker:
             pitr.up()
             project_id = str(pitr.outputs()["project_id"])
             assert slot_name(project_id) in _slots(admin_url)
-            _wait_for_window(pitr, project_id, log)
+            wait_for_window(pitr, project_id, log)
 
             with psycopg.connect(url, autocommit=True) as conn:
                 _commit(conn, "CREATE TABLE t (i int PRIMARY KEY)")
@@ -153,7 +87,7 @@ def test_a_restore_to_a_moment_between_two_commits_lands_in_a_preview_and_destro
             # after row 2 was committed, before row 3's insert began; the same for row 3
             moment = marks[2] + (befores[3] - marks[2]) / 2
             later = marks[3] + (befores[4] - marks[3]) / 2
-            status = _wait_for_window(pitr, project_id, log, covering=later)
+            status = wait_for_window(pitr, project_id, log, covering=later)
             assert status["streamer"] is not None, status
 
             pitr.config("restore_time", format_timestamp(moment))

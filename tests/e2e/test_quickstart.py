@@ -1,16 +1,18 @@
-"""The quickstart under the real `pulumi`: up, no-op, drift, expiry, secrets, failure, destroy."""
+"""The quickstart under the real `pulumi`: up, no-op, drift, expiry, secrets, failure, destroy,
+and a restore to a moment with PITR on."""
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+import time
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pulumi_capy.api.models import JobState
+from pulumi_capy.api.models import JobState, format_timestamp
 from pulumi_capy.engine import Engine
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, wait_for_window, worker_process
 
 
 def _engine(stack: Stack) -> Engine:
@@ -153,3 +155,67 @@ def test_destroy_removes_what_the_stack_made_and_keeps_backups_without_force(
     with _engine(quickstart) as engine:
         assert engine.list_projects() == []
     assert not any((quickstart.engine_dir / "blobs").rglob("*.zst"))
+
+
+def test_a_restore_to_a_moment_between_two_commits_holds_exactly_what_was_committed(
+    quickstart: Stack, tmp_path: Path
+) -> None:
+    """PITR on the quickstart's SQLite database: a real `capy worker` ships its log while
+    this test commits rows, then `Restore(restore_time=…)` lands a moment between two
+    commits in a second preview, holding those rows and no later one."""
+    quickstart.env["CAPY_ENGINE_DIR"] = str(quickstart.engine_dir)
+    quickstart.config("pitr", "true")
+    quickstart.config("forceDestroy", "true")
+    log = tmp_path / "worker.log"
+    with worker_process(quickstart, log) as worker:
+        quickstart.up()
+        outputs = quickstart.outputs()
+        project_id = str(outputs["project_id"])
+        assert outputs["restore_state"] == "completed"
+        wait_for_window(quickstart, project_id, log)
+
+        app = quickstart.directory / "app.db"
+        marks: list[datetime] = []  # each commit returned
+        befores: list[datetime] = []  # each next one began
+        with closing(sqlite3.connect(app, isolation_level=None)) as db:
+            db.execute("CREATE TABLE events (i INTEGER PRIMARY KEY)")
+            for i in range(6):
+                befores.append(datetime.now(UTC))
+                db.execute("INSERT INTO events VALUES (?)", (i,))
+                marks.append(datetime.now(UTC))
+                time.sleep(0.1)  # the moments between two commits are clearly apart
+        moment = marks[2] + (befores[3] - marks[2]) / 2
+        later = marks[4] + (befores[5] - marks[4]) / 2
+        wait_for_window(quickstart, project_id, log, covering=later)
+
+        quickstart.config("restoreTime", format_timestamp(moment))
+        quickstart.up("--refresh")
+        outputs = quickstart.outputs()
+        assert outputs["moment_state"] == "completed", outputs
+        start = datetime.fromisoformat(outputs["pitr_window_start"])
+        assert start <= moment <= datetime.fromisoformat(outputs["pitr_window_end"])
+        first = Path(outputs["moment_path"])
+        assert first.is_relative_to(quickstart.engine_dir)
+        assert _rows(first, "events") == [(0,), (1,), (2,)]
+        assert outputs["moment_row_counts"]["customers"] == 4
+        # the restore-point preview and the app database are left as they were
+        assert _rows(Path(outputs["preview_path"]), "customers") == _rows(app, "customers")
+        assert [row[0] for row in _rows(app, "events")] == list(range(6))
+
+        # another moment: a new restore; its preview takes the name, the old one goes
+        quickstart.config("restoreTime", format_timestamp(later))
+        quickstart.up()
+        outputs = quickstart.outputs()
+        assert _rows(Path(outputs["moment_path"]), "events") == [(i,) for i in range(5)]
+        with _engine(quickstart) as engine:
+            previews = engine.list_preview_databases(project_id)
+        assert sorted(p.database_name or "" for p in previews) == sorted(
+            [outputs["moment_path"], outputs["preview_path"]]
+        )
+        quickstart.preview("--expect-no-changes")  # the restore is an event
+
+        quickstart.run("destroy", "--yes")
+        with _engine(quickstart) as engine:
+            assert engine.list_projects() == []
+    assert worker.returncode == 0, log.read_text()
+    assert not [path for path in (quickstart.engine_dir / "blobs").rglob("*") if path.is_file()]
