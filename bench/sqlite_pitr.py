@@ -70,9 +70,8 @@ replica):
    by the time its LTX files were made, so the last second or so before T can be missing);
    the big table's ``max(id)`` is the source's.
 
-Prints every figure, its target, and ours next to Litestream's. Until the engine replicates
-SQLite, ``Engine.put_pitr`` refuses a SQLite project and our half stops there: ``--only
-litestream`` runs Litestream's half alone.
+Prints every figure, its target, and ours next to Litestream's; ``--only ours`` or ``--only
+litestream`` runs one half alone.
 
 Run: ``.venv/bin/python bench/sqlite_pitr.py`` (a 500 MB database) or ``--quick`` (50 MB,
 shorter phases); ``--only ours|litestream``; ``--dir`` for the work files (on real disk).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pulumi_capy.api.models import format_timestamp
 from pulumi_capy.engine.pitr.sqlite_replicate import Segment, decode_segment, encode_segment
 from pulumi_capy.engine.pitr.sqlite_wal import (
     FRAME_HEADER,
@@ -204,13 +206,34 @@ def test_a_segment_keeps_its_frames_and_labels(tmp_path: Path, db: sqlite3.Conne
     for value in range(20):
         db.execute("INSERT INTO t VALUES (?, randomblob(500))", (value,))
     found = read(cursor)
-    labels = [datetime(2026, 12, 1, 12, 0, second, tzinfo=UTC) for second in range(21)]
-    segment = decode_segment(encode_segment(Segment(3, 7, found, labels)))
+    assert found.transactions == 21  # the table, then 20 rows
+    # transactions labelled in runs (one per poll that read them): 2, 1, 8, 10
+    labels = [datetime(2026, 12, 1, 12, 0, second, tzinfo=UTC) for second in (1, 2, 5, 9)]
+    label_ends = [2, 3, 11, 21]
+    segment = decode_segment(encode_segment(Segment(3, 7, found, labels, label_ends)))
     assert (segment.generation, segment.start, segment.end) == (3, 7, 7 + len(found))
-    assert segment.labels == labels
+    assert (segment.labels, segment.label_ends) == (labels, label_ends)
     assert segment.frames.ends == found.ends
     assert segment.frames.sizes == found.sizes
+    assert np.array_equal(segment.frames.numbers, found.numbers)
     assert bytes(segment.frames.pages) == np.ascontiguousarray(found.pages).tobytes()
-    assert segment.until(labels[4]).transactions == 5
+    moments = {datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC): 0, labels[0]: 2, labels[1]: 3}
+    moments |= {datetime(2026, 12, 1, 12, 0, 8, tzinfo=UTC): 11, labels[3]: 21}
+    for moment, transactions in moments.items():
+        assert segment.until(moment).transactions == transactions
     with pytest.raises(ValueError, match="wrong length"):
-        decode_segment(encode_segment(Segment(3, 7, found, labels))[:-1])
+        decode_segment(encode_segment(Segment(3, 7, found, labels, label_ends))[:-1])
+    data = encode_segment(Segment(3, 7, found, labels, label_ends))
+    for wrong in ([2, 3, 11, 20], [2, 2, 11, 21], [3, 2, 11, 21]):
+        with pytest.raises(ValueError, match="labels"):
+            decode_segment(_with_header(data, label_ends=wrong))
+    with pytest.raises(ValueError, match="labels"):
+        decode_segment(_with_header(data, labels=[format_timestamp(m) for m in labels[::-1]]))
+
+
+def _with_header(data: bytes, **fields: object) -> bytes:
+    """A segment's bytes with fields of its header replaced."""
+    size = int.from_bytes(data[8:12], "big")
+    header = json.loads(data[12 : 12 + size]) | fields
+    encoded = json.dumps(header).encode()
+    return data[:8] + len(encoded).to_bytes(4, "big") + encoded + data[12 + size :]

@@ -31,7 +31,7 @@ __all__ = [
     "WalMismatch",
     "check_pushable",
     "fetch",
-    "keep_bytes",
+    "keep_stream",
     "note_pushed",
     "piece_name",
     "pieces_of",
@@ -116,9 +116,9 @@ def store_piece(rt: Runtime, project_id: str, segment: str, offset: int, data: b
     _keep(rt, project_id, piece_name(segment, offset), key, io.BytesIO(data), partial=True)
 
 
-def keep_bytes(rt: Runtime, project_id: str, name: str, key: str, data: bytes) -> None:
-    """Archive ``data`` as log file ``name`` of the project, in blob ``key``."""
-    _keep(rt, project_id, name, key, io.BytesIO(data), partial=False)
+def keep_stream(rt: Runtime, project_id: str, name: str, key: str, reader: IO[bytes]) -> None:
+    """Archive what ``reader`` holds (to its end) as log file ``name``, in blob ``key``."""
+    _keep(rt, project_id, name, key, reader, partial=False)
 
 
 def _keep(

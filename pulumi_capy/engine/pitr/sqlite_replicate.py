@@ -40,6 +40,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
+import itertools
 import json
 import logging
 import sqlite3
@@ -73,6 +74,8 @@ __all__ = [
     "Replicator",
     "Segment",
     "decode_segment",
+    "encode_parts",
+    "encode_segment",
     "generation_of",
     "position",
     "segment_name",
@@ -98,7 +101,7 @@ GENERATION_SHIFT = 40
 MARK_TRIES = 5  # reads of the wal-index for a moment no commit was published in
 RESETS_PER_POLL = 5  # a log reset again and again while being read: give up (a new generation)
 SEGMENT_MAGIC = b"CAPYSQLW"
-SEGMENT_FORMAT = "capy-sqlite-wal/1"
+SEGMENT_FORMAT = "capy-sqlite-wal/2"  # /2: labels in runs, one per poll
 
 
 def position(generation: int, sequence: int) -> int:
@@ -131,44 +134,113 @@ def parse_segment_name(name: str) -> tuple[int, int, int] | None:
 
 @dataclass(frozen=True)
 class Segment:
-    """A shipped run of whole transactions (frames ``start``.. of its generation), each
-    labelled with the time the poll that read it ended (its commit came no later)."""
+    """A shipped run of whole transactions (frames ``start``.. of its generation). They
+    are labelled in runs: the transactions before ``label_ends[i]`` (and after the
+    previous run's) were read by the poll that ended at ``labels[i]`` (their commits came
+    no later); labels never go back."""
 
     generation: int
     start: int
     frames: Frames
     labels: list[datetime]
+    label_ends: list[int]
 
     @property
     def end(self) -> int:
         return self.start + len(self.frames)
 
     def until(self, moment: datetime) -> Frames:
-        """Its transactions labelled at or before ``moment`` (labels never go back)."""
-        return self.frames.first(bisect.bisect_right(self.labels, moment))
+        """Its transactions labelled at or before ``moment``."""
+        runs = bisect.bisect_right(self.labels, moment)
+        return self.frames.first(self.label_ends[runs - 1] if runs else 0)
 
 
-def encode_segment(segment: Segment) -> bytes:
-    frames = segment.frames
+class _Chunks(io.RawIOBase):
+    """A read-only stream over buffers, read without joining them first."""
+
+    def __init__(self, chunks: list[memoryview]) -> None:
+        self._chunks = chunks
+        self._index = 0
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(target) and self._index < len(self._chunks):
+            chunk = self._chunks[self._index]
+            take = min(len(target) - filled, len(chunk) - self._offset)
+            target[filled : filled + take] = chunk[self._offset : self._offset + take]
+            filled += take
+            self._offset += take
+            if self._offset == len(chunk):
+                self._index += 1
+                self._offset = 0
+        return filled
+
+
+def encode_parts(generation: int, start: int, parts: list[tuple[Frames, datetime]]) -> IO[bytes]:
+    """The segment of ``parts`` (whole transactions read by successive polls, each with
+    the poll's moment), as a stream that reads their pages in place."""
+    ends: list[int] = []
+    sizes: list[int] = []
+    labels: list[str] = []
+    label_ends: list[int] = []
+    offset = 0
+    for frames, moment in parts:
+        ends += [offset + end for end in frames.ends]
+        sizes += frames.sizes
+        offset += len(frames)
+        if frames.transactions:
+            labels.append(format_timestamp(moment))
+            label_ends.append(len(ends))
     header = json.dumps(
         {
             "format": SEGMENT_FORMAT,
-            "generation": segment.generation,
-            "start": segment.start,
-            "page_size": frames.page_size,
-            "frames": len(frames),
-            "ends": frames.ends,
-            "sizes": frames.sizes,
-            "labels": [format_timestamp(label) for label in segment.labels],
+            "generation": generation,
+            "start": start,
+            "page_size": parts[0][0].page_size if parts else 0,
+            "frames": offset,
+            "ends": ends,
+            "sizes": sizes,
+            "labels": labels,
+            "label_ends": label_ends,
         }
     ).encode()
-    out = io.BytesIO()
-    out.write(SEGMENT_MAGIC)
-    out.write(struct.pack(">I", len(header)))
-    out.write(header)
-    out.write(frames.numbers.astype(">u4").tobytes())
-    out.write(np.ascontiguousarray(frames.pages).tobytes())
-    return out.getvalue()
+    numbers = np.concatenate([frames.numbers for frames, _ in parts]).astype(">u4")
+    chunks = [
+        memoryview(SEGMENT_MAGIC + struct.pack(">I", len(header)) + header),
+        memoryview(numbers.tobytes()),
+    ]
+    chunks += [
+        np.ascontiguousarray(frames.pages).data.cast("B") for frames, _ in parts if len(frames)
+    ]
+    return io.BufferedReader(_Chunks(chunks), buffer_size=1 << 20)
+
+
+def encode_segment(segment: Segment) -> bytes:
+    """The bytes of ``segment`` (as ``encode_parts`` streams them)."""
+    parts: list[tuple[Frames, datetime]] = []
+    done = 0
+    for moment, end in zip(segment.labels, segment.label_ends, strict=True):
+        run = segment.frames.first(end)
+        begin = segment.frames.ends[done - 1] if done else 0
+        parts.append(
+            (
+                Frames(
+                    run.page_size,
+                    run.numbers[begin:],
+                    run.pages[begin:],
+                    [e - begin for e in run.ends[done:]],
+                    run.sizes[done:],
+                ),
+                moment,
+            )
+        )
+        done = end
+    return encode_parts(segment.generation, segment.start, parts).read()
 
 
 def decode_segment(data: bytes) -> Segment:
@@ -203,9 +275,16 @@ def read_segment(stream: IO[bytes]) -> Segment:
         raise ValueError("a SQLite log segment whose last transaction is not whole")
     frames = Frames(page_size, numbers, pages, ends, [int(v) for v in header["sizes"]])
     labels = [datetime.fromisoformat(label) for label in header["labels"]]
-    if len(labels) != len(ends):
+    label_ends = [int(end) for end in header["label_ends"]]
+    if (
+        len(labels) != len(label_ends)
+        or not label_ends
+        or label_ends[-1] != len(ends)
+        or any(b <= a for a, b in itertools.pairwise(label_ends))
+        or any(b < a for a, b in itertools.pairwise(labels))
+    ):
         raise ValueError("a SQLite log segment whose labels are not its transactions'")
-    return Segment(int(header["generation"]), int(header["start"]), frames, labels)
+    return Segment(int(header["generation"]), int(header["start"]), frames, labels, label_ends)
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes:
@@ -458,13 +537,12 @@ class Replicator(LeaseHolder):
     def _flush(self) -> None:
         buffer, self.buffer, self.buffered = self.buffer, [], 0
         if buffer:
-            frames = Frames.join([found for found, _ in buffer])
-            labels = [moment for found, moment in buffer for _ in range(found.transactions)]
-            segment = Segment(self.generation, self.sequence, frames, labels)
-            name = segment_name(self.generation, segment.start, segment.end)
+            end = self.sequence + sum(len(found) for found, _ in buffer)
+            name = segment_name(self.generation, self.sequence, end)
             key = f"projects/{self.project_id}/wal/{name}.zst"
-            archive.keep_bytes(self.rt, self.project_id, name, key, encode_segment(segment))
-            self.sequence = segment.end
+            stream = encode_parts(self.generation, self.sequence, buffer)
+            archive.keep_stream(self.rt, self.project_id, name, key, stream)
+            self.sequence = end
         assert self.covered is not None
         if not self.rt.store.record_streamed(
             self.project_id,
