@@ -19,6 +19,7 @@ from pulumi_capy.cli import (
     backups,
     jobs,
     keys,
+    new,
     pitr,
     previews,
     projects,
@@ -87,6 +88,7 @@ def schema(output: Path | None) -> None:
 
 
 for group in (
+    new.new,
     server.serve,
     server.worker,
     projects.projects,

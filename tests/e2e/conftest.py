@@ -113,6 +113,16 @@ def make_stack(example: str, tmp_path: Path, pulumi: Path) -> Stack:
     manifest.write_text(
         manifest.read_text().replace("virtualenv: ../../.venv", f"virtualenv: {REPO / '.venv'}")
     )
+    env = pulumi_env(tmp_path, REPO / ".venv" / "bin")
+    stack = Stack(directory=directory, env=env, pulumi=pulumi)
+    stack.run("stack", "init", stack.name)
+    return stack
+
+
+def pulumi_env(tmp_path: Path, *path: Path) -> dict[str, str]:
+    """The environment of a `pulumi` run with its own file state backend and home in
+    ``tmp_path``: no CAPY_/PULUMI_ variable of ours leaks in; ``path`` (after the Pulumi
+    CLI's directory) goes before PATH."""
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     env = {
@@ -122,7 +132,7 @@ def make_stack(example: str, tmp_path: Path, pulumi: Path) -> Stack:
     }
     env.update(
         {
-            "PATH": f"{TOOLS_BIN}{os.pathsep}{REPO / '.venv' / 'bin'}{os.pathsep}{env['PATH']}",
+            "PATH": os.pathsep.join([str(TOOLS_BIN), *map(str, path), env["PATH"]]),
             "PULUMI_BACKEND_URL": f"file://{state}",
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
             "PULUMI_SKIP_UPDATE_CHECK": "true",
@@ -131,9 +141,7 @@ def make_stack(example: str, tmp_path: Path, pulumi: Path) -> Stack:
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         }
     )
-    stack = Stack(directory=directory, env=env, pulumi=pulumi)
-    stack.run("stack", "init", stack.name)
-    return stack
+    return env
 
 
 @pytest.fixture
