@@ -41,6 +41,8 @@ _REQUIREMENT = re.compile(r"^pulumi-capy(?P<extras>\[[^\]]*\])?\s*(@|==|>=|$)")
 _VIRTUALENV = re.compile(r"^(?P<indent>\s*)virtualenv:.*$", re.MULTILINE)
 _DESCRIPTION = re.compile(r"^description:\s*(?P<text>.+)$", re.MULTILINE)
 _NAME = re.compile(r"^name:.*$", re.MULTILINE)
+# the section of an example's README about copying it, untrue of the copy
+_COPY_SECTION = "\n## Your own copy\n"
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ def package_requirement() -> tuple[str, str]:
 
     - this code runs from a source tree (an editable install, ``pip install -e .``, or
       a checkout on PYTHONPATH): `` @ file:///that/tree``, so the new project runs the
-      code this ``capy`` runs, unreleased changes included (pip copies the tree into
-      the project's virtualenv: rerun ``pulumi install`` to pick up later changes);
+      code this ``capy`` runs, unreleased changes included (pip installs a copy of the
+      tree in the project's virtualenv, so later changes need a reinstall);
     - installed from a local directory or a wheel/sdist file that still exists:
       `` @ file:///it``;
     - otherwise (a release from an index): ``==<version>``, the same release, from
@@ -207,6 +209,10 @@ def new(
     requirements = directory / "requirements.txt"
     old = requirements.read_text(encoding="utf-8") if requirements.exists() else ""
     requirements.write_text(render_requirements(old, requirement, why), encoding="utf-8")
+    readme = directory / "README.md"
+    if readme.exists():
+        text = readme.read_text(encoding="utf-8")
+        readme.write_text(text.split(_COPY_SECTION, 1)[0].rstrip() + "\n", encoding="utf-8")
     where = shlex.quote(str(directory))
     click.echo(f"Created {directory} from the {template} template.")
     click.echo(f"  requirements.txt: {DISTRIBUTION}{requirement}  ({why})")

@@ -80,6 +80,11 @@ def test_the_new_project_refers_to_nothing_outside_its_directory(
         EXAMPLES / template / "__main__.py"
     ).read_text()
     assert not (directory / ".capy").exists()
+    # the README, without its section about making this very copy
+    assert "## Your own copy" in (EXAMPLES / template / "README.md").read_text()
+    readme = (directory / "README.md").read_text()
+    assert "## Your own copy" not in readme
+    assert (EXAMPLES / template / "README.md").read_text().startswith(readme.rstrip())
     assert not list(directory.glob("Pulumi.*.yaml"))
 
     assert "cd " in result.stdout
