@@ -240,7 +240,7 @@ def _require_engine(directory: Path) -> None:
     if not (directory / "engine.db").exists():
         why = "no such directory" if not directory.exists() else "it has no engine.db"
         raise Failure(
-            f"no capy engine in {directory} ({why}), so nothing to show; give --engine-dir "
+            f"no capy engine in {directory} ({why}): nothing is there yet; give --engine-dir "
             "(or CAPY_ENGINE_DIR) the directory of an existing engine, or start one there "
             "with `capy projects create`"
         )
