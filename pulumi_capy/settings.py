@@ -6,8 +6,10 @@ Precedence for each setting: explicit argument > Pulumi stack config
 environment (``CAPY_MODE``, ``CAPYDB_API_URL``, ``CAPYDB_API_KEY``,
 ``CAPY_ENGINE_DIR``) > defaults. The mode: an explicit ``mode``, else an explicit
 ``api_url`` (``api``) or ``engine_dir`` (``embedded``), else ``capy:mode`` or
-``CAPY_MODE``, else ``api`` when a key is known and ``embedded`` otherwise;
-``Settings.reason`` says which rule chose it.
+``CAPY_MODE``, else ``api`` when a key is known and ``embedded`` otherwise (an
+API URL set without a key is an error, not the embedded engine); an explicit
+mode that would ignore an explicit URL or directory is an error too.
+``Settings.reason`` says which rule chose it. A URL may end in ``/v1`` or ``/``.
 
 This module does not import Pulumi: the provider passes its stack config in.
 """
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from pulumi_capy.api.client import DEFAULT_API_URL, CapyClient
+from pulumi_capy.api.client import DEFAULT_API_URL, CapyClient, normalize_api_url
 from pulumi_capy.api.credentials import check_credential
 from pulumi_capy.api.errors import ConfigError, ConflictingSettings
 
@@ -135,6 +137,25 @@ def _choose_mode(
     return Mode.embedded, "no API key is set", "default"
 
 
+def _refuse_an_ignored_setting(
+    mode: str | None, *, url_given: bool, dir_given: bool, names: Mapping[str, str]
+) -> None:
+    """An explicit mode that would silently ignore an explicit URL or directory."""
+    if not _given(mode):
+        return
+    chosen = str(mode).strip().lower()
+    if chosen == Mode.embedded.value and url_given:
+        ignored = names["api_url"]
+    elif chosen == Mode.api.value and dir_given:
+        ignored = names["engine_dir"]
+    else:
+        return
+    raise ConflictingSettings(
+        f"{names['mode']} {chosen} would ignore {ignored}; give {names['mode']} {chosen} "
+        f"without {ignored}, or {ignored} without {names['mode']}"
+    )
+
+
 def resolve(
     *,
     mode: str | None = None,
@@ -149,8 +170,10 @@ def resolve(
     """Resolve the settings; raise ``ConfigError`` naming the setting that cannot work.
 
     The mode: an explicit ``mode``; else an explicit ``api_url`` selects ``api`` and an
-    explicit ``engine_dir`` ``embedded`` (both, without ``mode``: ``ConflictingSettings``);
-    else ``capy:mode``, ``CAPY_MODE``; else ``api`` when a key is known. ``names`` says
+    explicit ``engine_dir`` ``embedded`` (both, without ``mode``, or an explicit ``mode``
+    that would ignore one of them: ``ConflictingSettings``); else ``capy:mode``,
+    ``CAPY_MODE``; else ``api`` when a key is known, and ``embedded`` when no URL is
+    set either (a URL without a key: ``ConfigError``). ``names`` says
     how the caller's user gave the explicit arguments (the CLI: ``{"api_url":
     "--api-url", ...}``), for messages; by default they are named as the arguments.
     """
@@ -164,12 +187,13 @@ def resolve(
             f"{names['api_url']} and {names['engine_dir']} select different back ends; "
             f"give one (or {names['mode']})"
         )
+    _refuse_an_ignored_setting(mode, url_given=url_given, dir_given=dir_given, names=names)
 
     key_text, key_source = _pick("api_key", explicit_key, config, environ, names)
     key = check_credential(key_text, source=key_source) if key_text else None
 
     url_text, url_source = _pick("api_url", api_url, config, environ, names)
-    url = (url_text or DEFAULT_API_URL).strip().rstrip("/")
+    url = normalize_api_url(url_text or DEFAULT_API_URL)
     if not url.startswith(("https://", "http://")) or url[-3:] == "://":
         raise ConfigError(
             f"{url_source} must be an http(s) URL such as {DEFAULT_API_URL}; got {url!r}"
@@ -188,6 +212,13 @@ def resolve(
         raise ConfigError(
             f"{mode_source} selects mode 'api' but no API key is set: set CAPYDB_API_KEY, "
             "or in a Pulumi program `pulumi config set --secret capy:apiKey <key>`"
+        )
+    if chosen is Mode.embedded and mode_source == "default" and url_text is not None:
+        # an API URL with no key is a half-made API setup, not a wish for the embedded engine
+        raise ConfigError(
+            f"{url_source} is set but no API key is: set CAPYDB_API_KEY (in a Pulumi "
+            "program `pulumi config set --secret capy:apiKey <key>`) to use that API, or "
+            f"unset {url_source} (or set CAPY_MODE=embedded) to use the embedded engine"
         )
 
     dir_text, _ = _pick(

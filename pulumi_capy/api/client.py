@@ -73,7 +73,7 @@ from pulumi_capy.api.models import (
 )
 from pulumi_capy.api.retry import RETRY_STATUSES, HttpRetryPolicy, parse_retry_after
 
-__all__ = ["DEFAULT_API_URL", "HOSTED_PITR", "CapyClient"]
+__all__ = ["DEFAULT_API_URL", "HOSTED_PITR", "CapyClient", "normalize_api_url"]
 
 DEFAULT_API_URL = "https://capydb.dev/api/capydb"
 USER_AGENT = f"pulumi-capy/{__version__}"
@@ -93,6 +93,15 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 log = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def normalize_api_url(url: str) -> str:
+    """The base URL the client joins ``v1/…`` to: ``url`` without trailing slashes and
+    without a final ``/v1`` (``capy serve`` prints ``http://HOST:PORT/v1``; users paste it)."""
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url.removesuffix("/v1").rstrip("/")
+    return url
 
 
 def _segment(value: str) -> str:
@@ -142,7 +151,7 @@ class CapyClient:
         rng: Callable[[], float] = random.random,
     ) -> None:
         url_source = "base_url" if base_url else "CAPYDB_API_URL"
-        url = (base_url or os.environ.get("CAPYDB_API_URL") or DEFAULT_API_URL).rstrip("/")
+        url = normalize_api_url(base_url or os.environ.get("CAPYDB_API_URL") or DEFAULT_API_URL)
         if not url.startswith(("https://", "http://")):
             raise ConfigError(f"{url_source} must start with https:// or http://, got {url!r}")
         key_source = "api_key" if api_key is not None else "CAPYDB_API_KEY"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import click
 
@@ -36,7 +37,9 @@ __all__ = ["backups", "take_backup"]
 VERIFY_POLL = 2.0  # seconds between looks at a backup whose verify job is unknown
 
 
-@click.group(cls=CapyGroup, epilog=example("capy backups create --project prj_1 --wait"))
+@click.group(
+    cls=CapyGroup, epilog=example("capy backups create --project prj_5f2c81d04be97a13 --wait")
+)
 def backups() -> None:
     """Take and list backups; manage the daily backup schedule."""
 
@@ -69,8 +72,8 @@ def take_backup(project: str, label: str | None, timeout_minutes: float) -> Job:
 
 @backups.command(
     epilog=example(
-        "capy backups create --project prj_1 --label before-migration --wait",
-        "capy backups create --project prj_1 --json",
+        "capy backups create --project prj_5f2c81d04be97a13 --label before-migration --wait",
+        "capy backups create --project prj_5f2c81d04be97a13 --json",
     )
 )
 @project_option
@@ -97,13 +100,18 @@ def create(project: str, label: str | None, wait: bool, timeout: float) -> None:
     emit(job, human)
 
 
-@backups.command("list", epilog=example("capy backups list --project prj_1"))
+@backups.command("list", epilog=example("capy backups list --project prj_5f2c81d04be97a13"))
 @project_option
 @backend_options
 @json_option
 def list_(project: str) -> None:
     """List a project's backups, newest first."""
-    found = backend().list_backups(project)
+    # back ends list in their own order (the engine: oldest first); stable for equal times
+    found = sorted(
+        backend().list_backups(project),
+        key=lambda found_backup: found_backup.created_at or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
     emit(
         found,
         lambda: show_table(
@@ -127,7 +135,7 @@ def list_(project: str) -> None:
 
 @backups.group(
     cls=CapyGroup,
-    epilog=example("capy backups schedule set --project prj_1 --hour 3 --minute 30"),
+    epilog=example("capy backups schedule set --project prj_5f2c81d04be97a13 --hour 3 --minute 30"),
 )
 def schedule() -> None:
     """The daily backup schedule of a project (UTC)."""
@@ -143,7 +151,7 @@ def _schedule_line(found: ScheduledBackup) -> str:
     )
 
 
-@schedule.command("get", epilog=example("capy backups schedule get --project prj_1"))
+@schedule.command("get", epilog=example("capy backups schedule get --project prj_5f2c81d04be97a13"))
 @project_option
 @backend_options
 @json_option
@@ -159,7 +167,8 @@ def get_(project: str) -> None:
 @schedule.command(
     "set",
     epilog=example(
-        "capy backups schedule set --project prj_1 --hour 3 --minute 30 --retention-days 14"
+        "capy backups schedule set --project prj_5f2c81d04be97a13 --hour 3 --minute 30 "
+        "--retention-days 14"
     ),
 )
 @project_option
@@ -187,7 +196,7 @@ def set_(
     emit(saved, lambda: echo(_schedule_line(saved)))
 
 
-@schedule.command(epilog=example("capy backups schedule disable --project prj_1"))
+@schedule.command(epilog=example("capy backups schedule disable --project prj_5f2c81d04be97a13"))
 @project_option
 @backend_options
 @json_option

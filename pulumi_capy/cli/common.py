@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -24,7 +25,13 @@ from rich.table import Table
 from rich.text import Text
 
 from pulumi_capy.api.backend import Backend
-from pulumi_capy.api.errors import CapyError, ConflictingSettings, JobFailed, JobTimeout
+from pulumi_capy.api.errors import (
+    BadRequest,
+    CapyError,
+    ConflictingSettings,
+    JobFailed,
+    JobTimeout,
+)
 from pulumi_capy.api.models import ApiRequest, Job
 from pulumi_capy.api.validation import parse_request
 
@@ -82,6 +89,14 @@ def _one_line(error: CapyError) -> str:
     return text
 
 
+def _with_flags(text: str, flags: Mapping[str, str]) -> str:
+    """``text`` with the API fields the user gave as options named as those options."""
+    if not flags:
+        return text
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({names})(?!\w)", lambda found: flags[found[1]], text)
+
+
 class CapyGroup(click.Group):
     """A command group whose ``invoke`` is the error boundary of the whole CLI."""
 
@@ -91,7 +106,11 @@ class CapyGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except CapyError as exc:
-            raise Failure(_one_line(exc)) from None
+            text = _one_line(exc)
+            if isinstance(exc, BadRequest):
+                current = ctx.find_object(State)
+                text = _with_flags(text, current.flags if current else {})
+            raise Failure(text) from None
         except OSError as exc:
             raise Failure(f"{type(exc).__name__}: {exc}") from None
         except Exception as exc:
@@ -114,6 +133,7 @@ class State:
     api_url: str | None = None
     mode: str | None = None
     json: bool = False
+    flags: dict[str, str] = field(default_factory=dict)  # API field -> the option that set it
     _backend: Backend | None = None
 
 
@@ -177,14 +197,18 @@ def project_option(function: F) -> F:
     return click.option("--project", required=True, metavar="ID", help="The project id.")(function)
 
 
-def timeout_option(function: F) -> F:
+TIMEOUT_HELP = "With --wait: give up waiting after MIN minutes (the job goes on)."
+
+
+def timeout_option(function: F, help: str = TIMEOUT_HELP) -> F:
+    """``--timeout MIN``; ``help`` for a command that waits without a ``--wait``."""
     return click.option(
         "--timeout",
         type=click.FloatRange(min=0, min_open=True),
         default=60.0,
         show_default=True,
         metavar="MIN",
-        help="With --wait: give up waiting after MIN minutes (the job goes on).",
+        help=help,
     )(function)
 
 
@@ -209,11 +233,29 @@ def engine_directory() -> Path:
 _FLAGS = {"mode": "--mode", "api_url": "--api-url", "engine_dir": "--engine-dir"}
 
 
-def backend() -> Backend:
-    """The back end the options and the environment select, made once per command."""
+def _require_engine(directory: Path) -> None:
+    """A command that works on what is there (a read, a project's backup) makes no engine."""
+    if directory.exists() and not directory.is_dir():
+        return  # the engine says it is a file, naming it
+    if not (directory / "engine.db").exists():
+        why = "no such directory" if not directory.exists() else "it has no engine.db"
+        raise Failure(
+            f"no capy engine in {directory} ({why}): nothing is there yet; give --engine-dir "
+            "(or CAPY_ENGINE_DIR) the directory of an existing engine, or start one there "
+            "with `capy projects create`"
+        )
+
+
+def backend(*, start: bool = False) -> Backend:
+    """The back end the options and the environment select, made once per command.
+
+    Embedded, only a command with ``start`` (``projects create``, ``keys create``) makes
+    a missing engine directory; for any other (``list``, ``get``, ``status``, a backup of
+    a project...) there is nothing there to work on, and the error names the directory.
+    """
     current = state()
     if current._backend is None:
-        from pulumi_capy.settings import resolve
+        from pulumi_capy.settings import Mode, resolve
 
         try:
             settings = resolve(
@@ -224,14 +266,41 @@ def backend() -> Backend:
             )
         except ConflictingSettings as exc:
             raise click.UsageError(str(exc)) from None
+        if not start and settings.mode is Mode.embedded:
+            _require_engine(settings.engine_dir)
         made = settings.open_backend()
         click.get_current_context().find_root().call_on_close(made.close)
         current._backend = made
     return current._backend
 
 
+# API fields whose option has another name (the others are spelt alike: ttl_hours, --ttl-hours)
+OPTION_OF_FIELD = {
+    "restore_point_id": "restore_point",
+    "allow_unverified_backup": "allow_unverified",
+    "confirm_project_overwrite": "confirm",
+    "project_id": "project",
+    "cron_hour": "hour",
+    "cron_minute": "minute",
+}
+
+
 def request(model: type[RequestT], **fields: Any) -> RequestT:
-    """A request from the options given (``None`` left out); ``InvalidInput`` names the field."""
+    """A request from the options given (``None`` left out). Its fields are remembered
+    with the options that set them, so that a ``BadRequest`` names ``--restore-point``
+    where the API says ``restore_point_id``."""
+    context = click.get_current_context()
+    options = {
+        parameter.name: max(parameter.opts, key=len)
+        for parameter in context.command.params
+        if isinstance(parameter, click.Option) and parameter.name
+    }
+    remembered = state().flags
+    for name in fields:
+        option = options.get(OPTION_OF_FIELD.get(name, name))
+        # only identifiers (restore_point_id), not words a message uses as words (name, kind)
+        if option is not None and "_" in name:
+            remembered[name] = option
     return parse_request(
         model, {name: value for name, value in fields.items() if value is not None}
     )
@@ -291,22 +360,61 @@ def fmt(value: Any) -> str:
 
 Column = tuple[str, Callable[[Any], Any]]
 
+# Columns of ids and keys, which people copy into the next command: never folded or cut.
+ID_HEADERS = frozenset({"ID", "BACKUP KEY", "BACKUP KEY / TIME", "PROJECT", "SOURCE", "PREFIX"})
+
+
+NARROWEST = 8  # characters a folded column keeps, at least (or its header's, if shorter)
+GAP = 2  # characters between two columns
+
 
 def show_table(rows: Sequence[Any], columns: Iterable[Column], empty: str) -> None:
-    """A table on stdout, or the ``empty`` line when there are no rows."""
+    """A table on stdout, or the ``empty`` line when there are no rows.
+
+    Id columns (``ID_HEADERS``) keep each value on one line, whatever the terminal's
+    width; the other columns fold to make room. A terminal too narrow for that gets
+    one block per row instead (the first column, then ``header: value`` lines).
+    """
     if not rows:
         echo(empty)
         return
     columns = list(columns)
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for header, _ in columns:
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(fmt(get(row))) for _, get in columns))
+    headers = [header for header, _ in columns]
+    cells = [[fmt(get(row)) for _, get in columns] for row in rows]
+    widths = [max(len(header), *(len(line[index]) for line in cells)) for index, header in
+              enumerate(headers)]  # fmt: skip
     console = _console()
+    needed = GAP * (len(columns) - 1) + sum(
+        width if header in ID_HEADERS else min(width, NARROWEST)
+        for header, width in zip(headers, widths, strict=True)
+    )
+    if needed > console.width:
+        echo(_blocks(headers, cells))
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for header, width in zip(headers, widths, strict=True):
+        if header in ID_HEADERS:
+            table.add_column(header, no_wrap=True, overflow="ignore", min_width=width)
+        else:
+            table.add_column(header, overflow="fold", min_width=min(width, NARROWEST))
+    for line in cells:
+        table.add_row(*(Text(cell) for cell in line))
     with console.capture() as captured:
         console.print(table)
     echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _blocks(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
+    """Rows as blocks: the first column alone, then each other column on its own line."""
+    label_width = max((len(header) for header in headers[1:]), default=0) + GAP
+    blocks = []
+    for line in cells:
+        rest = (
+            f"  {header.lower():<{label_width}}{cell}"
+            for header, cell in zip(headers[1:], line[1:], strict=True)
+        )
+        blocks.append("\n".join([line[0], *rest]))
+    return "\n\n".join(blocks)
 
 
 # ---------------------------------------------------------------- waiting for jobs

@@ -22,14 +22,17 @@ from pulumi_capy.cli.common import (
 __all__ = ["jobs"]
 
 
-@click.group(cls=CapyGroup, epilog=example("capy jobs get --job-id job_1 --wait"))
+@click.group(cls=CapyGroup, epilog=example("capy jobs get --job-id job_a47c19e5038bd26f --wait"))
 def jobs() -> None:
     """Follow the asynchronous work: backups, restores, verifications, previews."""
 
 
 @jobs.command(
     "get",
-    epilog=example("capy jobs get --job-id job_1", "capy jobs get --job-id job_1 --wait --json"),
+    epilog=example(
+        "capy jobs get --job-id job_a47c19e5038bd26f",
+        "capy jobs get --job-id job_a47c19e5038bd26f --wait --json",
+    ),
 )
 @click.option("--job-id", required=True, metavar="ID", help="The job id.")
 @click.option("--wait", is_flag=True, help="Wait until it ends (exit 1 unless it completed).")
@@ -50,7 +53,7 @@ def get_(job_id: str, wait: bool, timeout: float) -> None:
     emit(job, human)
 
 
-@jobs.command("list", epilog=example("capy jobs list --project prj_1 --limit 10"))
+@jobs.command("list", epilog=example("capy jobs list --project prj_5f2c81d04be97a13 --limit 10"))
 @project_option
 @click.option(
     "--limit",

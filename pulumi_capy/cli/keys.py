@@ -56,7 +56,7 @@ def _scopes(text: str) -> list[str]:
     epilog=example(
         "capy keys create --engine-dir /srv/capy --name admin --scopes all",
         "capy keys create --name ci --scopes backups:read,backups:write,jobs:read "
-        "--project prj_1 --expires-at 2027-01-01T00:00:00Z",
+        "--project prj_5f2c81d04be97a13 --expires-at 2027-01-01T00:00:00Z",
     )
 )
 @click.option("--name", required=True, help="What the key is for.")
@@ -76,7 +76,7 @@ def create(name: str, scopes: str, project: str | None, expires_at: str | None) 
     The key alone goes to stdout (KEY=$(capy keys create …) works); --json
     prints the key with its record.
     """
-    chosen = backend()
+    chosen = backend(start=True)
     created = chosen.create_api_key(
         _organization(chosen),
         request(
@@ -125,8 +125,14 @@ def list_() -> None:
     )
 
 
-@keys.command(epilog=example("capy keys revoke --id key_1"))
-@click.option("--id", "key_id", required=True, metavar="ID", help="The key's id (key_…).")
+@keys.command(epilog=example("capy keys revoke --id key_8d41b7e2a90c35f1"))
+@click.option(
+    "--id",
+    "key_id",
+    required=True,
+    metavar="ID",
+    help="The key's id (as `capy keys list` shows it).",
+)
 @backend_options
 @json_option
 def revoke(key_id: str) -> None:

@@ -27,7 +27,15 @@ from pulumi_capy.cli import (
     server,
     wal,
 )
-from pulumi_capy.cli.common import CapyGroup, State, backend_options, example, json_option
+from pulumi_capy.cli.common import (
+    CapyGroup,
+    State,
+    backend_options,
+    echo,
+    emit,
+    example,
+    json_option,
+)
 
 __all__ = ["cli", "main"]
 
@@ -51,8 +59,12 @@ of shell history. Set CAPY_DEBUG=1 to see the traceback of an unexpected error.
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=example(
         "capy --engine-dir .capy projects list",
-        "CAPYDB_API_KEY=capy_live_… capy --api-url http://capy:8080 backups list --project prj_1",
+        "CAPYDB_API_KEY=capy_live_… capy --api-url http://capy:8080 backups list --project "
+        "prj_5f2c81d04be97a13",
     ),
+)
+@click.version_option(
+    __version__, "--version", package_name="pulumi-capy", message="%(package)s %(version)s"
 )
 @backend_options
 @json_option
@@ -63,10 +75,11 @@ def cli(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
-@cli.command(epilog=example("capy version"))
+@cli.command(epilog=example("capy version", "capy --json version"))
+@json_option
 def version() -> None:
-    """Print the installed pulumi_capy version."""
-    click.echo(f"pulumi-capy {__version__}")
+    """Print the installed pulumi_capy version (also: capy --version)."""
+    emit({"version": __version__}, lambda: echo(f"pulumi-capy {__version__}"))
 
 
 @cli.command(epilog=example("capy schema -o schema.json"))

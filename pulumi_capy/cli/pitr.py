@@ -57,8 +57,8 @@ NOTHING_STREAMS = (
 @click.group(
     cls=CapyGroup,
     epilog=example(
-        "capy pitr enable --project prj_1 --wait",
-        "capy pitr status --project prj_1",
+        "capy pitr enable --project prj_5f2c81d04be97a13 --wait",
+        "capy pitr status --project prj_5f2c81d04be97a13",
     ),
 )
 def pitr() -> None:
@@ -195,11 +195,11 @@ def _print_json(status: PitrStatus) -> None:
 
 @pitr.command(
     epilog=example(
-        "capy pitr enable --project prj_1",
-        "capy pitr enable --project prj_1 --wait --timeout 30",
-        "capy pitr enable --project prj_1 --method archive   "
-        "# archive_command = 'capy wal-push --project prj_1 %p'",
-        "capy pitr enable --project prj_sqlite --set-wal   # SQLite not yet in WAL mode",
+        "capy pitr enable --project prj_5f2c81d04be97a13",
+        "capy pitr enable --project prj_5f2c81d04be97a13 --wait --timeout 30",
+        "capy pitr enable --project prj_5f2c81d04be97a13 --method archive   "
+        "# archive_command = 'capy wal-push --project prj_5f2c81d04be97a13 %p'",
+        "capy pitr enable --project prj_9b1e64c07d3a2f85 --set-wal   # SQLite not yet in WAL mode",
     )
 )
 @project_option
@@ -260,7 +260,7 @@ def enable(project: str, method: str, set_wal: bool, wait: bool, timeout: float)
     emit(done, lambda: _show(project, status))
 
 
-@pitr.command(epilog=example("capy pitr disable --project prj_1"))
+@pitr.command(epilog=example("capy pitr disable --project prj_5f2c81d04be97a13"))
 @project_option
 @backend_options
 @json_option
@@ -279,7 +279,10 @@ def disable(project: str) -> None:
 
 
 @pitr.command(
-    epilog=example("capy pitr status --project prj_1", "capy pitr status --project prj_1 --json")
+    epilog=example(
+        "capy pitr status --project prj_5f2c81d04be97a13",
+        "capy pitr status --project prj_5f2c81d04be97a13 --json",
+    )
 )
 @project_option
 @backend_options

@@ -24,12 +24,14 @@ from pulumi_capy.cli.restores import preview_location
 __all__ = ["previews"]
 
 
-@click.group(cls=CapyGroup, epilog=example("capy previews list --project prj_1"))
+@click.group(cls=CapyGroup, epilog=example("capy previews list --project prj_5f2c81d04be97a13"))
 def previews() -> None:
     """Preview databases: where restores land by default."""
 
 
-@previews.command("list", epilog=example("capy previews list --project prj_1 --json"))
+@previews.command(
+    "list", epilog=example("capy previews list --project prj_5f2c81d04be97a13 --json")
+)
 @project_option
 @backend_options
 @json_option
@@ -53,7 +55,7 @@ def list_(project: str) -> None:
     )
 
 
-@previews.command(epilog=example("capy previews delete --id prv_1 --wait"))
+@previews.command(epilog=example("capy previews delete --id prv_6a0f3d92c1e7b854 --wait"))
 @click.option("--id", "preview_id", required=True, metavar="ID", help="The preview id.")
 @click.option("--wait", is_flag=True, help="Wait until it is dropped (exit 1 otherwise).")
 @timeout_option

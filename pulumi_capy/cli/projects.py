@@ -52,7 +52,7 @@ def _line(project: Project) -> str:
 @json_option
 def create(name: str, database_url: str, environment: str) -> None:
     """Register a database with the restore engine."""
-    created = backend().create_project(
+    created = backend(start=True).create_project(
         request(CreateProject, name=name, database_url=database_url, environment=environment)
     )
     emit(created, lambda: echo(f"created {_line(created.project)}"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from pulumi_capy.api.models import (
@@ -38,18 +41,31 @@ __all__ = ["preview_location", "restore", "restore_points"]
 @click.group(
     "restore-points",
     cls=CapyGroup,
-    epilog=example("capy restore-points create --project prj_1 --label before-migration"),
+    epilog=example(
+        "capy restore-points create --project prj_5f2c81d04be97a13 --label before-migration"
+    ),
 )
 def restore_points() -> None:
     """Named restore points: a label pinned to a backup, or to a moment (PITR)."""
 
 
+def _fresh_backup_timeout(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``--timeout`` of ``restore-points create``, which waits for its backup without --wait."""
+    return timeout_option(
+        function,
+        help="Without --backup-key (kind backup): give up waiting for the fresh backup and "
+        "its verification after MIN minutes (the backup job goes on; no point is made).",
+    )
+
+
 @restore_points.command(
     epilog=example(
-        "capy restore-points create --project prj_1 --label before-migration",
-        "capy restore-points create --project prj_1 --label nightly --backup-key bk_…",
-        "capy restore-points create --project prj_1 --label before-deploy --kind pitr",
-        "capy restore-points create --project prj_1 --label bad-deploy --kind pitr "
+        "capy restore-points create --project prj_5f2c81d04be97a13 --label before-migration",
+        "capy restore-points create --project prj_5f2c81d04be97a13 --label nightly "
+        "--backup-key projects/prj_5f2c81d04be97a13/backups/bkp_0e7d5a3f91c2b648.sqlite.zst",
+        "capy restore-points create --project prj_5f2c81d04be97a13 --label before-deploy --kind "
+        "pitr",
+        "capy restore-points create --project prj_5f2c81d04be97a13 --label bad-deploy --kind pitr "
         "--pitr-time 2026-11-26T14:32:00Z",
     )
 )
@@ -74,7 +90,7 @@ def restore_points() -> None:
     help="With --kind pitr: the RFC 3339 moment to pin (default: now).",
 )
 @click.option("--note", help="A note kept with the restore point.")
-@timeout_option
+@_fresh_backup_timeout
 @backend_options
 @json_option
 def create(
@@ -119,7 +135,9 @@ def create(
     emit(point, human)
 
 
-@restore_points.command("list", epilog=example("capy restore-points list --project prj_1"))
+@restore_points.command(
+    "list", epilog=example("capy restore-points list --project prj_5f2c81d04be97a13")
+)
 @project_option
 @backend_options
 @json_option
@@ -144,7 +162,11 @@ def list_(project: str) -> None:
     )
 
 
-@restore_points.command(epilog=example("capy restore-points delete --project prj_1 --id rp_1"))
+@restore_points.command(
+    epilog=example(
+        "capy restore-points delete --project prj_5f2c81d04be97a13 --id rp_3c9e07a1d25b48f6"
+    )
+)
 @project_option
 @click.option("--id", "point_id", required=True, metavar="ID", help="The restore point id.")
 @backend_options
@@ -185,10 +207,14 @@ def _restored(project: str, job: Job) -> str:
 
 @click.command(
     epilog=example(
-        "capy restore --project prj_1 --restore-point rp_1 --wait",
-        "capy restore --project prj_1 --backup-key bk_… --preview-name check --ttl-hours 4",
-        "capy restore --project prj_1 --restore-time 2026-11-26T14:32:00Z --wait --json",
-        "capy restore --project prj_1 --restore-point rp_1 --target-kind project --confirm --wait",
+        "capy restore --project prj_5f2c81d04be97a13 --restore-point rp_3c9e07a1d25b48f6 --wait",
+        "capy restore --project prj_5f2c81d04be97a13 "
+        "--backup-key projects/prj_5f2c81d04be97a13/backups/bkp_0e7d5a3f91c2b648.sqlite.zst "
+        "--preview-name check --ttl-hours 4",
+        "capy restore --project prj_5f2c81d04be97a13 --restore-time 2026-11-26T14:32:00Z --wait "
+        "--json",
+        "capy restore --project prj_5f2c81d04be97a13 --restore-point rp_3c9e07a1d25b48f6 "
+        "--target-kind project --confirm --wait",
     )
 )
 @project_option

@@ -59,9 +59,10 @@ def _engine_dir() -> Path:
 @click.command(
     "wal-push",
     epilog=example(
-        "capy wal-push --engine-dir /srv/capy --project prj_1 pg_wal/000000010000000000000001",
+        "capy wal-push --engine-dir /srv/capy --project prj_5f2c81d04be97a13 "
+        "pg_wal/000000010000000000000001",
         "# postgresql.conf: archive_command = "
-        "'capy wal-push --engine-dir /srv/capy --project prj_1 %p'",
+        "'capy wal-push --engine-dir /srv/capy --project prj_5f2c81d04be97a13 %p'",
     ),
 )
 @click.option("--project", required=True, metavar="ID", help="The project id.")
@@ -89,9 +90,11 @@ def wal_push(project: str, path: Path) -> None:
 @click.command(
     "wal-fetch",
     epilog=example(
-        "capy wal-fetch --engine-dir /srv/capy --project prj_1 000000010000000000000001 "
+        "capy wal-fetch --engine-dir /srv/capy --project prj_5f2c81d04be97a13 "
+        "000000010000000000000001 "
         "/tmp/000000010000000000000001",
-        "# restore_command = 'capy wal-fetch --engine-dir /srv/capy --project prj_1 %f %p'",
+        "# restore_command = 'capy wal-fetch --engine-dir /srv/capy --project "
+        "prj_5f2c81d04be97a13 %f %p'",
     ),
 )
 @click.option("--project", required=True, metavar="ID", help="The project id.")

@@ -80,13 +80,13 @@ def delete_project(rt: Runtime, project_id: str, *, force: bool) -> None:
     if backups and not force:
         raise Conflict(
             f"project {project.name} ({project_id}) still has {len(backups)} backup(s); "
-            "set force_destroy (force=True) to delete them with the project"
+            "only a forced delete (force=true) deletes them with the project"
         )
     base_backups = rt.store.list_base_backups(project_id, state=None)
     if base_backups and not force:
         raise Conflict(
             f"project {project.name} ({project_id}) still has {len(base_backups)} base "
-            "backup(s) for point-in-time recovery; set force_destroy (force=True) to delete "
+            "backup(s) for point-in-time recovery; only a forced delete (force=true) deletes "
             "them and its archived log with the project"
         )
     busy = rt.store.busy_jobs(project_id)

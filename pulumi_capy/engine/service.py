@@ -17,13 +17,21 @@ worker and the waiting for jobs.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from pulumi_capy.api.backend import DEFAULT_JOB_TIMEOUT, JobCallback
-from pulumi_capy.api.errors import FieldError, InvalidInput, JobFailed, JobTimeout, NotFound
+from pulumi_capy.api.errors import (
+    ConfigError,
+    FieldError,
+    InvalidInput,
+    JobFailed,
+    JobTimeout,
+    NotFound,
+)
 from pulumi_capy.api.models import (
     ApiKey,
     Backup,
@@ -70,6 +78,32 @@ MAX_JOBS_LISTED = 1000  # the most jobs one list_jobs answers
 STREAMS_INTERVAL = 1.0  # seconds between a worker's looks for a project's log to stream
 
 
+def _open_store(root: Path) -> SqliteStore:
+    """The store of the engine directory ``root`` (made when missing); ``ConfigError``
+    naming the path when ``root`` is not a directory or its ``engine.db`` not a database."""
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"the engine directory {root} is a file, not a directory: give the directory "
+            "where the engine keeps engine.db and blobs/ (made when missing)"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a parent of root is a file
+        raise ConfigError(
+            f"cannot make the engine directory {root}: a part of that path is a file"
+        ) from None
+    path = root / "engine.db"
+    try:
+        return SqliteStore(path)
+    except sqlite3.OperationalError:  # locked, I/O: not a verdict on the file
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(
+            f"{path} is not a capy engine database ({exc}): restore it from a copy, or move "
+            "it aside to start an empty engine there"
+        ) from exc
+
+
 class Engine:
     """The restore engine over one directory; a ``Backend``."""
 
@@ -84,8 +118,7 @@ class Engine:
         worker_id: str | None = None,
     ) -> None:
         root = Path(directory).expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        store = SqliteStore(root / "engine.db")
+        store = _open_store(root)
         self.rt = Runtime(
             directory=root,
             store=store,

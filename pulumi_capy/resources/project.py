@@ -189,11 +189,15 @@ class ProjectProvider(CapyProvider):
             except NotFound:
                 return
             except Conflict as exc:
+                refusal, _, remedy = exc.detail.partition("; ")
+                if force or "force=true" not in remedy:  # busy jobs: force cannot help
+                    fail(f"delete project {props.get('name')} ({id_})", exc)
+                # the engine's remedy is the API's (force=true); say the Pulumi one, once
                 fail(
                     f"delete project {props.get('name')} ({id_})",
                     Conflict(
-                        f"{exc.detail}. Its backups stay safe; to delete them with the project, "
-                        "set force_destroy=True on the Project, run `pulumi up`, then destroy"
+                        f"{refusal}, which stay safe: to delete them with the project, set "
+                        "force_destroy=True on the Project, run `pulumi up`, then destroy"
                     ),
                 )
             except CapyError as exc:

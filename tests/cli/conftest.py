@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from pulumi_capy.cli.main import cli
+from pulumi_capy.engine import Engine
 from tests.engine.conftest import make_app_db, sqlite_url
 
 
@@ -37,6 +38,11 @@ class Capy:
             f"stdout: {result.stdout}\nstderr: {result.stderr}\nexception: {result.exception!r}"
         )
         return result
+
+    def start_engine(self) -> None:
+        """An empty engine in ``engine_dir``, as ``capy projects create`` starts one (the
+        other commands work on an engine that is there: they do not make one)."""
+        Engine(self.engine_dir).close()
 
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "--json").stdout)

@@ -268,7 +268,7 @@ def test_a_restore_time_outside_the_window_is_a_400_naming_it(served: Served) ->
     ):
         result = served("restore", "--project", served.project_id, "--restore-time", moment, code=1)
         line = one_error_line(result.stderr)
-        assert "restore_time" in line
+        assert "--restore-time" in line
         assert "outside the PITR window" in line
         with served.http() as http:
             assert_error(

@@ -1112,8 +1112,14 @@ def test_project_create_read_and_guarded_delete(engine: Engine, app_db: Path) ->
     assert (reread.id, reread.outs) == (created.id, stored(outputs))
 
     kept = take_backup(engine, created.id)
-    with pytest.raises(CapyResourceError, match="force_destroy"):
+    with pytest.raises(CapyResourceError, match="force_destroy") as refused:
         provider.delete(created.id, stored(outputs))
+    # issue 16: the remedy said once, in Pulumi's words (not also the API's force=true)
+    assert str(refused.value) == (
+        f"delete project shop ({created.id}): project shop ({created.id}) still has 1 "
+        "backup(s), which stay safe: to delete them with the project, set "
+        "force_destroy=True on the Project, run `pulumi up`, then destroy"
+    )
     assert engine.get_project(created.id).id == created.id
     assert [b.id for b in engine.list_backups(created.id)] == [kept.id]
 

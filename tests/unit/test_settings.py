@@ -64,17 +64,12 @@ def test_url_mode_and_dir_precedence(tmp_path: Path) -> None:
     from_env = resolve(environ=environ, cwd=tmp_path)
     assert from_env.api_url == "https://env.example/api"
     assert from_env.engine_dir == Path("/env/dir")
-    explicit = resolve(
-        api_url="http://127.0.0.1:8080",
-        engine_dir=tmp_path / "x",
-        mode="embedded",
-        config=config,
-        environ=environ,
-    )
+    explicit = resolve(api_url="http://127.0.0.1:8080", mode="api", config=config, environ=environ)
     assert explicit.api_url == "http://127.0.0.1:8080"
-    assert explicit.engine_dir == tmp_path / "x"
-    assert explicit.mode is Mode.embedded
-    assert explicit.reason == "mode says so"
+    explicit_dir = resolve(engine_dir=tmp_path / "x", mode="embedded", environ=environ)
+    assert explicit_dir.engine_dir == tmp_path / "x"
+    assert explicit_dir.mode is Mode.embedded
+    assert explicit_dir.reason == "mode says so"
 
 
 def test_config_mode_beats_environment() -> None:
@@ -147,17 +142,65 @@ def test_an_explicit_url_selects_api_and_an_explicit_dir_embedded(tmp_path: Path
     assert by_dir.engine_dir == tmp_path
 
 
-def test_an_explicit_mode_beats_an_explicit_url_or_dir(tmp_path: Path) -> None:
-    settings = resolve(mode="embedded", api_url="http://127.0.0.1:8080", environ={})
+def test_an_explicit_mode_agreeing_with_an_explicit_url_or_dir_says_so(tmp_path: Path) -> None:
+    settings = resolve(mode="embedded", engine_dir=tmp_path, environ={})
     assert (settings.mode, settings.reason) == (Mode.embedded, "mode says so")
-    both = resolve(
+    api = resolve(
         mode="api",
         api_url="http://127.0.0.1:8080",
-        engine_dir=tmp_path,
         environ={"CAPYDB_API_KEY": KEY_ENV},
         names=CLI_FLAGS,
     )
-    assert (both.mode, both.reason) == (Mode.api, "--mode says so")
+    assert (api.mode, api.reason) == (Mode.api, "--mode says so")
+
+
+def test_an_explicit_mode_that_would_ignore_an_explicit_url_or_dir_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Issue 16: ``--mode embedded --api-url …`` used to drop the URL without a word."""
+    with pytest.raises(ConflictingSettings) as embedded:
+        resolve(mode="embedded", api_url="http://127.0.0.1:8080", environ={}, names=CLI_FLAGS)
+    assert str(embedded.value) == (
+        "--mode embedded would ignore --api-url; give --mode embedded without --api-url, "
+        "or --api-url without --mode"
+    )
+    with pytest.raises(ConflictingSettings, match="--mode api would ignore --engine-dir"):
+        resolve(
+            mode="api",
+            api_url="http://127.0.0.1:8080",
+            engine_dir=tmp_path,
+            environ={"CAPYDB_API_KEY": KEY_ENV},
+            names=CLI_FLAGS,
+        )
+
+
+@pytest.mark.parametrize("source", ["environ", "config"])
+def test_an_api_url_without_a_key_is_refused_naming_the_key(source: str) -> None:
+    """Issue 16: CAPYDB_API_URL without a key used to mean the embedded engine in ./.capy."""
+    url = {"CAPYDB_API_URL": "http://127.0.0.1:8080/v1"}
+    config = {"capy:apiUrl": url["CAPYDB_API_URL"]} if source == "config" else {}
+    with pytest.raises(ConfigError) as caught:
+        resolve(config=config, environ=url if source == "environ" else {})
+    message = str(caught.value)
+    assert message.startswith(
+        "CAPYDB_API_URL is set" if source == "environ" else "capy:apiUrl is set"
+    )
+    assert "set CAPYDB_API_KEY" in message
+    assert "capy:apiKey" in message
+    assert "CAPY_MODE=embedded" in message
+    # a mode given, or an engine directory given explicitly, still decides
+    assert resolve(environ={**url, "CAPY_MODE": "embedded"}).mode is Mode.embedded
+    assert resolve(engine_dir="/tmp/x", environ=url).mode is Mode.embedded
+
+
+@pytest.mark.parametrize("suffix", ["", "/", "/v1", "/v1/", "//v1//"])
+def test_an_api_url_may_end_in_v1_or_a_slash(suffix: str) -> None:
+    settings = resolve(
+        api_url="http://127.0.0.1:8080" + suffix, environ={"CAPYDB_API_KEY": KEY_ENV}
+    )
+    assert settings.api_url == "http://127.0.0.1:8080"
+    hosted = resolve(api_url=DEFAULT_API_URL + suffix, environ={"CAPYDB_API_KEY": KEY_ENV})
+    assert hosted.api_url == DEFAULT_API_URL
 
 
 def test_an_explicit_url_and_dir_without_a_mode_conflict(tmp_path: Path) -> None:

@@ -145,11 +145,15 @@ class SqliteConnections:
             check_same_thread=False,
         )
         self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = FULL")
-        with self.transaction() as tx:
-            migrate(self._connection(tx), str(to_timestamp(datetime.now(UTC))))
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            with self.transaction() as tx:
+                migrate(self._connection(tx), str(to_timestamp(datetime.now(UTC))))
+        except BaseException:  # not a database, or locked: no connection left open
+            self.close()
+            raise
 
     def close(self) -> None:
         with self._lock, self._readers_lock, self._version_lock:
