@@ -121,6 +121,8 @@ def test_a_failing_restore_fails_up_with_the_jobs_error(quickstart: Stack) -> No
     text = failed.stdout + failed.stderr
     assert "checksum mismatch" in text
     assert "failed after 1 attempt(s)" in text
+    # one clean error: no Python traceback from Pulumi's dynamic provider host
+    assert "Traceback" not in text, text
     with _engine(quickstart) as engine:
         jobs = engine.list_jobs(outputs["project_id"], 10)
         previews = engine.list_preview_databases(outputs["project_id"])

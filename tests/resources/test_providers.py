@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import create_autospec
 
 import dill  # type: ignore[import-untyped]
+import grpc  # type: ignore[import-untyped]
 import pytest
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
@@ -841,6 +843,36 @@ def test_restore_point_adopting_an_unknown_id_fails_and_creates_nothing(
     assert "rp_nosuchpoint" in str(failure.value)
     assert engine.list_restore_points(project.id) == []
     assert engine.list_backups(project.id) == []
+
+
+def _host_create(provider: CapyProvider, props: dict[str, Any], context: Any) -> Any:
+    """What Pulumi's dynamic provider host does for a Create (``pulumi/dynamic/__main__.py``):
+    call the provider's ``create`` with the call's gRPC context in its frame."""
+    return provider.create(props)
+
+
+def test_a_failed_call_from_pulumis_host_sets_one_line_grpc_status(
+    engine: Engine, project: Project
+) -> None:
+    context = create_autospec(grpc.ServicerContext, instance=True)
+    inputs = restore_point_inputs(project.id, adopt_id="rp_nosuchpoint")
+
+    answered = _host_create(RestorePointProvider(), dict(inputs), context)
+
+    # the status Pulumi shows as ``error: <details>``, with no Python traceback
+    context.set_code.assert_called_once_with(grpc.StatusCode.UNKNOWN)
+    (details,) = context.set_details.call_args.args
+    assert details.startswith("adopt restore point rp_nosuchpoint: ")
+    assert "Traceback" not in details
+    assert "\n" not in details
+    assert answered.id  # a placeholder the host can serialize (the engine ignores it)
+    # called by anything else, the error is raised as before
+    with pytest.raises(CapyResourceError, match="rp_nosuchpoint"):
+        create(RestorePointProvider(), dict(inputs))
+    # a bug is not a CapyError: the host's traceback stays, for the report
+    with pytest.raises(KeyError):
+        _host_create(RestorePointProvider(), {}, context)
+    assert context.set_details.call_count == 1
 
 
 # ---------------------------------------------------------------- Restore
