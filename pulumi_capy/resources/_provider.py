@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -38,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.models import Job, format_timestamp
 from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
@@ -49,6 +50,7 @@ __all__ = [
     "ListingCache",
     "backend_session",
     "cached_listing",
+    "check_past",
     "fail",
     "forget_listing",
     "progress",
@@ -231,12 +233,13 @@ _PLACEHOLDERS: dict[str, Any] = {
 
 
 def check_model(
-    model: type[ApiRequest],
+    model: type[ModelT],
     data: Mapping[str, Any],
     failures: list[CheckFailure],
     rename: Mapping[str, str] | None = None,
-) -> None:
-    """Validate ``data`` as ``model``; add a ``CheckFailure`` per bad property.
+) -> ModelT | None:
+    """Validate ``data`` as ``model``; add a ``CheckFailure`` per bad property. The
+    validated request when nothing failed (with stand-ins for unknown values).
 
     Unknown values (preview) are replaced by stand-ins and never fail.
     ``rename`` maps a model field to the resource property it came from.
@@ -248,12 +251,29 @@ def check_model(
         if value is not None
     }
     try:
-        model.model_validate(candidate)
+        return model.model_validate(candidate)
     except ValidationError as exc:
         for error in field_errors(exc):
             name = (rename or {}).get(error.field, error.field)
             if error.field.split(".")[0] not in unknown:
                 failures.append(CheckFailure(name, f"{name}: {error.message}"))
+        return None
+
+
+def check_past(
+    props: Mapping[str, Any], name: str, moment: datetime | None, failures: list[CheckFailure]
+) -> None:
+    """A moment to restore to has passed: one in the future is in no PITR window."""
+    if moment is None or is_unknown(props.get(name)):
+        return
+    if moment > datetime.now(UTC):
+        failures.append(
+            CheckFailure(
+                name,
+                f"{name}: {format_timestamp(moment)} is in the future; point-in-time "
+                "recovery restores a moment that has passed (inside the project's PITR window)",
+            )
+        )
 
 
 def check_string(

@@ -23,12 +23,13 @@ from pulumi.dynamic import (
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, JobFailed, JobTimeout, NotFound
-from pulumi_capy.api.models import Job, JobState, PreviewDatabase, RestoreRequest
+from pulumi_capy.api.models import Job, JobState, PreviewDatabase, RestoreRequest, TargetKind
 from pulumi_capy.resources._provider import (
     CapyProvider,
     backend_session,
     check_bool,
     check_model,
+    check_past,
     check_string,
     fail,
     is_unknown,
@@ -67,6 +68,21 @@ def preview_url(preview: PreviewDatabase) -> str | None:
     return None
 
 
+def check_confirmation(props: dict[str, Any], failures: list[CheckFailure]) -> None:
+    """A restore into the project overwrites its database: only with the confirmation
+    (the engine refuses it too, but only once ``up`` runs)."""
+    target = props.get("target_kind")
+    confirmed = props.get("confirm_project_overwrite")
+    if target == TargetKind.project and not is_unknown(confirmed) and confirmed in (None, False):
+        failures.append(
+            CheckFailure(
+                "confirm_project_overwrite",
+                "confirm_project_overwrite: must be true when target_kind is 'project': the "
+                "restore overwrites the project's database (a safety backup is taken first)",
+            )
+        )
+
+
 def _request(props: dict[str, Any]) -> RestoreRequest:
     data = {name: props.get(name) for name in REQUEST_FIELDS if props.get(name) is not None}
     return RestoreRequest.model_validate(data)
@@ -90,7 +106,12 @@ class RestoreProvider(CapyProvider):
         news = self.normalized(news)
         failures: list[CheckFailure] = []
         check_string(news, "project_id", failures, required=True)
-        check_model(RestoreRequest, {name: news.get(name) for name in REQUEST_FIELDS}, failures)
+        request = check_model(
+            RestoreRequest, {name: news.get(name) for name in REQUEST_FIELDS}, failures
+        )
+        if request is not None:
+            check_past(news, "restore_time", request.restore_time, failures)
+        check_confirmation(news, failures)
         for name in ("retain_preview_on_delete", "wait"):
             check_bool(news, name, failures)
         timeout = news.get("timeout_minutes")

@@ -134,6 +134,32 @@ def test_a_failing_restore_fails_up_with_the_jobs_error(quickstart: Stack) -> No
     assert all(p.id != restore.preview_database_id for p in previews)
 
 
+def test_preview_fails_on_a_restore_into_the_project_without_confirmation(
+    quickstart: Stack,
+) -> None:
+    """What needs no server is checked by `pulumi preview`: the quickstart plus a restore
+    over the app database that forgot ``confirm_project_overwrite``."""
+    program = quickstart.directory / "__main__.py"
+    program.write_text(
+        program.read_text()
+        + "\n\ncapy.Restore(\n"
+        + '    "rollback",\n'
+        + "    project_id=project.project_id,\n"
+        + "    restore_point_id=before_change.restore_point_id,\n"
+        + '    target_kind="project",\n'
+        + ")\n"
+    )
+
+    planned = quickstart.preview(check=False)
+
+    assert planned.returncode != 0
+    text = planned.stdout + planned.stderr
+    assert "confirm_project_overwrite: must be true when target_kind is 'project'" in text
+    assert "Traceback" not in text
+    # nothing ran: no backup was taken, no project registered
+    assert not quickstart.engine_dir.exists() or not list(quickstart.engine_dir.rglob("*.zst"))
+
+
 def test_destroy_removes_what_the_stack_made_and_keeps_backups_without_force(
     quickstart: Stack,
 ) -> None:

@@ -144,7 +144,42 @@ def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 # ---------------------------------------------------------------- check
 
+FUTURE = "2999-01-01T00:00:00Z"  # a moment no PITR window can hold yet
+
 CHECK_FAILURES = [
+    # rules the engine enforces too, but only once `up` runs: known at preview
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, backup_key="bk-1", target_kind="project"),
+        [("confirm_project_overwrite", "must be true when target_kind is 'project'")],
+        id="restore-project-unconfirmed",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(
+            PRJ, backup_key="bk-1", target_kind="project", confirm_project_overwrite=None
+        ),
+        [("confirm_project_overwrite", "overwrites the project's database")],
+        id="restore-project-confirmation-unset",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, restore_time=FUTURE),
+        [("restore_time", "2999-01-01T00:00:00Z is in the future")],
+        id="restore-restore_time-future",
+    ),
+    pytest.param(
+        RestorePointProvider,
+        restore_point_inputs(PRJ, kind="pitr", pitr_time=FUTURE),
+        [("pitr_time", "is in the future")],
+        id="restore_point-pitr_time-future",
+    ),
+    pytest.param(
+        ProjectProvider,
+        project_inputs("mysql://app:hunter2@db/app"),
+        [("database_url", "unsupported URL; expected sqlite:////absolute/path.db")],
+        id="project-database_url-mysql",
+    ),
     pytest.param(
         RestorePointProvider,
         restore_point_inputs(PRJ, label=""),
@@ -301,6 +336,16 @@ VALID_INPUTS = [
         ),
         id="restore-project",
     ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, restore_time="2026-11-26T14:32:05.250Z"),
+        id="restore-restore_time-past",
+    ),
+    pytest.param(
+        ProjectProvider,
+        project_inputs("postgresql://app@db.internal:5432/app"),
+        id="project-postgresql",
+    ),
     pytest.param(BackupProvider, backup_inputs(PRJ), id="backup"),
     pytest.param(BackupProvider, backup_inputs(PRJ, label=None, wait=False), id="backup-no-label"),
     pytest.param(ProjectProvider, project_inputs("sqlite:////tmp/app.db"), id="project"),
@@ -351,6 +396,18 @@ UNKNOWN_INPUTS = [
         RestoreProvider,
         restore_inputs(PRJ, backup_key="bk-1", timeout_minutes=UNKNOWN, triggers=UNKNOWN),
         id="restore-timeout_minutes",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(
+            PRJ, backup_key="bk-1", target_kind="project", confirm_project_overwrite=UNKNOWN
+        ),
+        id="restore-confirm_project_overwrite",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, backup_key="bk-1", target_kind=UNKNOWN),
+        id="restore-target_kind",
     ),
     pytest.param(BackupProvider, backup_inputs(UNKNOWN, label=UNKNOWN), id="backup"),
     pytest.param(ProjectProvider, project_inputs(UNKNOWN), id="project-database_url"),
