@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import subprocess
 import time
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pulumi_capy.api.models import JobState, format_timestamp
 from pulumi_capy.engine import Engine
-from tests.e2e.conftest import Stack, wait_for_window, worker_process
+from tests.e2e.conftest import CAPY, Stack, wait_for_window, worker_process
 
 
 def _engine(stack: Stack) -> Engine:
@@ -85,6 +86,78 @@ def test_refresh_finds_a_vanished_restore_point_and_up_recreates_it(quickstart: 
     with _engine(quickstart) as engine:
         listed = [point.id for point in engine.list_restore_points(second["project_id"])]
     assert listed == [second["restore_point_id"]]
+    quickstart.preview("--refresh", "--expect-no-changes")
+
+
+def _preview_of(stack: Stack, outputs: dict[str, object]) -> str:
+    """The id of the preview the quickstart's restore made (its file is ``preview_path``)."""
+    with _engine(stack) as engine:
+        previews = engine.list_preview_databases(str(outputs["project_id"]))
+    (preview,) = [p for p in previews if p.database_name == outputs["preview_path"]]
+    return preview.id
+
+
+def test_refresh_finds_a_deleted_preview_and_up_restores_it_again(quickstart: Stack) -> None:
+    quickstart.up()
+    first = quickstart.outputs()
+    preview_id = _preview_of(quickstart, first)
+    deleted = subprocess.run(
+        [CAPY, "previews", "delete", "--id", preview_id, "--wait"],
+        cwd=quickstart.directory,
+        env={**quickstart.env, "CAPY_ENGINE_DIR": str(quickstart.engine_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert not Path(first["preview_path"]).exists()
+
+    drift = quickstart.preview("--refresh", "--expect-no-changes", check=False)
+    assert drift.returncode != 0
+    assert "inspect" in drift.stdout
+
+    refreshed = quickstart.run("refresh", "--yes")
+    assert "inspect" in refreshed.stdout
+    assert "deleted" in refreshed.stdout
+    quickstart.up()  # no refresh of its own: the restore is gone from the state
+    second = quickstart.outputs()
+    assert second["restore_state"] == "completed"
+    assert Path(second["preview_path"]).is_file()  # restored again
+    assert _preview_of(quickstart, second) != preview_id
+    assert second["preview_row_counts"] == second["app_row_counts"]
+    quickstart.preview("--refresh", "--expect-no-changes")
+
+
+def test_a_preview_past_its_ttl_is_restored_again_on_the_next_refresh(quickstart: Stack) -> None:
+    quickstart.up()
+    first = quickstart.outputs()
+    preview_id = _preview_of(quickstart, first)
+    with _engine(quickstart) as engine:
+        store_path = engine.rt.store.path  # type: ignore[attr-defined]
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with closing(sqlite3.connect(store_path)) as db, db:
+        db.execute(
+            "UPDATE preview_databases SET ttl_expires_at = ? WHERE id = ?", (past, preview_id)
+        )
+
+    drift = quickstart.preview("--refresh", "--expect-no-changes", check=False)
+    assert drift.returncode != 0
+    assert "inspect" in drift.stdout
+    assert "1 to replace" in drift.stdout
+
+    replaced = quickstart.up("--refresh")
+    assert "1 replaced" in replaced.stdout
+    second = quickstart.outputs()
+    assert second["restore_state"] == "completed"
+    assert not Path(first["preview_path"]).exists()
+    assert Path(second["preview_path"]).is_file()
+    new_id = _preview_of(quickstart, second)
+    assert new_id != preview_id
+    with _engine(quickstart) as engine:
+        previews = engine.list_preview_databases(str(second["project_id"]))
+    assert [p.id for p in previews] == [new_id]  # the expired one was dropped first
+    assert second["preview_row_counts"] == second["app_row_counts"]
     quickstart.preview("--refresh", "--expect-no-changes")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import pickle
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -1145,6 +1146,79 @@ def test_restore_read_of_a_job_that_is_gone_reads_as_gone(
     reread = read(provider, created.id, stored(created.outs))
 
     assert (reread.id, reread.outs) == ("", {})
+
+
+def _drop_preview_by_its_ttl(engine_dir: Path) -> None:
+    """The engine's tick two days on (its clock ahead): every preview is past its TTL and
+    dropped, as a worker's tick drops it."""
+    with Engine(engine_dir, clock=ManualClock(datetime.now(UTC) + timedelta(days=2))) as later:
+        assert later.tick().deleted_previews
+        later.run_pending()
+
+
+def _past_its_ttl(engine: Engine, preview_id: str) -> None:
+    """The preview's TTL ran out a minute ago; no tick has dropped it yet."""
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with sqlite3.connect(engine.rt.store.path) as db:  # type: ignore[attr-defined]
+        db.execute(
+            "UPDATE preview_databases SET ttl_expires_at = ? WHERE id = ?", (past, preview_id)
+        )
+    db.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "dropped-by-ttl"])
+def test_restore_whose_preview_is_gone_reads_as_gone(
+    how: str, engine: Engine, project: Project, backup: Backup
+) -> None:
+    provider = RestoreProvider()
+    created = create(
+        provider, restore_inputs(project.id, backup_key=backup.backup_key, ttl_hours=1)
+    )
+    assert created.outs["preview_state"] == "ready"
+    assert parse_timestamp(created.outs["preview_expires_at"]) > datetime.now(UTC)
+    fresh = read(provider, created.id, stored(created.outs))
+    assert (fresh.id, fresh.outs["preview_state"]) == (created.id, "ready")
+    next_operation()
+    if how == "deleted":  # `capy previews delete`
+        job = engine.delete_preview_database(created.outs["preview_database_id"])
+        engine.wait_for_job(job.id)
+    else:
+        _drop_preview_by_its_ttl(engine.directory)
+    assert not preview_path(created.outs).exists()
+
+    reread = read(provider, created.id, stored(created.outs))
+
+    # refresh shows the restore deleted; the next up restores again
+    assert (reread.id, reread.outs) == ("", {})
+
+
+def test_restore_whose_preview_is_past_its_ttl_reads_expired_and_is_replaced(
+    engine: Engine, project: Project, backup: Backup
+) -> None:
+    provider = RestoreProvider()
+    inputs = restore_inputs(
+        project.id, backup_key=backup.backup_key, ttl_hours=1, preview_name="inspect"
+    )
+    created = create(provider, inputs)
+    _past_its_ttl(engine, created.outs["preview_database_id"])
+    next_operation()
+
+    reread = read(provider, created.id, stored(created.outs))
+    result = provider.diff(created.id, stored(reread.outs), dict(inputs))
+
+    assert reread.id == created.id
+    assert reread.outs["preview_state"] == "expired"
+    # a new restore whose preview takes the name: the expired one goes first
+    assert (result.changes, result.replaces, result.delete_before_replace) == (
+        True,
+        ["preview_state"],
+        True,
+    )
+    provider.delete(created.id, stored(reread.outs))
+    again = create(provider, dict(inputs))
+    (preview,) = engine.list_preview_databases(project.id)
+    assert (preview.id, preview.name) == (again.outs["preview_database_id"], "inspect")
+    assert again.outs["preview_state"] == "ready"
 
 
 # ---------------------------------------------------------------- Backup
