@@ -89,7 +89,7 @@ def preview_status(preview: PreviewDatabase) -> dict[str, Any]:
     """The preview's state (``expired`` once past its TTL) and expiry, as outputs."""
     state = str(preview.state) if preview.state is not None else None
     expires = preview.ttl_expires_at
-    if expires is not None and expires <= datetime.now(UTC) and state == PreviewState.ready:
+    if expires is not None and expires <= datetime.now(UTC) and state not in PREVIEW_LOST:
         state = "expired"
     return {
         "preview_state": state,
