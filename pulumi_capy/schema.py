@@ -60,6 +60,10 @@ DESCRIPTIONS: dict[str, str] = {
     "pitr_window_end": "The newest moment a `restore_time` can name (null while PITR is off or "
     "its window is not open yet).",
     "preview_database_url": "How to reach the preview this restore made. A secret.",
+    "preview_state": "The state of the preview this restore made, as the last refresh found "
+    "it: `ready`, or `expired` (past its TTL), `deleting` or `failed`, which the next `up` "
+    "replaces with a new restore. A preview found gone shows the restore as deleted.",
+    "preview_expires_at": "When the preview this restore made expires (its TTL).",
     "requested": "The inputs as given (backup_key, pitr_time and, for an adopted restore "
     "point, label and note may differ from the outputs of the same names).",
 }
@@ -90,6 +94,8 @@ EXTRA_TYPES: dict[str, dict[str, Any]] = {
     "backup_id": {"type": "string"},
     "preview_database_url": {"type": "string"},
     "preview_database_name": {"type": "string"},
+    "preview_state": {"type": "string"},
+    "preview_expires_at": {"type": "string"},
     "requested": {"type": "object", "additionalProperties": {"$ref": "pulumi.json#/Any"}},
 }
 
@@ -214,7 +220,13 @@ def build_schema() -> dict[str, Any]:
             provider=restore.RestoreProvider,
             request_models=(models.RestoreRequest,),
             output_models=(models.Job,),
-            output_names=(*job_outputs, "preview_database_name", "preview_database_url"),
+            output_names=(
+                *job_outputs,
+                "preview_database_name",
+                "preview_database_url",
+                "preview_state",
+                "preview_expires_at",
+            ),
             secrets=frozenset({"preview_database_url"}),
             description=_first_line(restore),
         ),

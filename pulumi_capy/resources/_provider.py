@@ -10,12 +10,15 @@ end and closes it. The provider process serves up to four calls at once.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -23,8 +26,11 @@ import httpx
 import pulumi
 from pulumi.dynamic import (
     CheckFailure,
+    CheckResult,
     ConfigureRequest,
+    CreateResult,
     DiffResult,
+    ReadResult,
     ResourceProvider,
     UpdateResult,
 )
@@ -33,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.models import Job, format_timestamp
 from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
@@ -44,6 +50,7 @@ __all__ = [
     "ListingCache",
     "backend_session",
     "cached_listing",
+    "check_past",
     "fail",
     "forget_listing",
     "progress",
@@ -70,6 +77,58 @@ class CapyResourceError(CapyError):
 def fail(action: str, error: BaseException) -> NoReturn:
     """Raise a clean error for Pulumi's output, without a chained traceback."""
     raise CapyResourceError(f"{action}: {error}") from None
+
+
+# What a provider call answers when it failed and its message went to Pulumi's engine as
+# the call's gRPC status: the dynamic provider host serializes it; the engine ignores it.
+_PLACEHOLDERS_OF_CALLS: dict[str, Callable[..., Any]] = {
+    "check": lambda _olds, news: CheckResult(news, []),
+    "diff": lambda _id, _olds, _news: DiffResult(),
+    "create": lambda _props: CreateResult("failed", {}),
+    "read": lambda id_, _props: ReadResult(id_, {}),
+    "update": lambda _id, _olds, _news: UpdateResult({}),
+    "delete": lambda _id, _props: None,
+}
+
+
+def _host_context(caller: Any) -> Any:
+    """The gRPC servicer context of the call when Pulumi's dynamic provider host called
+    the provider method directly (its ``Create(self, request, context)`` etc.), else None."""
+    context = caller.f_locals.get("context") if caller is not None else None
+    try:
+        grpc: Any = importlib.import_module("grpc")
+    except ImportError:  # pragma: no cover - grpcio comes with pulumi
+        return None
+    return context if isinstance(context, grpc.ServicerContext) else None
+
+
+def one_line_errors(call: Callable[..., Any]) -> Callable[..., Any]:
+    """Fail a provider call with its message alone, not a Python traceback.
+
+    Pulumi's dynamic provider host (``pulumi/dynamic/__main__.py``) turns any exception
+    of a provider method into ``context.abort(UNKNOWN, traceback.format_exc())``: ten
+    lines of traceback before the message. A ``CapyError`` raised to the host instead
+    sets the call's gRPC status (``UNKNOWN``, the message as details) on that context
+    and returns a placeholder result, which the engine ignores for a failed call: the
+    ``pulumi up`` output shows ``error: <message>``. Called by anything else (another
+    provider method, a test), the error is raised as it was.
+    """
+    placeholder = _PLACEHOLDERS_OF_CALLS[call.__name__]
+
+    @functools.wraps(call)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except CapyError as exc:
+            context = _host_context(sys._getframe(1))
+            if context is None or kwargs:
+                raise
+            grpc: Any = importlib.import_module("grpc")
+            context.set_code(grpc.StatusCode.UNKNOWN)
+            context.set_details(str(exc))
+            return placeholder(*args[1:])
+
+    return wrapper
 
 
 def progress(message: str) -> None:
@@ -174,12 +233,13 @@ _PLACEHOLDERS: dict[str, Any] = {
 
 
 def check_model(
-    model: type[ApiRequest],
+    model: type[ModelT],
     data: Mapping[str, Any],
     failures: list[CheckFailure],
     rename: Mapping[str, str] | None = None,
-) -> None:
-    """Validate ``data`` as ``model``; add a ``CheckFailure`` per bad property.
+) -> ModelT | None:
+    """Validate ``data`` as ``model``; add a ``CheckFailure`` per bad property. The
+    validated request when nothing failed (with stand-ins for unknown values).
 
     Unknown values (preview) are replaced by stand-ins and never fail.
     ``rename`` maps a model field to the resource property it came from.
@@ -191,12 +251,29 @@ def check_model(
         if value is not None
     }
     try:
-        model.model_validate(candidate)
+        return model.model_validate(candidate)
     except ValidationError as exc:
         for error in field_errors(exc):
             name = (rename or {}).get(error.field, error.field)
             if error.field.split(".")[0] not in unknown:
                 failures.append(CheckFailure(name, f"{name}: {error.message}"))
+        return None
+
+
+def check_past(
+    props: Mapping[str, Any], name: str, moment: datetime | None, failures: list[CheckFailure]
+) -> None:
+    """A moment to restore to has passed: one in the future is in no PITR window."""
+    if moment is None or is_unknown(props.get(name)):
+        return
+    if moment > datetime.now(UTC):
+        failures.append(
+            CheckFailure(
+                name,
+                f"{name}: {format_timestamp(moment)} is in the future; point-in-time "
+                "recovery restores a moment that has passed (inside the project's PITR window)",
+            )
+        )
 
 
 def check_string(
@@ -249,7 +326,18 @@ def report_job(what: str) -> Callable[[Job], None]:
 
 
 class CapyProvider(ResourceProvider):
-    """Base of the capy providers. Subclasses list their ``input_names``."""
+    """Base of the capy providers. Subclasses list their ``input_names``.
+
+    Every call Pulumi makes (``check``, ``diff``, ``create``, ``read``, ``update``,
+    ``delete``) fails with one clean message: see ``one_line_errors``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _PLACEHOLDERS_OF_CALLS:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "__wrapped__", None):
+                setattr(cls, name, one_line_errors(method))
 
     input_names: tuple[str, ...] = ()
     # inputs that may change without replacing the resource
@@ -310,3 +398,8 @@ class CapyProvider(ResourceProvider):
         """Only ``updatable`` inputs change without a replacement, and none of them touches
         the object itself (how long to wait, what delete keeps): record them."""
         return UpdateResult({**olds, **self.inputs_of(news)})
+
+
+# the base's own calls (subclasses' are wrapped by ``__init_subclass__``)
+CapyProvider.diff = one_line_errors(CapyProvider.diff)  # type: ignore[method-assign]
+CapyProvider.update = one_line_errors(CapyProvider.update)  # type: ignore[method-assign]

@@ -38,6 +38,7 @@ from pulumi_capy.resources._provider import (
     check_bool,
     check_model,
     fail,
+    is_unknown,
     model_outputs,
     progress,
     report_job,
@@ -52,6 +53,8 @@ HOSTED_HINT = (
 )
 
 
+# the schemes of the databases the engine's drivers protect (engine.drivers.driver_for)
+DATABASE_SCHEMES = ("sqlite", "postgres", "postgresql")
 BASE_BACKUP_TIMEOUT = 6 * 3600.0  # a base backup copies the whole cluster
 
 
@@ -98,6 +101,19 @@ class ProjectProvider(CapyProvider):
             {name: news.get(name) for name in ("name", "database_url", "environment")},
             failures,
         )
+        url = news.get("database_url")
+        if isinstance(url, str) and url.strip() and not is_unknown(url):
+            scheme = url.strip().split(":", 1)[0] if ":" in url else ""
+            if scheme not in DATABASE_SCHEMES:
+                # the engine's rule (engine.drivers.driver_for), known without it; the
+                # message never repeats the URL, a secret
+                failures.append(
+                    CheckFailure(
+                        "database_url",
+                        "database_url: unsupported URL; expected sqlite:////absolute/path.db "
+                        "or postgresql://user:password@host:port/database",
+                    )
+                )
         return CheckResult(news, failures)
 
     def create(self, props: dict[str, Any]) -> CreateResult:

@@ -9,6 +9,8 @@ any other restore only forgets it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -23,14 +25,25 @@ from pulumi.dynamic import (
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError, JobFailed, JobTimeout, NotFound
-from pulumi_capy.api.models import Job, JobState, PreviewDatabase, RestoreRequest
+from pulumi_capy.api.models import (
+    Job,
+    JobState,
+    PreviewDatabase,
+    PreviewState,
+    RestoreRequest,
+    TargetKind,
+    format_timestamp,
+)
 from pulumi_capy.resources._provider import (
     CapyProvider,
     backend_session,
+    cached_listing,
     check_bool,
     check_model,
+    check_past,
     check_string,
     fail,
+    forget_listing,
     is_unknown,
     job_outputs,
     progress,
@@ -67,6 +80,46 @@ def preview_url(preview: PreviewDatabase) -> str | None:
     return None
 
 
+# states of a restore's preview that a new restore replaces (``expired``: past its TTL, the
+# engine's next tick drops it)
+PREVIEW_LOST = frozenset({"expired", PreviewState.deleting, PreviewState.failed})
+
+
+def preview_status(preview: PreviewDatabase) -> dict[str, Any]:
+    """The preview's state (``expired`` once past its TTL) and expiry, as outputs."""
+    state = str(preview.state) if preview.state is not None else None
+    expires = preview.ttl_expires_at
+    if expires is not None and expires <= datetime.now(UTC) and state not in PREVIEW_LOST:
+        state = "expired"
+    return {
+        "preview_state": state,
+        "preview_expires_at": format_timestamp(expires) if expires is not None else None,
+    }
+
+
+def list_previews_cached(backend: Backend, project_id: str) -> list[PreviewDatabase]:
+    """The project's previews, listed once for all the restores a refresh reads."""
+    listing: list[PreviewDatabase] = cached_listing(
+        "previews", project_id, lambda: backend.list_preview_databases(project_id)
+    )
+    return listing
+
+
+def check_confirmation(props: dict[str, Any], failures: list[CheckFailure]) -> None:
+    """A restore into the project overwrites its database: only with the confirmation
+    (the engine refuses it too, but only once ``up`` runs)."""
+    target = props.get("target_kind")
+    confirmed = props.get("confirm_project_overwrite")
+    if target == TargetKind.project and not is_unknown(confirmed) and confirmed in (None, False):
+        failures.append(
+            CheckFailure(
+                "confirm_project_overwrite",
+                "confirm_project_overwrite: must be true when target_kind is 'project': the "
+                "restore overwrites the project's database (a safety backup is taken first)",
+            )
+        )
+
+
 def _request(props: dict[str, Any]) -> RestoreRequest:
     data = {name: props.get(name) for name in REQUEST_FIELDS if props.get(name) is not None}
     return RestoreRequest.model_validate(data)
@@ -90,7 +143,12 @@ class RestoreProvider(CapyProvider):
         news = self.normalized(news)
         failures: list[CheckFailure] = []
         check_string(news, "project_id", failures, required=True)
-        check_model(RestoreRequest, {name: news.get(name) for name in REQUEST_FIELDS}, failures)
+        request = check_model(
+            RestoreRequest, {name: news.get(name) for name in REQUEST_FIELDS}, failures
+        )
+        if request is not None:
+            check_past(news, "restore_time", request.restore_time, failures)
+        check_confirmation(news, failures)
         for name in ("retain_preview_on_delete", "wait"):
             check_bool(news, name, failures)
         timeout = news.get("timeout_minutes")
@@ -162,7 +220,7 @@ class RestoreProvider(CapyProvider):
 
     @staticmethod
     def _preview_outputs(backend: Backend, project_id: str, job: Job) -> dict[str, Any]:
-        """The preview a completed restore made: its id, name and URL."""
+        """The preview a completed restore made: its id, name, URL, state and expiry."""
         preview_id = job.preview_database_id or (job.result or {}).get("preview_database_id")
         outputs: dict[str, Any] = {
             "preview_database_id": preview_id,
@@ -170,6 +228,7 @@ class RestoreProvider(CapyProvider):
             "preview_database_name": None,
         }
         if preview_id and job.state == JobState.completed:
+            forget_listing("previews", project_id)
             try:
                 previews = backend.list_preview_databases(project_id)
             except CapyError as exc:
@@ -179,6 +238,7 @@ class RestoreProvider(CapyProvider):
                 if preview.id == preview_id:
                     outputs["preview_database_url"] = preview_url(preview)
                     outputs["preview_database_name"] = preview.database_name
+                    outputs.update(preview_status(preview))
         return outputs
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -195,7 +255,12 @@ class RestoreProvider(CapyProvider):
             result.delete_before_replace = True
         return result
 
+    def replace_reasons(self, olds: Mapping[str, Any]) -> list[str]:
+        # the preview this restore made expired or is going: the next up restores again
+        return ["preview_state"] if olds.get("preview_state") in PREVIEW_LOST else []
+
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        project_id = str(props["project_id"])
         with backend_session() as backend:
             try:
                 job = backend.get_job(id_)
@@ -205,9 +270,27 @@ class RestoreProvider(CapyProvider):
                 fail(f"read restore job {id_}", exc)
             outputs = dict(props)
             outputs.update(job_outputs(job))
-            if job.state == JobState.completed and not props.get("preview_database_url"):
+            if job.state != JobState.completed:
+                return ReadResult(id_, outputs)
+            if not props.get("preview_database_url"):
                 # a restore started with wait=False: its preview is known only now
-                outputs.update(self._preview_outputs(backend, str(props["project_id"]), job))
+                outputs.update(self._preview_outputs(backend, project_id, job))
+            preview_id = outputs.get("preview_database_id")
+            if (props.get("target_kind") or "new_preview") != "new_preview" or not preview_id:
+                return ReadResult(id_, outputs)
+            try:
+                previews = list_previews_cached(backend, project_id)
+            except NotFound:
+                return ReadResult("", {})  # the project is gone, and its previews with it
+            except CapyError as exc:
+                fail(f"read preview {preview_id} of restore {id_}", exc)
+        preview = next((p for p in previews if p.id == preview_id), None)
+        if preview is None or preview.state == PreviewState.deleted:
+            # deleted behind the stack's back (or by its TTL): the restore's result is
+            # gone, so refresh shows the restore as deleted and the next up restores again
+            progress(f"restore {id_}: its preview {preview_id} is gone")
+            return ReadResult("", {})
+        outputs.update(preview_status(preview))
         return ReadResult(id_, outputs)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
@@ -218,6 +301,7 @@ class RestoreProvider(CapyProvider):
         if props.get("retain_preview_on_delete"):
             progress(f"keeping preview {preview_id} (retain_preview_on_delete)")
             return
+        forget_listing("previews", str(props.get("project_id")))
         with backend_session() as backend:
             try:
                 job = backend.delete_preview_database(str(preview_id))
@@ -252,6 +336,8 @@ class Restore(Resource, module="capy", name="Restore"):
     preview_database_id: pulumi.Output[str | None]
     preview_database_name: pulumi.Output[str | None]
     preview_database_url: pulumi.Output[str | None]
+    preview_state: pulumi.Output[str | None]
+    preview_expires_at: pulumi.Output[str | None]
     result: pulumi.Output[dict[str, Any]]
 
     def __init__(
@@ -314,6 +400,8 @@ class Restore(Resource, module="capy", name="Restore"):
                 "preview_database_id",
                 "preview_database_name",
                 "preview_database_url",
+                "preview_state",
+                "preview_expires_at",
                 "result",
             )
         )

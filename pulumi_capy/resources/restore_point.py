@@ -37,6 +37,7 @@ from pulumi_capy.resources._provider import (
     backend_session,
     cached_listing,
     check_model,
+    check_past,
     check_string,
     fail,
     forget_listing,
@@ -82,7 +83,9 @@ class RestorePointProvider(CapyProvider):
         request["backup_key"] = news.get("backup_key") or (
             "fresh" if (news.get("kind") or "backup") == "backup" else None
         )
-        check_model(CreateRestorePoint, request, failures)
+        checked = check_model(CreateRestorePoint, request, failures)
+        if checked is not None:
+            check_past(news, "pitr_time", checked.pitr_time, failures)
         return CheckResult(news, failures)
 
     def replace_reasons(self, olds: Mapping[str, Any]) -> list[str]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import subprocess
 import time
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pulumi_capy.api.models import JobState, format_timestamp
 from pulumi_capy.engine import Engine
-from tests.e2e.conftest import Stack, wait_for_window, worker_process
+from tests.e2e.conftest import CAPY, Stack, wait_for_window, worker_process
 
 
 def _engine(stack: Stack) -> Engine:
@@ -88,6 +89,78 @@ def test_refresh_finds_a_vanished_restore_point_and_up_recreates_it(quickstart: 
     quickstart.preview("--refresh", "--expect-no-changes")
 
 
+def _preview_of(stack: Stack, outputs: dict[str, object]) -> str:
+    """The id of the preview the quickstart's restore made (its file is ``preview_path``)."""
+    with _engine(stack) as engine:
+        previews = engine.list_preview_databases(str(outputs["project_id"]))
+    (preview,) = [p for p in previews if p.database_name == outputs["preview_path"]]
+    return preview.id
+
+
+def test_refresh_finds_a_deleted_preview_and_up_restores_it_again(quickstart: Stack) -> None:
+    quickstart.up()
+    first = quickstart.outputs()
+    preview_id = _preview_of(quickstart, first)
+    deleted = subprocess.run(
+        [CAPY, "previews", "delete", "--id", preview_id, "--wait"],
+        cwd=quickstart.directory,
+        env={**quickstart.env, "CAPY_ENGINE_DIR": str(quickstart.engine_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert deleted.returncode == 0, deleted.stdout + deleted.stderr
+    assert not Path(first["preview_path"]).exists()
+
+    drift = quickstart.preview("--refresh", "--expect-no-changes", check=False)
+    assert drift.returncode != 0
+    assert "inspect" in drift.stdout
+
+    refreshed = quickstart.run("refresh", "--yes")
+    assert "inspect" in refreshed.stdout
+    assert "deleted" in refreshed.stdout
+    quickstart.up()  # no refresh of its own: the restore is gone from the state
+    second = quickstart.outputs()
+    assert second["restore_state"] == "completed"
+    assert Path(second["preview_path"]).is_file()  # restored again
+    assert _preview_of(quickstart, second) != preview_id
+    assert second["preview_row_counts"] == second["app_row_counts"]
+    quickstart.preview("--refresh", "--expect-no-changes")
+
+
+def test_a_preview_past_its_ttl_is_restored_again_on_the_next_refresh(quickstart: Stack) -> None:
+    quickstart.up()
+    first = quickstart.outputs()
+    preview_id = _preview_of(quickstart, first)
+    with _engine(quickstart) as engine:
+        store_path = engine.rt.store.path  # type: ignore[attr-defined]
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with closing(sqlite3.connect(store_path)) as db, db:
+        db.execute(
+            "UPDATE preview_databases SET ttl_expires_at = ? WHERE id = ?", (past, preview_id)
+        )
+
+    drift = quickstart.preview("--refresh", "--expect-no-changes", check=False)
+    assert drift.returncode != 0
+    assert "inspect" in drift.stdout
+    assert "1 to replace" in drift.stdout
+
+    replaced = quickstart.up("--refresh")
+    assert "1 replaced" in replaced.stdout
+    second = quickstart.outputs()
+    assert second["restore_state"] == "completed"
+    assert not Path(first["preview_path"]).exists()
+    assert Path(second["preview_path"]).is_file()
+    new_id = _preview_of(quickstart, second)
+    assert new_id != preview_id
+    with _engine(quickstart) as engine:
+        previews = engine.list_preview_databases(str(second["project_id"]))
+    assert [p.id for p in previews] == [new_id]  # the expired one was dropped first
+    assert second["preview_row_counts"] == second["app_row_counts"]
+    quickstart.preview("--refresh", "--expect-no-changes")
+
+
 def test_an_expired_restore_point_is_replaced_on_the_next_refresh(quickstart: Stack) -> None:
     quickstart.up()
     first = quickstart.outputs()
@@ -121,6 +194,8 @@ def test_a_failing_restore_fails_up_with_the_jobs_error(quickstart: Stack) -> No
     text = failed.stdout + failed.stderr
     assert "checksum mismatch" in text
     assert "failed after 1 attempt(s)" in text
+    # one clean error: no Python traceback from Pulumi's dynamic provider host
+    assert "Traceback" not in text, text
     with _engine(quickstart) as engine:
         jobs = engine.list_jobs(outputs["project_id"], 10)
         previews = engine.list_preview_databases(outputs["project_id"])
@@ -130,6 +205,32 @@ def test_a_failing_restore_fails_up_with_the_jobs_error(quickstart: Stack) -> No
     # the failed restore's preview was removed again: nothing the stack does not know of
     assert [job.type for job in jobs[:1]] == ["preview.delete"]
     assert all(p.id != restore.preview_database_id for p in previews)
+
+
+def test_preview_fails_on_a_restore_into_the_project_without_confirmation(
+    quickstart: Stack,
+) -> None:
+    """What needs no server is checked by `pulumi preview`: the quickstart plus a restore
+    over the app database that forgot ``confirm_project_overwrite``."""
+    program = quickstart.directory / "__main__.py"
+    program.write_text(
+        program.read_text()
+        + "\n\ncapy.Restore(\n"
+        + '    "rollback",\n'
+        + "    project_id=project.project_id,\n"
+        + "    restore_point_id=before_change.restore_point_id,\n"
+        + '    target_kind="project",\n'
+        + ")\n"
+    )
+
+    planned = quickstart.preview(check=False)
+
+    assert planned.returncode != 0
+    text = planned.stdout + planned.stderr
+    assert "confirm_project_overwrite: must be true when target_kind is 'project'" in text
+    assert "Traceback" not in text
+    # nothing ran: no backup was taken, no project registered
+    assert not quickstart.engine_dir.exists() or not list(quickstart.engine_dir.rglob("*.zst"))
 
 
 def test_destroy_removes_what_the_stack_made_and_keeps_backups_without_force(

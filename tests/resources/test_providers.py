@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import pickle
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import create_autospec
 
 import dill  # type: ignore[import-untyped]
+import grpc  # type: ignore[import-untyped]
 import pytest
 from pulumi.dynamic import ConfigureRequest
 from pulumi.dynamic.config import Config
@@ -142,7 +145,42 @@ def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
 
 # ---------------------------------------------------------------- check
 
+FUTURE = "2999-01-01T00:00:00Z"  # a moment no PITR window can hold yet
+
 CHECK_FAILURES = [
+    # rules the engine enforces too, but only once `up` runs: known at preview
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, backup_key="bk-1", target_kind="project"),
+        [("confirm_project_overwrite", "must be true when target_kind is 'project'")],
+        id="restore-project-unconfirmed",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(
+            PRJ, backup_key="bk-1", target_kind="project", confirm_project_overwrite=None
+        ),
+        [("confirm_project_overwrite", "overwrites the project's database")],
+        id="restore-project-confirmation-unset",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, restore_time=FUTURE),
+        [("restore_time", "2999-01-01T00:00:00Z is in the future")],
+        id="restore-restore_time-future",
+    ),
+    pytest.param(
+        RestorePointProvider,
+        restore_point_inputs(PRJ, kind="pitr", pitr_time=FUTURE),
+        [("pitr_time", "is in the future")],
+        id="restore_point-pitr_time-future",
+    ),
+    pytest.param(
+        ProjectProvider,
+        project_inputs("mysql://app:hunter2@db/app"),
+        [("database_url", "unsupported URL; expected sqlite:////absolute/path.db")],
+        id="project-database_url-mysql",
+    ),
     pytest.param(
         RestorePointProvider,
         restore_point_inputs(PRJ, label=""),
@@ -299,6 +337,16 @@ VALID_INPUTS = [
         ),
         id="restore-project",
     ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, restore_time="2026-11-26T14:32:05.250Z"),
+        id="restore-restore_time-past",
+    ),
+    pytest.param(
+        ProjectProvider,
+        project_inputs("postgresql://app@db.internal:5432/app"),
+        id="project-postgresql",
+    ),
     pytest.param(BackupProvider, backup_inputs(PRJ), id="backup"),
     pytest.param(BackupProvider, backup_inputs(PRJ, label=None, wait=False), id="backup-no-label"),
     pytest.param(ProjectProvider, project_inputs("sqlite:////tmp/app.db"), id="project"),
@@ -349,6 +397,18 @@ UNKNOWN_INPUTS = [
         RestoreProvider,
         restore_inputs(PRJ, backup_key="bk-1", timeout_minutes=UNKNOWN, triggers=UNKNOWN),
         id="restore-timeout_minutes",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(
+            PRJ, backup_key="bk-1", target_kind="project", confirm_project_overwrite=UNKNOWN
+        ),
+        id="restore-confirm_project_overwrite",
+    ),
+    pytest.param(
+        RestoreProvider,
+        restore_inputs(PRJ, backup_key="bk-1", target_kind=UNKNOWN),
+        id="restore-target_kind",
     ),
     pytest.param(BackupProvider, backup_inputs(UNKNOWN, label=UNKNOWN), id="backup"),
     pytest.param(ProjectProvider, project_inputs(UNKNOWN), id="project-database_url"),
@@ -843,6 +903,36 @@ def test_restore_point_adopting_an_unknown_id_fails_and_creates_nothing(
     assert engine.list_backups(project.id) == []
 
 
+def _host_create(provider: CapyProvider, props: dict[str, Any], context: Any) -> Any:
+    """What Pulumi's dynamic provider host does for a Create (``pulumi/dynamic/__main__.py``):
+    call the provider's ``create`` with the call's gRPC context in its frame."""
+    return provider.create(props)
+
+
+def test_a_failed_call_from_pulumis_host_sets_one_line_grpc_status(
+    engine: Engine, project: Project
+) -> None:
+    context = create_autospec(grpc.ServicerContext, instance=True)
+    inputs = restore_point_inputs(project.id, adopt_id="rp_nosuchpoint")
+
+    answered = _host_create(RestorePointProvider(), dict(inputs), context)
+
+    # the status Pulumi shows as ``error: <details>``, with no Python traceback
+    context.set_code.assert_called_once_with(grpc.StatusCode.UNKNOWN)
+    (details,) = context.set_details.call_args.args
+    assert details.startswith("adopt restore point rp_nosuchpoint: ")
+    assert "Traceback" not in details
+    assert "\n" not in details
+    assert answered.id  # a placeholder the host can serialize (the engine ignores it)
+    # called by anything else, the error is raised as before
+    with pytest.raises(CapyResourceError, match="rp_nosuchpoint"):
+        create(RestorePointProvider(), dict(inputs))
+    # a bug is not a CapyError: the host's traceback stays, for the report
+    with pytest.raises(KeyError):
+        _host_create(RestorePointProvider(), {}, context)
+    assert context.set_details.call_count == 1
+
+
 # ---------------------------------------------------------------- Restore
 
 
@@ -1056,6 +1146,79 @@ def test_restore_read_of_a_job_that_is_gone_reads_as_gone(
     reread = read(provider, created.id, stored(created.outs))
 
     assert (reread.id, reread.outs) == ("", {})
+
+
+def _drop_preview_by_its_ttl(engine_dir: Path) -> None:
+    """The engine's tick two days on (its clock ahead): every preview is past its TTL and
+    dropped, as a worker's tick drops it."""
+    with Engine(engine_dir, clock=ManualClock(datetime.now(UTC) + timedelta(days=2))) as later:
+        assert later.tick().deleted_previews
+        later.run_pending()
+
+
+def _past_its_ttl(engine: Engine, preview_id: str) -> None:
+    """The preview's TTL ran out a minute ago; no tick has dropped it yet."""
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with sqlite3.connect(engine.rt.store.path) as db:  # type: ignore[attr-defined]
+        db.execute(
+            "UPDATE preview_databases SET ttl_expires_at = ? WHERE id = ?", (past, preview_id)
+        )
+    db.close()
+
+
+@pytest.mark.parametrize("how", ["deleted", "dropped-by-ttl"])
+def test_restore_whose_preview_is_gone_reads_as_gone(
+    how: str, engine: Engine, project: Project, backup: Backup
+) -> None:
+    provider = RestoreProvider()
+    created = create(
+        provider, restore_inputs(project.id, backup_key=backup.backup_key, ttl_hours=1)
+    )
+    assert created.outs["preview_state"] == "ready"
+    assert parse_timestamp(created.outs["preview_expires_at"]) > datetime.now(UTC)
+    fresh = read(provider, created.id, stored(created.outs))
+    assert (fresh.id, fresh.outs["preview_state"]) == (created.id, "ready")
+    next_operation()
+    if how == "deleted":  # `capy previews delete`
+        job = engine.delete_preview_database(created.outs["preview_database_id"])
+        engine.wait_for_job(job.id)
+    else:
+        _drop_preview_by_its_ttl(engine.directory)
+    assert not preview_path(created.outs).exists()
+
+    reread = read(provider, created.id, stored(created.outs))
+
+    # refresh shows the restore deleted; the next up restores again
+    assert (reread.id, reread.outs) == ("", {})
+
+
+def test_restore_whose_preview_is_past_its_ttl_reads_expired_and_is_replaced(
+    engine: Engine, project: Project, backup: Backup
+) -> None:
+    provider = RestoreProvider()
+    inputs = restore_inputs(
+        project.id, backup_key=backup.backup_key, ttl_hours=1, preview_name="inspect"
+    )
+    created = create(provider, inputs)
+    _past_its_ttl(engine, created.outs["preview_database_id"])
+    next_operation()
+
+    reread = read(provider, created.id, stored(created.outs))
+    result = provider.diff(created.id, stored(reread.outs), dict(inputs))
+
+    assert reread.id == created.id
+    assert reread.outs["preview_state"] == "expired"
+    # a new restore whose preview takes the name: the expired one goes first
+    assert (result.changes, result.replaces, result.delete_before_replace) == (
+        True,
+        ["preview_state"],
+        True,
+    )
+    provider.delete(created.id, stored(reread.outs))
+    again = create(provider, dict(inputs))
+    (preview,) = engine.list_preview_databases(project.id)
+    assert (preview.id, preview.name) == (again.outs["preview_database_id"], "inspect")
+    assert again.outs["preview_state"] == "ready"
 
 
 # ---------------------------------------------------------------- Backup
