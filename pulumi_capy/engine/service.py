@@ -55,6 +55,7 @@ from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.pitr import archive, control
 from pulumi_capy.engine.pitr.stream import StreamManager
+from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
 from pulumi_capy.engine.stores.sqlite import SqliteStore
@@ -84,7 +85,7 @@ class Engine:
         worker_id: str | None = None,
     ) -> None:
         root = Path(directory).expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
+        private_directory(root)
         store = SqliteStore(root / "engine.db")
         self.rt = Runtime(
             directory=root,

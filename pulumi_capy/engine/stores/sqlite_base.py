@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pulumi_capy.engine.private import create_private_file, private_directory
 from pulumi_capy.engine.stores.contract import Transaction
 from pulumi_capy.engine.stores.sqlite_migrations import migrate
 
@@ -130,7 +131,8 @@ class SqliteConnections:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)
+        create_private_file(path)  # before SQLite makes it 0644, and its -wal/-shm alike
         self._lock = threading.RLock()  # the one writing connection, and reads in its txns
         self._local = threading.local()  # per thread: its reading connection, txn depth
         self._readers: list[sqlite3.Connection] = []
