@@ -150,8 +150,18 @@ class SqliteConnections:
         self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
+        # what a write frees is zeroed, not left on a free page (a URL sealed on open)
+        self._db.execute("PRAGMA secure_delete = FAST")
         with self.transaction() as tx:
             migrate(self._connection(tx), str(to_timestamp(datetime.now(UTC))))
+            rewritten = self._after_migrations(self._connection(tx))
+        if rewritten:  # the log's older copies of the rewritten pages go too
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _after_migrations(self, db: sqlite3.Connection) -> bool:
+        """Data changes the opening transaction makes after the migrations (a subclass's);
+        whether it rewrote anything a reader of the file must no longer find."""
+        return False
 
     def close(self) -> None:
         with self._lock, self._readers_lock, self._version_lock:
