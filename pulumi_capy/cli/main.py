@@ -17,6 +17,7 @@ import click
 from pulumi_capy._version import __version__
 from pulumi_capy.cli import (
     backups,
+    doctor,
     jobs,
     keys,
     pitr,
@@ -99,6 +100,7 @@ for group in (
     pitr.pitr,
     wal.wal_push,
     wal.wal_fetch,
+    doctor.doctor,
 ):
     cli.add_command(group)
 
