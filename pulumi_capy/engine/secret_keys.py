@@ -36,6 +36,7 @@ __all__ = ["ENV_SECRET_KEY", "KEY_FILE_NAME", "SEALED_PREFIX", "SecretKeys", "is
 ENV_SECRET_KEY = "CAPY_SECRET_KEY"  # noqa: S105 - the name of the variable, not a key
 KEY_FILE_NAME = "secret.key"
 SEALED_PREFIX = "capy-sealed:v1:"
+OPENED_KEPT = 4096  # the plaintexts a process keeps of the values it opened
 HOW_TO_MAKE_A_KEY = (
     'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
 )
@@ -63,6 +64,9 @@ class SecretKeys:
         self._environ = os.environ if environ is None else environ
         self._lock = threading.Lock()
         self._ring: _Ring | None = None
+        # sealed value -> plaintext: a token is never reused, and opening one costs ~20 us,
+        # which a listing of many projects (the server's hot path) would pay per row
+        self._opened: dict[str, str] = {}
 
     @classmethod
     def beside(cls, store: Path, environ: Mapping[str, str] | None = None) -> SecretKeys:
@@ -102,6 +106,9 @@ class SecretKeys:
         its own plaintext."""
         if not is_sealed(stored):
             return stored
+        known = self._opened.get(stored)
+        if known is not None:
+            return known
         ring = self._load(create=False)
         if ring is None:
             raise ConfigError(
@@ -109,13 +116,19 @@ class SecretKeys:
                 f"{ENV_SECRET_KEY} to the engine's key, or put back the key file {self.key_file}"
             )
         try:
-            return ring.all.decrypt(stored.removeprefix(SEALED_PREFIX).encode("ascii")).decode()
+            plaintext = ring.all.decrypt(stored.removeprefix(SEALED_PREFIX).encode("ascii"))
+            opened = plaintext.decode()
         except (InvalidToken, UnicodeError):
             raise ConfigError(
                 f"{what} cannot be decrypted with the {ring.count} key(s) of {self.source}: "
                 f"the key it was encrypted with is not among them; set {ENV_SECRET_KEY} to "
                 "that key (several keys: comma-separated, newest first)"
             ) from None
+        with self._lock:
+            if len(self._opened) >= OPENED_KEPT:
+                self._opened.clear()
+            self._opened[stored] = opened
+        return opened
 
     def needs_resealing(self, stored: str) -> bool:
         """Whether ``stored`` is plaintext, or sealed by a key other than the newest. A sealed
