@@ -65,8 +65,15 @@ def open_private(path: Path, mode: str = "wb", **kwargs: Any) -> IO[Any]:
 
 def create_private_file(path: Path) -> None:
     """Create ``path`` empty and 0600 unless it exists (before SQLite opens it: SQLite takes
-    an empty file for an empty database and gives its ``-wal``/``-shm`` the same mode)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+    an empty file for an empty database and gives its ``-wal``/``-shm`` the same mode).
+
+    A file that exists is never opened here: closing a descriptor of a SQLite database
+    drops every POSIX lock this process's connections hold on it."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        return
+    os.close(descriptor)
 
 
 def loose_paths(root: Path) -> Iterator[tuple[Path, int]]:
