@@ -57,7 +57,14 @@ def test_engine_directory_backup_restore_and_previews_are_private(
         engine.run_pending()
         names = {Path(name).name for name, _ in _everything(directory)}
         # the files the test is about exist (and are checked while the store is open)
-        assert {"engine.db", "engine.db-wal", "engine.db-shm", "blobs", "previews"} <= names
+        assert {
+            "engine.db",
+            "engine.db-wal",
+            "engine.db-shm",
+            "secret.key",
+            "blobs",
+            "previews",
+        } <= names
         assert any(name.endswith(".manifest.json") for name in names)
         assert len([name for name in names if name.endswith(".db")]) >= 3  # store, 2 previews
         assert list(loose_paths(directory)) == [], _everything(directory)
