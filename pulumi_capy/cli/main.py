@@ -17,6 +17,7 @@ import click
 from pulumi_capy._version import __version__
 from pulumi_capy.cli import (
     backups,
+    doctor,
     jobs,
     keys,
     new,
@@ -114,6 +115,7 @@ for group in (
     pitr.pitr,
     wal.wal_push,
     wal.wal_fetch,
+    doctor.doctor,
 ):
     cli.add_command(group)
 

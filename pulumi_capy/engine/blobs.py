@@ -27,6 +27,7 @@ from typing import IO, Any, BinaryIO, cast
 import zstandard
 
 from pulumi_capy.api.errors import CapyError, EngineFailure
+from pulumi_capy.engine.private import open_private, private_directory
 
 __all__ = [
     "BlobInfo",
@@ -232,14 +233,14 @@ class LocalBlobStore:
         pg_dump exiting non-zero, is :meth:`discard`-ed). A new frame begins at each of
         ``frames`` (offsets in the source), recorded in the manifest for ``parts``."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(target.parent)
         scratch = target.with_name(target.name + ".tmp")
         level = self.level if level is None else level
         compressor = zstandard.ZstdCompressor(level=level, threads=self.threads)
         index: list[list[int]] | None = None
         try:
-            with scratch.open("wb") as raw:
-                sink = _HashingWriter(raw)
+            with open_private(scratch, "wb") as raw:
+                sink = _HashingWriter(cast(BinaryIO, raw))
                 if frames:
                     source_bytes, index = _compress_in_frames(compressor, reader, sink, frames)
                 else:
@@ -283,7 +284,7 @@ class LocalBlobStore:
     def _write_manifest(self, key: str, manifest: dict[str, Any]) -> None:
         path = self.manifest_path(key)
         scratch = path.with_name(path.name + ".tmp")
-        with scratch.open("w", encoding="utf-8") as handle:
+        with open_private(scratch, "w", encoding="utf-8") as handle:
             json.dump(manifest, handle, indent=2, sort_keys=True, default=str)
             handle.flush()
             os.fsync(handle.fileno())
@@ -355,7 +356,7 @@ class LocalBlobStore:
         """
 
         def write(stream: IO[bytes]) -> None:
-            with destination.open("wb") as out:
+            with open_private(destination, "wb") as out:
                 for chunk in iter(lambda: stream.read(CHUNK), b""):
                     out.write(chunk)
                 out.flush()

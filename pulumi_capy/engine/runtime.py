@@ -16,6 +16,7 @@ from pulumi_capy.api.models import Job, JobType
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.pitr import instance
+from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_id
 from pulumi_capy.engine.stores.contract import JobRecord, NewJob, Store, Transaction
 
@@ -53,8 +54,7 @@ class Runtime:
     @property
     def scratch_dir(self) -> Path:
         path = self.directory / "tmp"
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return private_directory(path)
 
     @contextmanager
     def scratch_space(self) -> Iterator[Path]:

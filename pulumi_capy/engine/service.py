@@ -63,6 +63,7 @@ from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.pitr import archive, control
 from pulumi_capy.engine.pitr.stream import StreamManager
+from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
 from pulumi_capy.engine.stores.sqlite import SqliteStore
@@ -87,7 +88,7 @@ def _open_store(root: Path) -> SqliteStore:
             "where the engine keeps engine.db and blobs/ (made when missing)"
         )
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        private_directory(root)
     except (FileExistsError, NotADirectoryError):  # a parent of root is a file
         raise ConfigError(
             f"cannot make the engine directory {root}: a part of that path is a file"

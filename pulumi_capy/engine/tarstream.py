@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pulumi_capy.api.errors import CapyError
+from pulumi_capy.engine.private import open_private
 
 __all__ = ["BLOCK", "Split", "TarDamaged", "TarReader", "is_tar", "plain_name", "unpack"]
 
@@ -208,13 +209,13 @@ def unpack(
         if target.exists():
             raise TarDamaged(f"{info.name} appears twice")
         second = split(info.name, info.size) if split is not None else None
-        with target.open("wb") as out:
+        with open_private(target, "xb") as out:
             if second is None:
                 for chunk in _exactly(source, info.size):
                     out.write(chunk)
             else:
                 second.parent.mkdir(mode=0o700, exist_ok=True)
-                with second.open("xb") as rest:
+                with open_private(second, "xb") as rest:
                     _write_halves(_exactly(source, info.size), info.size, out, rest)
         for _ in _exactly(source, -info.size % BLOCK):  # the padding to a whole block
             pass

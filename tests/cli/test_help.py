@@ -51,6 +51,8 @@ def test_every_command_help_has_an_example() -> None:
         "pitr status",
         "wal-push",
         "wal-fetch",
+        # issue 16, item 3
+        "doctor",
     } <= names
     for path in paths:
         result = runner.invoke(cli, [*path, "--help"])

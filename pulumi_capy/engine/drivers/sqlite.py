@@ -24,6 +24,7 @@ from typing import Any
 from pulumi_capy.api.errors import FieldError, InvalidInput
 from pulumi_capy.engine.blobs import BlobParts, fsync_directory
 from pulumi_capy.engine.drivers import DatabaseInfo, DriverFailure, Materialize, Outcome
+from pulumi_capy.engine.private import create_private_file, private_directory
 
 __all__ = ["SQLITE_VERSION", "SqliteDriver", "sqlite_path"]
 
@@ -129,6 +130,7 @@ class SqliteDriver:
         try:
             source = _connect(source_path)
             try:
+                create_private_file(destination)
                 target = sqlite3.connect(destination)
                 try:
                     # a scratch copy: the blob made from it is what gets fsynced
@@ -172,6 +174,7 @@ class SqliteDriver:
         return {"database_name": str(sqlite_path(url))}
 
     def empty_dump(self, url: str, destination: Path) -> Outcome:
+        create_private_file(destination)
         db = sqlite3.connect(destination)
         try:
             db.execute("PRAGMA user_version = 0")
@@ -198,7 +201,7 @@ class SqliteDriver:
         target = sqlite_path(target_url)
         if target.exists():
             raise DriverFailure(f"{target} exists already; not overwriting it", permanent=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(target.parent)
         scratch = target.with_name(f".{target.name}.restoring")
         try:
             materialize(scratch)

@@ -24,6 +24,7 @@ from pulumi_capy.engine.pitr.lsn import (
     is_wal_file,
     segment_number,
 )
+from pulumi_capy.engine.private import open_private
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import WalSegmentRecord
 
@@ -236,7 +237,7 @@ def fetch(rt: Runtime, project_id: str, name: str, destination: Path) -> None:
 
 
 def _assemble(rt: Runtime, pieces: list[WalSegmentRecord], destination: Path) -> None:
-    with destination.open("wb") as out:
+    with open_private(destination, "wb") as out:
 
         def append(stream: IO[bytes]) -> None:
             for chunk in iter(lambda: stream.read(CHUNK), b""):

@@ -33,6 +33,7 @@ import psycopg
 
 from pulumi_capy.engine.drivers import DriverFailure
 from pulumi_capy.engine.pitr.processes import popen_tied, stop_process
+from pulumi_capy.engine.private import private_directory
 
 __all__ = ["Instance", "RecoveryFailed", "instance_space", "sweep"]
 
@@ -79,7 +80,7 @@ def _server_user() -> pwd.struct_passwd | None:
 def instance_space(scratch: Path) -> Iterator[Path]:
     """A private directory for one instance, removed (its server stopped) afterwards."""
     base = _base_directory(scratch)
-    base.mkdir(parents=True, exist_ok=True)
+    private_directory(base)
     root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
     try:
         yield root

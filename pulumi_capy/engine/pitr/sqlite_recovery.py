@@ -53,6 +53,7 @@ from pulumi_capy.engine.pitr.sqlite_replicate import (
     sequence_of,
 )
 from pulumi_capy.engine.pitr.sqlite_wal import apply_pages
+from pulumi_capy.engine.private import create_private_file
 from pulumi_capy.engine.queue import Lease, new_id
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import (
@@ -263,6 +264,7 @@ def _copy(rt: Runtime, path: Path, destination: Path) -> datetime:
             source.execute("BEGIN")
             source.execute("SELECT count(*) FROM sqlite_master").fetchall()
             began = rt.now()
+            create_private_file(destination)
             target = sqlite3.connect(destination)
             try:
                 target.execute("PRAGMA synchronous = OFF")

@@ -48,6 +48,7 @@ from pulumi_capy.engine.pitr.lsn import (
     segment_number,
 )
 from pulumi_capy.engine.pitr.processes import popen_tied, stop_process
+from pulumi_capy.engine.private import open_private
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import PitrRecord
 
@@ -135,7 +136,7 @@ class Streamer(LeaseHolder):
             timeline = int(
                 str(self._one(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())"))[:8], 16
             )
-            (spool / f"{segment_name(timeline, start)}.partial").touch()
+            (spool / f"{segment_name(timeline, start)}.partial").touch(mode=0o600)
             server.drop_receiver_slots(conn, self.project_id)
             # not reserving: its position stays null until this run's pg_receivewal reports
             conn.execute("SELECT pg_create_physical_replication_slot(%s, false)", (self.receiver,))
@@ -200,7 +201,7 @@ class Streamer(LeaseHolder):
     def _receive(self, receivewal: str, url: str, spool: Path) -> subprocess.Popen[bytes]:
         variables = env(url)
         variables["PGAPPNAME"] = self.application_name
-        with (spool / RECEIVE_LOG).open("ab") as log:
+        with open_private(spool / RECEIVE_LOG, "ab") as log:
             return popen_tied(
                 [
                     receivewal,

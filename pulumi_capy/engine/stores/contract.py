@@ -257,7 +257,9 @@ class Store(Protocol):
     # ------------------------------------------------------------ projects
 
     def insert_project(self, project: ProjectRecord) -> ProjectRecord:
-        """``Conflict`` when the organization has a project of that name."""
+        """``Conflict`` when the organization has a project of that name. The store keeps
+        ``database_url`` sealed (``engine.secret_keys``), never its plaintext; the
+        projects it returns carry it opened."""
         ...
 
     def get_project(self, project_id: str) -> ProjectRecord | None: ...

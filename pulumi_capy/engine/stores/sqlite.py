@@ -7,10 +7,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pulumi_capy.api.errors import Conflict
 from pulumi_capy.api.models import PreviewDatabase, RestorePoint, ScheduledBackup
+from pulumi_capy.engine.secret_keys import SEALED_PREFIX, SecretKeys, is_sealed
 from pulumi_capy.engine.stores.contract import (
     PREVIEW_CONNECTION_FIELDS,
     BackupRecord,
@@ -26,7 +28,33 @@ __all__ = ["SqliteStore", "from_timestamp", "to_timestamp"]
 
 
 class SqliteStore(SqliteJobQueue, SqlitePitr):
-    """The metadata store of one engine directory (``engine.db``). Thread-safe."""
+    """The metadata store of one engine directory (``engine.db``). Thread-safe.
+
+    Projects' ``database_url`` are kept sealed with ``secret_keys`` (by default those of
+    ``CAPY_SECRET_KEY`` or of ``secret.key`` beside the store); on open, a URL kept in
+    plaintext (a store from before) or sealed by an older key is sealed anew.
+    """
+
+    def __init__(self, path: Path, *, secret_keys: SecretKeys | None = None) -> None:
+        self.secret_keys = secret_keys or SecretKeys.beside(path)
+        super().__init__(path)
+
+    def _after_migrations(self, db: sqlite3.Connection) -> bool:
+        rows = db.execute("SELECT id, database_url FROM projects ORDER BY id").fetchall()
+        stale = [row for row in rows if self.secret_keys.needs_resealing(row["database_url"])]
+        # a new key only when no URL needs the old one (a lost key file stays an error)
+        may_create = not any(is_sealed(row["database_url"]) for row in rows)
+        for row in stale:
+            plaintext = self.secret_keys.unseal(row["database_url"], _what(row["id"]))
+            db.execute(
+                "UPDATE projects SET database_url = ? WHERE id = ?",
+                (self.secret_keys.seal(plaintext, may_create=may_create), row["id"]),
+            )
+        return bool(stale)
+
+    def _project(self, row: dict[str, Any]) -> ProjectRecord:
+        row["database_url"] = self.secret_keys.unseal(row["database_url"], _what(row["id"]))
+        return ProjectRecord.model_validate(row)
 
     # ------------------------------------------------------------ organizations
 
@@ -77,13 +105,17 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
     # ------------------------------------------------------------ projects
 
     def insert_project(self, project: ProjectRecord) -> ProjectRecord:
+        fields = project.model_dump(exclude={"pitr_window_start", "pitr_window_end"})
         try:
             with self._writing() as db:
-                self._insert(
-                    db,
-                    "projects",
-                    project.model_dump(exclude={"pitr_window_start", "pitr_window_end"}),
+                sealed = db.execute(
+                    "SELECT 1 FROM projects WHERE database_url LIKE ? LIMIT 1",
+                    (f"{SEALED_PREFIX}%",),
+                ).fetchone()
+                fields["database_url"] = self.secret_keys.seal(
+                    project.database_url, may_create=sealed is None
                 )
+                self._insert(db, "projects", fields)
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"a project named {project.name!r} exists already") from exc
         stored_project = self.get_project(project.id)
@@ -92,11 +124,11 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
 
     def get_project(self, project_id: str) -> ProjectRecord | None:
         row = self._one("SELECT * FROM projects WHERE id = ?", (project_id,))
-        return ProjectRecord.model_validate(row) if row else None
+        return self._project(row) if row else None
 
     def list_projects(self) -> list[ProjectRecord]:
         rows = self._all("SELECT * FROM projects ORDER BY created_at, id", ())
-        return [ProjectRecord.model_validate(row) for row in rows]
+        return [self._project(row) for row in rows]
 
     def delete_project(self, project_id: str) -> None:
         with self._writing() as db:
@@ -342,3 +374,7 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
 
     def mark_preview_deleted(self, tx: Transaction, preview_id: str, now: datetime) -> None:
         self._preview_state(tx, preview_id, {"state": "deleted", "updated_at": now})
+
+
+def _what(project_id: str) -> str:
+    return f"the database_url of project {project_id} in engine.db"

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from pulumi_capy.engine.private import create_private_file, private_directory
 from pulumi_capy.engine.stores.contract import Transaction
 from pulumi_capy.engine.stores.sqlite_migrations import migrate
 
@@ -130,7 +131,8 @@ class SqliteConnections:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)
+        create_private_file(path)  # before SQLite makes it 0644, and its -wal/-shm alike
         self._lock = threading.RLock()  # the one writing connection, and reads in its txns
         self._local = threading.local()  # per thread: its reading connection, txn depth
         self._readers: list[sqlite3.Connection] = []
@@ -149,11 +151,21 @@ class SqliteConnections:
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
+            # what a write frees is zeroed, not left on a free page (a URL sealed on open)
+            self._db.execute("PRAGMA secure_delete = FAST")
             with self.transaction() as tx:
                 migrate(self._connection(tx), str(to_timestamp(datetime.now(UTC))))
-        except BaseException:  # not a database, or locked: no connection left open
+                rewritten = self._after_migrations(self._connection(tx))
+            if rewritten:  # the log's older copies of the rewritten pages go too
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except BaseException:  # not a database, locked, no key: no connection left open
             self.close()
             raise
+
+    def _after_migrations(self, db: sqlite3.Connection) -> bool:
+        """Data changes the opening transaction makes after the migrations (a subclass's);
+        whether it rewrote anything a reader of the file must no longer find."""
+        return False
 
     def close(self) -> None:
         with self._lock, self._readers_lock, self._version_lock:

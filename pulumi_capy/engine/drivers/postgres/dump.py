@@ -21,6 +21,7 @@ from pulumi_capy.engine.drivers.postgres.binaries import binary
 from pulumi_capy.engine.drivers.postgres.failures import is_permanent
 from pulumi_capy.engine.drivers.postgres.halves import splits, splitter
 from pulumi_capy.engine.drivers.postgres.libpq import connect, database_of, run, with_database
+from pulumi_capy.engine.private import open_private
 from pulumi_capy.engine.tarstream import BLOCK, TarDamaged, TarReader, is_tar, unpack
 
 __all__ = ["CUSTOM_ARCHIVE", "dump", "dump_streamed", "empty_dump", "row_counts", "unpack_dump"]
@@ -133,7 +134,7 @@ def unpack_dump(stream: IO[bytes], destination: Path, split_over: int) -> None:
             break
         head += data
     if head.startswith(CUSTOM_ARCHIVE):
-        with destination.open("wb") as out:
+        with open_private(destination, "wb") as out:
             out.write(head)
             shutil.copyfileobj(stream, out, 1 << 20)
         return
