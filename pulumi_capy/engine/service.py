@@ -17,7 +17,6 @@ worker and the waiting for jobs.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta
@@ -66,7 +65,7 @@ from pulumi_capy.engine.pitr.stream import StreamManager
 from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
-from pulumi_capy.engine.stores.sqlite import SqliteStore
+from pulumi_capy.engine.stores.sqlite import SqliteStore, open_store
 from pulumi_capy.engine.ticks import TickReport, run_tick
 from pulumi_capy.engine.worker import Worker
 
@@ -93,16 +92,7 @@ def _open_store(root: Path) -> SqliteStore:
         raise ConfigError(
             f"cannot make the engine directory {root}: a part of that path is a file"
         ) from None
-    path = root / "engine.db"
-    try:
-        return SqliteStore(path)
-    except sqlite3.OperationalError:  # locked, I/O: not a verdict on the file
-        raise
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(
-            f"{path} is not a capy engine database ({exc}): restore it from a copy, or move "
-            "it aside to start an empty engine there"
-        ) from exc
+    return open_store(root / "engine.db")
 
 
 class Engine:

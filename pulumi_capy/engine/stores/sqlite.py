@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pulumi_capy.api.errors import Conflict
+from pulumi_capy.api.errors import ConfigError, Conflict
 from pulumi_capy.api.models import PreviewDatabase, RestorePoint, ScheduledBackup
 from pulumi_capy.engine.secret_keys import SEALED_PREFIX, SecretKeys, is_sealed
 from pulumi_capy.engine.stores.contract import (
@@ -24,7 +24,7 @@ from pulumi_capy.engine.stores.sqlite_base import from_timestamp, stored, to_tim
 from pulumi_capy.engine.stores.sqlite_jobs import JOBS_USING_RESTORE_POINT, SqliteJobQueue
 from pulumi_capy.engine.stores.sqlite_pitr import SqlitePitr
 
-__all__ = ["SqliteStore", "from_timestamp", "to_timestamp"]
+__all__ = ["SqliteStore", "from_timestamp", "open_store", "to_timestamp"]
 
 
 class SqliteStore(SqliteJobQueue, SqlitePitr):
@@ -378,3 +378,17 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
 
 def _what(project_id: str) -> str:
     return f"the database_url of project {project_id} in engine.db"
+
+
+def open_store(path: Path) -> SqliteStore:
+    """The store in the file ``path``; ``ConfigError`` naming it when it is not a
+    database (a lock or an I/O error is raised as it is: no verdict on the file)."""
+    try:
+        return SqliteStore(path)
+    except sqlite3.OperationalError:
+        raise
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(
+            f"{path} is not a capy engine database ({exc}): restore it from a copy, or move "
+            "it aside to start an empty engine there"
+        ) from exc
