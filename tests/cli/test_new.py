@@ -72,8 +72,7 @@ def test_the_new_project_refers_to_nothing_outside_its_directory(
     assert len(wanted) == 1, requirements
     assert wanted[0].endswith(f" @ {REPO.as_uri()}"), wanted
     assert "file:../.." not in "\n".join(requirements)
-    extras = "" if template == "hosted" else "[postgres]"  # the engine needs psycopg
-    assert wanted[0].startswith(f"pulumi-capy{extras} @"), wanted
+    assert wanted[0].startswith("pulumi-capy @"), wanted
     assert any(line.startswith("pulumi>=") for line in requirements)
     # the program and the rest of the example, and none of a run's leftovers
     assert (directory / "__main__.py").read_text() == (
@@ -125,7 +124,7 @@ def test_a_requirement_given_on_the_command_line(tmp_path: Path) -> None:
     result = _capy_new("quickstart", str(tmp_path / "a"), "--requirement", "==0.1.0")
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "a" / "requirements.txt").read_text().splitlines()
-    assert "pulumi-capy[postgres]==0.1.0" in lines
+    assert "pulumi-capy==0.1.0" in lines
 
 
 class _Dist:
