@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -246,3 +248,17 @@ def test_an_invalid_option_is_named_as_the_option(capy: Capy, project_id: str) -
     line = _error(result.stderr)
     assert "--restore-point: no restore point rp_0000000000000000" in line
     assert "restore_point_id" not in line
+
+
+def test_an_engine_db_migrated_by_a_newer_capy_is_refused_naming_it(tmp_path: Path) -> None:
+    directory = tmp_path / "engine"
+    Engine(directory).close()
+    with closing(sqlite3.connect(directory / "engine.db")) as db, db:
+        db.execute("INSERT INTO schema_migrations VALUES (999, '2030-01-01T00:00:00Z')")
+    before = (directory / "engine.db").read_bytes()
+    result = CliRunner().invoke(cli, ["--engine-dir", str(directory), "projects", "list"])
+    assert result.exit_code == 1, result.stdout
+    line = _error(result.stderr)
+    assert f"{directory / 'engine.db'}: this engine's store was migrated by a newer capy" in line
+    assert "schema version 999" in line
+    assert (directory / "engine.db").read_bytes() == before  # nothing written

@@ -22,6 +22,7 @@ from pulumi_capy.engine.stores.contract import (
 )
 from pulumi_capy.engine.stores.sqlite_base import from_timestamp, stored, to_timestamp
 from pulumi_capy.engine.stores.sqlite_jobs import JOBS_USING_RESTORE_POINT, SqliteJobQueue
+from pulumi_capy.engine.stores.sqlite_migrations import NewerStore
 from pulumi_capy.engine.stores.sqlite_pitr import SqlitePitr
 
 __all__ = ["SqliteStore", "from_timestamp", "open_store", "to_timestamp"]
@@ -382,9 +383,12 @@ def _what(project_id: str) -> str:
 
 def open_store(path: Path) -> SqliteStore:
     """The store in the file ``path``; ``ConfigError`` naming it when it is not a
-    database (a lock or an I/O error is raised as it is: no verdict on the file)."""
+    database or was migrated by a newer capy (a lock or an I/O error is raised as it
+    is: no verdict on the file)."""
     try:
         return SqliteStore(path)
+    except NewerStore as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except sqlite3.OperationalError:
         raise
     except sqlite3.DatabaseError as exc:

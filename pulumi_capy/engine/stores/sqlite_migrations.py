@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-__all__ = ["MIGRATIONS", "migrate"]
+__all__ = ["MIGRATIONS", "NewerStore", "migrate"]
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the restore surface
@@ -209,6 +209,10 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+class NewerStore(Exception):
+    """The store has migrations this build does not know (it was upgraded since)."""
+
+
 def migrate(db: sqlite3.Connection, applied_at: str) -> None:
     """Apply the migrations ``db`` has not recorded, inside the caller's transaction."""
     db.execute(
@@ -216,6 +220,14 @@ def migrate(db: sqlite3.Connection, applied_at: str) -> None:
         "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
     done = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+    newer = sorted(version for version in done if version > len(MIGRATIONS))
+    if newer:
+        # a newer capy migrated this store: this build would run blind to what it added
+        raise NewerStore(
+            f"this engine's store was migrated by a newer capy (schema version {newer[-1]}; "
+            f"this capy knows up to {len(MIGRATIONS)}): run that version or newer, or "
+            "restore the copy of the engine directory taken before the upgrade"
+        )
     for version, script in enumerate(MIGRATIONS, start=1):
         if version in done:
             continue
