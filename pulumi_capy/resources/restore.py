@@ -193,7 +193,7 @@ class RestoreProvider(CapyProvider):
             # the job made a preview the stack will not know about: remove it
             if request.target_kind == "new_preview" and exc.job.preview_database_id:
                 self._drop_preview(backend, exc.job.preview_database_id)
-            fail(f"restore job {job.id} failed", exc)
+            fail("restore", exc)  # the error names the job and says it failed
         except JobTimeout as exc:
             fail(f"restore job {job.id} did not finish in {timeout / 60:g} minutes", exc)
         except CapyError as exc:

@@ -560,7 +560,8 @@ def test_failed_restore_job_fails_create_with_error_and_output_tail(
 
     message = str(caught.value)
     job_id = capydb.calls("GET", "/v1/jobs/")[0][1].rsplit("/", 1)[1]
-    assert f"restore job {job_id} failed" in message
+    assert message.startswith(f"restore: job {job_id} (project.restore) failed after")
+    assert message.count(job_id) == 1  # said once
     assert "pg_restore exited with status 1" in message
     assert "[exit code 1]" in message
     assert 'relation "orders" already exists' in message  # the stderr tail
