@@ -111,6 +111,9 @@ class CapyGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C outside a wait (``wait_for`` says more there)
+            note("capy: interrupted")
+            raise click.exceptions.Exit(INTERRUPTED) from None
         except CapyError as exc:
             text = _one_line(exc)
             if isinstance(exc, BadRequest):
