@@ -251,3 +251,22 @@ def test_backups_create_wait_ends_with_a_verified_backup(capy: Capy, project_id:
         ("backup.verify", "completed"),
         ("project.backup", "completed"),
     ]
+
+
+def test_a_restore_without_wait_says_nothing_runs_it_without_a_worker(
+    capy: Capy, project_id: str
+) -> None:
+    capy("backups", "create", "--project", project_id, "--wait")
+    (backup,) = capy.json("backups", "list", "--project", project_id)
+    queued = capy("restore", "--project", project_id, "--backup-key", backup["backup_key"],
+                  "--preview-name", "check")  # fmt: skip
+    restore = next(
+        job
+        for job in capy.json("jobs", "list", "--project", project_id)
+        if job["type"] == "project.restore"
+    )
+    assert restore["state"] == "pending"
+    assert (
+        f"queued as job {restore['id']}; nothing runs it until a worker does: run "
+        f"`capy worker --engine-dir {capy.engine_dir}`"
+    ) in queued.stderr
