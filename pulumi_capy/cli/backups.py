@@ -21,18 +21,21 @@ from pulumi_capy.cli.common import (
     backend_options,
     describe_job,
     echo,
+    embedded,
     emit,
     example,
     json_option,
     note,
+    note_queued,
     project_option,
     request,
     show_table,
     timeout_option,
     wait_for,
+    worker_command,
 )
 
-__all__ = ["backups", "take_backup"]
+__all__ = ["backups", "take_backup", "verified"]
 
 VERIFY_POLL = 2.0  # seconds between looks at a backup whose verify job is unknown
 
@@ -46,9 +49,14 @@ def backups() -> None:
 
 def take_backup(project: str, label: str | None, timeout_minutes: float) -> Job:
     """Back up ``project`` and wait for the backup and its verification; the backup job."""
+    job = backend().create_backup(project, request(CreateBackup, label=label))
+    return verified(wait_for(job, timeout_minutes, "backup"), project, timeout_minutes)
+
+
+def verified(done: Job, project: str, timeout_minutes: float) -> Job:
+    """Follow the verification of the backup ``done`` (a completed backup job) to its end
+    (embedded: run it here); ``done``, once its backup is verified."""
     chosen = backend()
-    job = chosen.create_backup(project, request(CreateBackup, label=label))
-    done = wait_for(job, timeout_minutes, "backup")
     result = done.result or {}
     verify_id = result.get("verify_job_id")
     if isinstance(verify_id, str):
@@ -93,11 +101,8 @@ def create(project: str, label: str | None, wait: bool, timeout: float) -> None:
         return
     job = backend().create_backup(project, request(CreateBackup, label=label))
 
-    def human() -> None:
-        echo(describe_job(job))
-        note(f"follow it with: capy jobs get --job-id {job.id} --wait")
-
-    emit(job, human)
+    emit(job, lambda: echo(describe_job(job)))
+    note_queued(job, ", its verification after it")
 
 
 @backups.command("list", epilog=example("capy backups list --project prj_5f2c81d04be97a13"))
@@ -194,6 +199,13 @@ def set_(
         ),
     )
     emit(saved, lambda: echo(_schedule_line(saved)))
+    if embedded():
+        note(
+            f"the scheduled backups (and their verifications) are taken by a running worker: "
+            f"`{worker_command()}` or `capy serve --workers N` on this engine directory; "
+            "with none running, nothing is taken at "
+            f"{saved.cron_hour:02d}:{saved.cron_minute:02d} UTC"
+        )
 
 
 @schedule.command(epilog=example("capy backups schedule disable --project prj_5f2c81d04be97a13"))

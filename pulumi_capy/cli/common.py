@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 from pydantic import BaseModel
@@ -32,7 +34,7 @@ from pulumi_capy.api.errors import (
     JobFailed,
     JobTimeout,
 )
-from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.models import ApiRequest, Job, JobState
 from pulumi_capy.api.validation import parse_request
 
 __all__ = [
@@ -43,20 +45,24 @@ __all__ = [
     "backend_options",
     "describe_job",
     "echo",
+    "embedded",
     "emit",
     "engine_dir_option",
     "engine_directory",
     "example",
     "fmt",
+    "follow_command",
     "json_option",
     "jsonable",
     "note",
+    "note_queued",
     "project_option",
     "request",
     "show_table",
     "state",
     "timeout_option",
     "wait_for",
+    "worker_command",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,6 +111,9 @@ class CapyGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except KeyboardInterrupt:  # Ctrl-C outside a wait (``wait_for`` says more there)
+            note("capy: interrupted")
+            raise click.exceptions.Exit(INTERRUPTED) from None
         except CapyError as exc:
             text = _one_line(exc)
             if isinstance(exc, BadRequest):
@@ -471,3 +480,90 @@ def wait_for(job: Job, timeout_minutes: float, what: str | None = None) -> Job:
         if state().json:
             click.echo(json.dumps(jsonable(exc.job), indent=2))
         raise
+    except KeyboardInterrupt:
+        _interrupted(chosen, job)
+
+
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
+
+
+def _where() -> str:
+    """The options that chose this command's back end, to repeat in a command we suggest
+    (never a secret: the API key stays in CAPYDB_API_KEY, a URL loses its user info)."""
+    current = state()
+    where = ""
+    if current.engine_dir:
+        where = f" --engine-dir {shlex.quote(current.engine_dir)}"
+    elif current.api_url:
+        parts = urlsplit(current.api_url)
+        bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        where = f" --api-url {shlex.quote(bare)}"
+    if current.mode:
+        where += f" --mode {current.mode}"
+    return where
+
+
+def follow_command(job_id: str) -> str:
+    """The command that follows ``job_id`` to its end with the back end this one used."""
+    return f"capy{_where()} jobs get --job-id {job_id} --wait"
+
+
+def worker_command() -> str:
+    """``capy worker`` on this command's engine directory."""
+    directory = state().engine_dir
+    return "capy worker" + (f" --engine-dir {shlex.quote(directory)}" if directory else "")
+
+
+def embedded() -> bool:
+    """Whether this command's back end is the embedded engine (its work runs only in this
+    process with ``--wait``, or in a ``capy worker`` / ``capy serve --workers``)."""
+    from pulumi_capy.api.client import CapyClient
+
+    return not isinstance(backend(), CapyClient)
+
+
+def note_queued(job: Job, what: str = "") -> None:
+    """Where queued work stands: embedded, nothing runs it unless a worker does; said on
+    the spot, with the two ways to run it."""
+    follow = follow_command(job.id)
+    if not embedded():
+        note(f"queued as job {job.id}{what} at the server; follow it with: {follow}")
+        return
+    note(
+        f"queued as job {job.id}{what}; nothing runs it until a worker does: run "
+        f"`{worker_command()}` (it runs queued work until stopped), or add --wait to run it "
+        f"here; follow it with: {follow}"
+    )
+
+
+def _interrupted(chosen: Backend, job: Job) -> NoReturn:
+    """Ctrl-C while waiting: say where the job stands and how to follow it; exit 130.
+
+    Embedded, the worker of this process handed back the job it was running (pending,
+    claimable at once, its child processes stopped); a server's job goes on there.
+    """
+    from pulumi_capy.api.client import CapyClient
+
+    try:
+        seen = chosen.get_job(job.id)
+    except (CapyError, OSError):
+        seen = job
+    follow = follow_command(job.id)
+    if isinstance(chosen, CapyClient):
+        note(
+            f"interrupted: job {job.id} ({job.type}) goes on at the server "
+            f"({fmt(seen.state)}); follow it with: {follow}"
+        )
+    elif seen.state == JobState.running:
+        note(
+            f"interrupted: job {job.id} ({job.type}) goes on in worker {seen.claimed_by}; "
+            f"follow it with: {follow}"
+        )
+    elif seen.is_terminal:
+        note(f"interrupted: {describe_job(seen)}; see it with: {follow}")
+    else:
+        note(
+            f"interrupted: job {job.id} ({job.type}) is {fmt(seen.state)}, in the queue and "
+            f"held by no one: resume it with `{follow}`, or let `{worker_command()}` run it"
+        )
+    raise click.exceptions.Exit(INTERRUPTED)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import click
 
+from pulumi_capy.api.models import Job, JobState, JobType
+from pulumi_capy.cli.backups import verified
 from pulumi_capy.cli.common import (
     CapyGroup,
     backend,
     backend_options,
     describe_job,
     echo,
+    embedded,
     emit,
     example,
     json_option,
+    note_queued,
     project_option,
     show_table,
     timeout_option,
@@ -35,22 +39,47 @@ def jobs() -> None:
     ),
 )
 @click.option("--job-id", required=True, metavar="ID", help="The job id.")
-@click.option("--wait", is_flag=True, help="Wait until it ends (exit 1 unless it completed).")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait until it ends, and a backup until it is verified (exit 1 unless it completed).",
+)
 @timeout_option
 @backend_options
 @json_option
 def get_(job_id: str, wait: bool, timeout: float) -> None:
-    """Show a job; with --wait, follow it to its end (embedded: run it here)."""
+    """Show a job; with --wait, follow it to its end (embedded: run it here), and a
+    backup's verification too."""
     job = backend().get_job(job_id)
+    checked = False
     if wait:
         job = wait_for(job, timeout, "waiting")
+        # a backup is done once verified: follow (embedded: run) the verification it queued
+        if job.type == JobType.project_backup and job.project_id:
+            job = verified(job, job.project_id, timeout)
+            checked = True
 
     def human() -> None:
         echo(describe_job(job))
         if job.result:
             echo("result: " + ", ".join(f"{k}={v}" for k, v in job.result.items()))
+        if checked:
+            echo(f"backup {(job.result or {}).get('backup_key')} verified")
 
     emit(job, human)
+    if not wait and embedded():
+        _note_waiting(job)
+
+
+def _note_waiting(job: Job) -> None:
+    """Embedded, a job (or the verification a backup queued) that waits for a worker."""
+    verify_id = (job.result or {}).get("verify_job_id")
+    if job.state == JobState.pending:
+        note_queued(job)
+    elif job.type == JobType.project_backup and isinstance(verify_id, str):
+        verification = backend().get_job(verify_id)
+        if verification.state == JobState.pending:
+            note_queued(verification, f", the verification of backup job {job.id}")
 
 
 @jobs.command("list", epilog=example("capy jobs list --project prj_5f2c81d04be97a13 --limit 10"))

@@ -13,7 +13,7 @@ from pulumi_capy.cli.common import (
     emit,
     example,
     json_option,
-    note,
+    note_queued,
     project_option,
     show_table,
     timeout_option,
@@ -69,8 +69,5 @@ def delete(preview_id: str, wait: bool, timeout: float) -> None:
         emit(done, lambda: echo(f"deleted preview {preview_id} (job {done.id})"))
         return
 
-    def human() -> None:
-        echo(describe_job(job))
-        note(f"follow it with: capy jobs get --job-id {job.id} --wait")
-
-    emit(job, human)
+    emit(job, lambda: echo(describe_job(job)))
+    note_queued(job)

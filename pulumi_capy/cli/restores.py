@@ -27,7 +27,7 @@ from pulumi_capy.cli.common import (
     emit,
     example,
     json_option,
-    note,
+    note_queued,
     project_option,
     request,
     show_table,
@@ -291,8 +291,5 @@ def restore(
         emit(done, lambda: echo(_restored(project, done)))
         return
 
-    def human() -> None:
-        echo(describe_job(job))
-        note(f"follow it with: capy jobs get --job-id {job.id} --wait")
-
-    emit(job, human)
+    emit(job, lambda: echo(describe_job(job)))
+    note_queued(job)

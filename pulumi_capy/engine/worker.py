@@ -63,6 +63,29 @@ class Worker:
         return True
 
     def execute(self, job: JobRecord) -> None:
+        """Run a claimed job to its end; on Ctrl-C, hand it back (``release``) and re-raise."""
+        try:
+            self._execute(job)
+        except KeyboardInterrupt:
+            # the handler's child processes (pg_dump...) are killed by subprocess.run as the
+            # interrupt unwinds it; the lease thread has stopped: the job waits for no lease
+            self.release(job, "interrupted (Ctrl-C) before it ended")
+            raise
+
+    def release(self, job: JobRecord, why: str) -> bool:
+        """Hand a claimed job back to the queue, claimable at once; False if it was not ours."""
+        now = self.rt.now()
+        note = f"handed back by {self.rt.worker_id}: {why}"
+        try:
+            released = self.rt.store.release_job(job.fence, note=note, now=now)
+        except Exception:  # the store is unreachable: the lease lapses, as for a killed worker
+            log.warning("job %s: could not hand it back; its lease will lapse", job.id)
+            return False
+        if released:
+            log.info("job %s: handed back to the queue (%s)", job.id, why)
+        return released
+
+    def _execute(self, job: JobRecord) -> None:
         handler = HANDLERS.get(str(job.type))
         with Lease(self.rt.store, self.rt.clock, job.fence, self.rt.lease_seconds) as lease:
             try:

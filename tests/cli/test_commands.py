@@ -61,7 +61,8 @@ def test_backups_create_wait_and_list(capy: Capy, project_id: str) -> None:
 def test_backups_create_without_wait_leaves_a_pending_job(capy: Capy, project_id: str) -> None:
     result = capy("backups", "create", "--project", project_id)
     assert "pending" in result.stdout
-    assert "capy jobs get --job-id job_" in result.stderr
+    # the command to follow it names the engine it is queued in
+    assert f"capy --engine-dir {capy.engine_dir} jobs get --job-id job_" in result.stderr
     assert capy.json("backups", "list", "--project", project_id) == []
 
 

@@ -605,3 +605,39 @@ def test_two_processes_racing_run_pending_run_each_job_exactly_once(tmp_path: Pa
         ]
         assert len(backups) == 10
         assert {backup.verification_state for backup in backups} == {"verified"}
+
+
+def test_ctrl_c_in_a_handler_hands_the_job_back_claimable_at_once(
+    engine_dir: Path, clock: ManualClock, app_db: Path
+) -> None:
+    def interrupt(job: JobRecord) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while `capy ... --wait` runs the job inline
+
+    with Engine(
+        engine_dir,
+        clock=clock,
+        lease_seconds=LEASE,
+        worker_id="worker-a",
+        hooks={"backup.after_dump": interrupt},
+    ) as a:
+        project = _new_project(a, app_db)
+        job_id = a.create_backup(project.id).id
+        with pytest.raises(KeyboardInterrupt):
+            a.wait_for_job(job_id, timeout=60)
+        released = _record(a, job_id)
+        assert (released.state, released.claimed_by, released.attempts) == (
+            JobState.pending,
+            None,
+            0,
+        )
+        assert released.lease_expires_at is None
+        assert released.last_stdout == (
+            "handed back by worker-a: interrupted (Ctrl-C) before it ended"
+        )
+        assert a.list_backups(project.id) == []  # nothing half-written was kept
+
+    # no lease to outwait: another worker runs it now, on the same clock
+    with Engine(engine_dir, clock=clock, lease_seconds=LEASE, worker_id="worker-b") as b:
+        done = b.wait_for_job(job_id, timeout=60)
+        assert (done.state, done.claimed_by, done.attempts) == (JobState.completed, "worker-b", 1)
+        assert len(b.list_backups(project.id)) == 1

@@ -436,6 +436,12 @@ class Store(Protocol):
         lease was taken over."""
         ...
 
+    def release_job(self, fence: Fence, *, note: str, now: datetime) -> bool:
+        """Hand the job back: ``pending`` and claimable at once, the attempt not counted
+        (its worker was stopped, e.g. Ctrl-C, not failed); False when the lease was taken
+        over."""
+        ...
+
     def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, JobState]]:
         """Return each running job whose lease expired to ``pending`` (or ``failed`` when it
         has no attempts left); ``error`` is formatted with ``worker`` and ``attempt``.

@@ -284,6 +284,9 @@ class SqliteJobQueue(SqliteConnections):
         with self._writing() as db:
             return self._update_claimed(db, fence, fields)
 
+    def release_job(self, fence: Fence, *, note: str, now: datetime) -> bool:
+        return self.defer_job(fence, run_after=now, note=note, now=now)
+
     def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, JobState]]:
         rescued: list[tuple[JobRecord, JobState]] = []
         with self._writing() as db:

@@ -270,3 +270,29 @@ def test_jobs_using_a_backup_are_the_outstanding_ones(store: Store) -> None:
         new_job("job_unrelated", now, lock=None, payload={"backup_id": "bkp_2"}),
     )
     assert sorted(store.jobs_using_backup("bkp_1", "bk_1")) == ["job_restore", "job_verify"]
+
+
+def test_a_released_job_is_pending_and_claimable_at_once_its_attempt_not_counted(
+    store: Store,
+) -> None:
+    now = ManualClock().now()
+    enqueue(store, new_job("job_1", now, lock="project:p1"))
+    claimed = store.claim_job("worker-a", now, later(now, LEASE))
+    assert claimed is not None
+    assert store.release_job(claimed.fence, note="handed back: interrupted", now=now)
+
+    released = store.get_job("job_1")
+    assert released is not None
+    assert (released.state, released.claimed_by, released.attempts, released.lease_expires_at) == (
+        JobState.pending,
+        None,
+        0,
+        None,
+    )
+    assert released.last_stdout == "handed back: interrupted"
+    # its lock is free and it is due now: another worker takes it without waiting for a lease
+    taken = store.claim_job("worker-b", now, later(now, LEASE))
+    assert taken is not None
+    assert (taken.id, taken.claimed_by, taken.attempts) == ("job_1", "worker-b", 1)
+    # the stopped worker's fence is stale: it cannot hand back the job it no longer holds
+    assert not store.release_job(claimed.fence, note="stale", now=now)
