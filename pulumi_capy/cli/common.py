@@ -21,6 +21,7 @@ from typing import IO, Any, TypeVar
 import click
 from pydantic import BaseModel
 from rich.console import Console
+from rich.status import Status
 from rich.table import Table
 from rich.text import Text
 
@@ -32,7 +33,7 @@ from pulumi_capy.api.errors import (
     JobFailed,
     JobTimeout,
 )
-from pulumi_capy.api.models import ApiRequest, Job
+from pulumi_capy.api.models import ApiRequest, Job, format_bytes
 from pulumi_capy.api.validation import parse_request
 
 __all__ = [
@@ -425,23 +426,62 @@ def describe_job(job: Job) -> str:
     if job.attempts:
         text += f", attempt {job.attempts}/{job.max_attempts}"
     if job.progress and not job.is_terminal:
-        text += f"; {job.progress}"
+        text += f"; {job.progress.describe()}"
     if job.error:
         text += f"; last error: {job.error.strip().splitlines()[0]}"
     return text
 
 
+BAR_WIDTH = 20
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
 class _StatusLine:
-    """The live line of ``--wait``; rendered afresh at each refresh, so the clock moves."""
+    """The live line of ``--wait``; rendered afresh at each refresh, so the clock moves.
+    A step with bytes gets a bar (when its total is known) and its rate."""
 
     def __init__(self, job: Job, what: str) -> None:
-        self.job = job
         self.what = what
         self.started = time.monotonic()
+        self.step: str | None = None
+        self.step_started = self.started
+        self.job = job
+        self.shown: tuple[str, int, str | None] | None = None  # nothing yet
+
+    def see(self, job: Job) -> bool:
+        """Take the job as last seen; True when its state, attempt or step changed."""
+        step = job.progress.step if job.progress else None
+        key = (str(job.state), job.attempts, step)
+        changed = key != self.shown
+        self.shown = key
+        if step != self.step:
+            self.step = step
+            self.step_started = time.monotonic()
+        self.job = job
+        return changed
+
+    def rate(self) -> str:
+        progress = self.job.progress
+        elapsed = time.monotonic() - self.step_started
+        if progress is None or not progress.bytes_done or elapsed <= 0 or self.job.is_terminal:
+            return ""
+        return f", {format_bytes(progress.bytes_done / elapsed)}/s"
+
+    def bar(self) -> str:
+        progress = self.job.progress
+        fraction = progress.fraction if progress is not None else None
+        if fraction is None or self.job.is_terminal:
+            return ""
+        filled = round(fraction * BAR_WIDTH)
+        return f" [{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
 
     def text(self) -> str:
-        elapsed = int(time.monotonic() - self.started)
-        return f"{self.what}: {describe_job(self.job)} [{elapsed // 60}:{elapsed % 60:02d}]"
+        elapsed = _clock(time.monotonic() - self.started)
+        return f"{self.what}: {describe_job(self.job)}{self.bar()} [{elapsed}{self.rate()}]"
 
     def __rich__(self) -> Text:
         return Text(self.text())
@@ -457,14 +497,18 @@ def wait_for(job: Job, timeout_minutes: float, what: str | None = None) -> Job:
     line = _StatusLine(job, what or "waiting")
     console = _console(stderr=True)
 
+    status: Status | None = None
+
     def update(seen: Job) -> None:
-        line.job = seen
-        if not console.is_terminal:  # no live line in a log: one line per change instead
+        changed = line.see(seen)
+        if status is not None:
+            status.update(line)  # drawn now: a short step is seen too
+        elif changed:  # no live line in a log: a line per state or step, not per byte count
             console.print(Text(line.text()))
 
     try:
         if console.is_terminal:
-            with console.status(line):
+            with console.status(line) as status:
                 return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
         return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
     except (JobFailed, JobTimeout) as exc:

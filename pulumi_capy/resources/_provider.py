@@ -310,13 +310,26 @@ def model_outputs(model: BaseModel, id_name: str) -> dict[str, Any]:
     return data
 
 
+# seconds between two lines of ``pulumi up`` that only move a step's bytes done
+BYTES_LINE_EVERY = 5.0
+
+
 def report_job(what: str) -> Callable[[Job], None]:
     """An ``on_update`` callback that prints the job's state and attempt."""
     started = time.monotonic()
+    shown: tuple[str, int, str | None] | None = None
+    shown_at = 0.0
 
     def on_update(job: Job) -> None:
-        elapsed = time.monotonic() - started
-        step = f": {job.progress}" if job.progress and not job.is_terminal else ""
+        nonlocal shown, shown_at
+        now = time.monotonic()
+        elapsed = now - started
+        key = (str(job.state), job.attempts, job.progress.step if job.progress else None)
+        # a line per state, attempt or step; a step's byte counts at most every few seconds
+        if key == shown and now - shown_at < BYTES_LINE_EVERY:
+            return
+        shown, shown_at = key, now
+        step = f": {job.progress.describe()}" if job.progress and not job.is_terminal else ""
         progress(
             f"{what}: job {job.id} {job.state} (attempt {job.attempts}/{job.max_attempts}, "
             f"{elapsed:.0f}s){step}"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pulumi_capy.api.models import JobState, JobType
+from pulumi_capy.api.models import JobProgress, JobState, JobType
 from pulumi_capy.engine.stores.contract import (
     Fence,
     JobOutput,
@@ -199,7 +199,7 @@ class SqliteJobQueue(SqliteConnections):
                 > 0
             )
 
-    def set_job_progress(self, fence: Fence, progress: str, now: datetime) -> bool:
+    def set_job_progress(self, fence: Fence, progress: JobProgress, now: datetime) -> bool:
         with self._writing() as db:
             return self._update_claimed(db, fence, {"progress": progress, "updated_at": now})
 
