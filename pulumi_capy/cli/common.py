@@ -21,7 +21,8 @@ from typing import IO, Any, TypeVar
 import click
 from pydantic import BaseModel
 from rich.console import Console
-from rich.status import Status
+from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -497,18 +498,20 @@ def wait_for(job: Job, timeout_minutes: float, what: str | None = None) -> Job:
     line = _StatusLine(job, what or "waiting")
     console = _console(stderr=True)
 
-    status: Status | None = None
+    live: Live | None = None
 
     def update(seen: Job) -> None:
         changed = line.see(seen)
-        if status is not None:
-            status.update(line)  # drawn now: a short step is seen too
+        if live is not None:
+            live.refresh()  # drawn now, not at the next tick: a short step is seen too
         elif changed:  # no live line in a log: a line per state or step, not per byte count
             console.print(Text(line.text()))
 
     try:
         if console.is_terminal:
-            with console.status(line) as status:
+            # what console.status draws (a spinner before the line), refreshed at each update
+            spinner = Spinner("dots", text=line)
+            with Live(spinner, console=console, refresh_per_second=12.5, transient=True) as live:
                 return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
         return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
     except (JobFailed, JobTimeout) as exc:
