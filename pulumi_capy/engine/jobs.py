@@ -372,6 +372,8 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         ),
         f"backup {backup.backup_key}",
     )
+    # bytes follow when the dump is materialized (not when the driver reads the blob by ranges)
+    rt.report_progress(job, "loading")
     return load_into_target(
         rt, job, lease, project, loaded, result={"backup_key": backup.backup_key}
     )

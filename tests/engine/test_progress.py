@@ -135,6 +135,7 @@ def test_a_restore_over_the_project_reports_safety_backup_loading_and_swap(
     )
     _, seen = _follow(engine, job.id)
     assert _steps(seen) == [
+        "loading",
         "loading: decompressing the backup",
         "loading into the target",
         "safety backup: dumping",
@@ -157,7 +158,11 @@ def test_a_restore_into_a_new_preview_reports_loading(
         project.id, RestoreRequest(backup_key=str(backup_job.result["backup_key"]))
     )
     done, seen = _follow(engine, job.id)
-    assert _steps(seen) == ["loading: decompressing the backup", "loading into the target"]
+    assert _steps(seen) == [
+        "loading",
+        "loading: decompressing the backup",
+        "loading into the target",
+    ]
     _reaches_total(_of(seen, "loading: decompressing the backup"))
     assert done.progress is not None
     assert done.progress.step == "loading into the target"
