@@ -376,7 +376,7 @@ class LocalBlobStore:
                 ) as stream:
                     given = stream if counted is None else _CountingReader(stream, counted)
                     consume(cast(IO[bytes], given))
-                    _drain(stream)
+                    _drain(cast(IO[bytes], given))  # counted too: the whole dump was read
             except Exception as exc:
                 # damage can break the frame (or what it holds) before the end: hash the
                 # rest, then judge
