@@ -34,7 +34,7 @@ from pulumi_capy.api.errors import (
     JobFailed,
     JobTimeout,
 )
-from pulumi_capy.api.models import ApiRequest, Job, format_bytes
+from pulumi_capy.api.models import ApiRequest, Job, JobState, format_bytes
 from pulumi_capy.api.validation import parse_request
 
 __all__ = [
@@ -426,7 +426,7 @@ def describe_job(job: Job) -> str:
     text = f"job {job.id} ({job.type}): {fmt(job.state)}"
     if job.attempts:
         text += f", attempt {job.attempts}/{job.max_attempts}"
-    if job.progress and not job.is_terminal:
+    if job.progress and job.state == JobState.running:  # the running attempt's, not a past one's
         text += f"; {job.progress.describe()}"
     if job.error:
         text += f"; last error: {job.error.strip().splitlines()[0]}"
@@ -449,7 +449,9 @@ class _StatusLine:
         self.what = what
         self.started = time.monotonic()
         self.step: str | None = None
-        self.step_started = self.started
+        # the step's first and last sight: (when, bytes done), for its rate
+        self.first: tuple[float, int] | None = None
+        self.last: tuple[float, int] | None = None
         self.job = job
         self.shown: tuple[str, int, str | None] | None = None  # nothing yet
 
@@ -459,23 +461,27 @@ class _StatusLine:
         key = (str(job.state), job.attempts, step)
         changed = key != self.shown
         self.shown = key
+        sight = (time.monotonic(), job.progress.bytes_done or 0) if job.progress else None
         if step != self.step:
             self.step = step
-            self.step_started = time.monotonic()
+            self.first = sight
+        self.last = sight
         self.job = job
         return changed
 
     def rate(self) -> str:
-        progress = self.job.progress
-        elapsed = time.monotonic() - self.step_started
-        if progress is None or not progress.bytes_done or elapsed <= 0 or self.job.is_terminal:
+        """Bytes per second of the step between its first and last sight."""
+        if self.first is None or self.last is None or self.job.state != JobState.running:
             return ""
-        return f", {format_bytes(progress.bytes_done / elapsed)}/s"
+        seconds, count = self.last[0] - self.first[0], self.last[1] - self.first[1]
+        if seconds <= 0 or count <= 0:
+            return ""
+        return f", {format_bytes(count / seconds)}/s"
 
     def bar(self) -> str:
         progress = self.job.progress
         fraction = progress.fraction if progress is not None else None
-        if fraction is None or self.job.is_terminal:
+        if fraction is None or self.job.state != JobState.running:
             return ""
         filled = round(fraction * BAR_WIDTH)
         return f" [{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"

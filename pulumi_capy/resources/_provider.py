@@ -39,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.api.models import Job, format_timestamp
+from pulumi_capy.api.models import Job, JobState, format_timestamp
 from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
@@ -329,7 +329,8 @@ def report_job(what: str) -> Callable[[Job], None]:
         if key == shown and now - shown_at < BYTES_LINE_EVERY:
             return
         shown, shown_at = key, now
-        step = f": {job.progress.describe()}" if job.progress and not job.is_terminal else ""
+        running = job.state == JobState.running  # the running attempt's step, not a past one's
+        step = f": {job.progress.describe()}" if job.progress and running else ""
         progress(
             f"{what}: job {job.id} {job.state} (attempt {job.attempts}/{job.max_attempts}, "
             f"{elapsed:.0f}s){step}"

@@ -9,23 +9,28 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from pulumi_capy.api.models import (
     CreateBackup,
+    CreateProject,
     Job,
     JobProgress,
+    JobState,
     Project,
     RestoreRequest,
     TargetKind,
     format_bytes,
 )
 from pulumi_capy.engine.blobs import CHUNK
+from pulumi_capy.engine.clock import ManualClock
+from pulumi_capy.engine.queue import JobRetryPolicy
 from pulumi_capy.engine.service import Engine
-from pulumi_capy.engine.stores.contract import Fence
+from pulumi_capy.engine.stores.contract import Fence, JobRecord
+from tests.engine.conftest import sqlite_url
 
 
 def _fill(path: Path, mib: int) -> None:
@@ -190,3 +195,33 @@ def test_the_bytes_are_written_a_few_times_a_second_not_per_chunk(
         ("compressing", False),
         ("compressing", True),
     ]
+
+
+def test_a_new_attempt_starts_without_the_last_attempts_step(
+    engine_dir: Path, clock: ManualClock, app_db: Path
+) -> None:
+    def flaky(job: JobRecord) -> None:
+        if job.attempts == 1:
+            raise RuntimeError("object store hiccup")
+
+    with Engine(
+        engine_dir,
+        clock=clock,
+        retry=JobRetryPolicy(max_attempts=3, base_delay=2.0),
+        hooks={"backup.after_dump": flaky},
+    ) as engine:
+        project = engine.create_project(
+            CreateProject(name="app", database_url=sqlite_url(app_db))
+        ).project
+        job_id = engine.create_backup(project.id, CreateBackup()).id
+        assert engine.worker.run_once(only_id=job_id)
+        failed = engine.get_job(job_id)
+        assert failed.state == JobState.pending
+        assert failed.progress is not None
+        assert failed.progress.step == "dumping"  # where the attempt was when it failed
+
+        clock.advance(2)
+        now = clock.now()
+        claimed = engine.rt.store.claim_job("w2", now, now + timedelta(seconds=30), job_id)
+        assert claimed is not None
+        assert (claimed.attempts, claimed.progress) == (2, None)

@@ -34,7 +34,8 @@ SET state = 'running',
     lease_expires_at = :lease_until,
     started_at = COALESCE(started_at, :now),
     updated_at = :now,
-    retry_classification = NULL
+    retry_classification = NULL,
+    progress = NULL
 WHERE id = (
     SELECT candidate.id FROM jobs AS candidate
     WHERE candidate.state = 'pending'
