@@ -432,9 +432,10 @@ def watch(engine: Engine, job_id: str, created: float, every: float = 0.05) -> T
         now = time.perf_counter()
         if job.state == "running" and timeline.running_at is None:
             timeline.running_at = now
-        if job.progress and (not timeline.steps or timeline.steps[-1][1] != job.progress):
-            timeline.steps.append((now, job.progress))
-            if job.progress.startswith("loading"):
+        step = job.progress.step if job.progress else None
+        if step and (not timeline.steps or timeline.steps[-1][1] != step):
+            timeline.steps.append((now, step))
+            if step.startswith("loading"):
                 timeline.dirty_at_load = dirty_megabytes()
         if job.is_terminal:
             timeline.job, timeline.ended = job, now

@@ -58,6 +58,7 @@ from pulumi_capy.api.models import (
     CreateRestorePoint,
     Identity,
     Job,
+    JobProgress,
     JobState,
     PitrChange,
     PitrStatus,
@@ -409,7 +410,7 @@ class CapyClient:
     ) -> Job:
         started = self._clock()
         interval = POLL_START
-        seen: tuple[str, int, str | None] | None = None
+        seen: tuple[str, int, JobProgress | None] | None = None
         while True:
             job = self.get_job(job_id)
             if on_update is not None and (str(job.state), job.attempts, job.progress) != seen:

@@ -49,6 +49,7 @@ __all__ = [
     "Environment",
     "Identity",
     "Job",
+    "JobProgress",
     "JobState",
     "JobType",
     "Organization",
@@ -75,6 +76,7 @@ __all__ = [
     "ServerInfo",
     "TargetKind",
     "VerificationState",
+    "format_bytes",
     "format_timestamp",
 ]
 
@@ -226,6 +228,54 @@ class ApiObject(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+KIB = 1024
+
+
+def format_bytes(count: float) -> str:
+    """``532 B``, ``12.0 MiB``, ``3.1 GiB``."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < KIB or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= KIB
+    return f"{value:.1f} GiB"  # pragma: no cover - the loop returns
+
+
+class JobProgress(ApiObject):
+    """[ours] Where a running job is: its step ("dumping", "compressing", "verifying",
+    "loading", "safety backup: …") and, where the engine knows them, the bytes done of the
+    step and its total. ``updated_at`` is when the engine last wrote it."""
+
+    step: str
+    bytes_done: int | None = None
+    bytes_total: int | None = None
+    updated_at: Timestamp | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        # an engine of before this object noted its step as plain text
+        return {"step": value} if isinstance(value, str) else value
+
+    @property
+    def fraction(self) -> float | None:
+        """Done of the total, 0 to 1, when both are known."""
+        if self.bytes_done is None or not self.bytes_total:
+            return None
+        return min(1.0, self.bytes_done / self.bytes_total)
+
+    def describe(self) -> str:
+        """``compressing: 12.0 MiB of 40.0 MiB (30%)``, or the step alone."""
+        if self.bytes_done is None:
+            return self.step
+        if self.bytes_total is None:
+            return f"{self.step}: {format_bytes(self.bytes_done)}"
+        fraction = self.fraction
+        share = f" ({fraction:.0%})" if fraction is not None else ""
+        done, total = format_bytes(self.bytes_done), format_bytes(self.bytes_total)
+        return f"{self.step}: {done} of {total}{share}"
+
+
 class Job(ApiObject):
     id: str
     type: OpenJobType
@@ -249,8 +299,8 @@ class Job(ApiObject):
     project_id: str | None = None
     preview_database_id: str | None = None
     result: dict[str, Any] | None = None
-    # [ours] the running attempt's current step ("replaying: … of …"), for progress lines
-    progress: str | None = None
+    # [ours] the running attempt's step and bytes done / total (hosted CapyDB has none)
+    progress: JobProgress | None = None
 
     @property
     def is_terminal(self) -> bool:

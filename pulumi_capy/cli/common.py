@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import click
 from pydantic import BaseModel
 from rich.console import Console
+from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -34,7 +36,7 @@ from pulumi_capy.api.errors import (
     JobFailed,
     JobTimeout,
 )
-from pulumi_capy.api.models import ApiRequest, Job, JobState
+from pulumi_capy.api.models import ApiRequest, Job, JobState, format_bytes
 from pulumi_capy.api.validation import parse_request
 
 __all__ = [
@@ -433,24 +435,69 @@ def describe_job(job: Job) -> str:
     text = f"job {job.id} ({job.type}): {fmt(job.state)}"
     if job.attempts:
         text += f", attempt {job.attempts}/{job.max_attempts}"
-    if job.progress and not job.is_terminal:
-        text += f"; {job.progress}"
+    if job.progress and job.state == JobState.running:  # the running attempt's, not a past one's
+        text += f"; {job.progress.describe()}"
     if job.error:
         text += f"; last error: {job.error.strip().splitlines()[0]}"
     return text
 
 
+BAR_WIDTH = 20
+
+
+def _clock(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
 class _StatusLine:
-    """The live line of ``--wait``; rendered afresh at each refresh, so the clock moves."""
+    """The live line of ``--wait``; rendered afresh at each refresh, so the clock moves.
+    A step with bytes gets a bar (when its total is known) and its rate."""
 
     def __init__(self, job: Job, what: str) -> None:
-        self.job = job
         self.what = what
         self.started = time.monotonic()
+        self.step: str | None = None
+        # the step's first and last sight: (when, bytes done), for its rate
+        self.first: tuple[float, int] | None = None
+        self.last: tuple[float, int] | None = None
+        self.job = job
+        self.shown: tuple[str, int, str | None] | None = None  # nothing yet
+
+    def see(self, job: Job) -> bool:
+        """Take the job as last seen; True when its state, attempt or step changed."""
+        step = job.progress.step if job.progress else None
+        key = (str(job.state), job.attempts, step)
+        changed = key != self.shown
+        self.shown = key
+        sight = (time.monotonic(), job.progress.bytes_done or 0) if job.progress else None
+        if step != self.step:
+            self.step = step
+            self.first = sight
+        self.last = sight
+        self.job = job
+        return changed
+
+    def rate(self) -> str:
+        """Bytes per second of the step between its first and last sight."""
+        if self.first is None or self.last is None or self.job.state != JobState.running:
+            return ""
+        seconds, count = self.last[0] - self.first[0], self.last[1] - self.first[1]
+        if seconds <= 0 or count <= 0:
+            return ""
+        return f", {format_bytes(count / seconds)}/s"
+
+    def bar(self) -> str:
+        progress = self.job.progress
+        fraction = progress.fraction if progress is not None else None
+        if fraction is None or self.job.state != JobState.running:
+            return ""
+        filled = round(fraction * BAR_WIDTH)
+        return f" [{'#' * filled}{'-' * (BAR_WIDTH - filled)}]"
 
     def text(self) -> str:
-        elapsed = int(time.monotonic() - self.started)
-        return f"{self.what}: {describe_job(self.job)} [{elapsed // 60}:{elapsed % 60:02d}]"
+        elapsed = _clock(time.monotonic() - self.started)
+        return f"{self.what}: {describe_job(self.job)}{self.bar()} [{elapsed}{self.rate()}]"
 
     def __rich__(self) -> Text:
         return Text(self.text())
@@ -466,14 +513,20 @@ def wait_for(job: Job, timeout_minutes: float, what: str | None = None) -> Job:
     line = _StatusLine(job, what or "waiting")
     console = _console(stderr=True)
 
+    live: Live | None = None
+
     def update(seen: Job) -> None:
-        line.job = seen
-        if not console.is_terminal:  # no live line in a log: one line per change instead
+        changed = line.see(seen)
+        if live is not None:
+            live.refresh()  # drawn now, not at the next tick: a short step is seen too
+        elif changed:  # no live line in a log: a line per state or step, not per byte count
             console.print(Text(line.text()))
 
     try:
         if console.is_terminal:
-            with console.status(line):
+            # what console.status draws (a spinner before the line), refreshed at each update
+            spinner = Spinner("dots", text=line)
+            with Live(spinner, console=console, refresh_per_second=12.5, transient=True) as live:
                 return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
         return chosen.wait_for_job(job.id, timeout_minutes * 60, update)
     except (JobFailed, JobTimeout) as exc:

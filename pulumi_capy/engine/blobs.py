@@ -134,6 +134,34 @@ class _HashingReader:
         return data
 
 
+class _CountingReader:
+    """A stream that tells ``counted`` how many bytes each read gave (for progress)."""
+
+    def __init__(self, source: IO[bytes], counted: Callable[[int], None]) -> None:
+        self.source = source
+        self.counted = counted
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        if data:
+            self.counted(len(data))
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.source, name)
+
+
+Counted = Callable[[int], None] | None
+
+
 class _HashingWriter:
     """A file-like sink that hashes and counts what passes through it."""
 
@@ -213,11 +241,18 @@ class LocalBlobStore:
         return self.path(key).is_file()
 
     def put_file(
-        self, key: str, source: Path, manifest: dict[str, Any], *, level: int | None = None
+        self,
+        key: str,
+        source: Path,
+        manifest: dict[str, Any],
+        *,
+        level: int | None = None,
+        counted: Counted = None,
     ) -> BlobInfo:
-        """Compress ``source`` into the blob ``key``; write its manifest beside it."""
+        """Compress ``source`` into the blob ``key``; write its manifest beside it.
+        ``counted`` is told the bytes of ``source`` as they are read."""
         with source.open("rb") as reader:
-            staged = self.stage(key, reader, level=level)
+            staged = self.stage(key, reader, level=level, counted=counted)
         return self.commit(staged, manifest)
 
     def stage(
@@ -227,6 +262,7 @@ class LocalBlobStore:
         *,
         level: int | None = None,
         frames: Sequence[int] = (),
+        counted: Counted = None,
     ) -> StagedBlob:
         """Compress and hash ``reader`` (to its end) into ``<key>.tmp``, fsynced; nothing is
         a blob until :meth:`commit` (a producer that fails after its stream ended, such as
@@ -238,6 +274,8 @@ class LocalBlobStore:
         level = self.level if level is None else level
         compressor = zstandard.ZstdCompressor(level=level, threads=self.threads)
         index: list[list[int]] | None = None
+        if counted is not None:
+            reader = cast(IO[bytes], _CountingReader(reader, counted))
         try:
             with open_private(scratch, "wb") as raw:
                 sink = _HashingWriter(cast(BinaryIO, raw))
@@ -311,7 +349,14 @@ class LocalBlobStore:
             dict(manifest.get("details") or {}),
         )
 
-    def read(self, key: str, expected_sha256: str, consume: Callable[[IO[bytes]], object]) -> None:
+    def read(
+        self,
+        key: str,
+        expected_sha256: str,
+        consume: Callable[[IO[bytes]], object],
+        *,
+        counted: Counted = None,
+    ) -> None:
         """Hand blob ``key``, decompressed, to ``consume`` as a stream; then check it.
 
         The checksum covers the whole blob, so it is judged once ``consume`` returned
@@ -329,8 +374,9 @@ class LocalBlobStore:
                 with decompressor.stream_reader(
                     cast(IO[bytes], source), read_size=CHUNK, read_across_frames=True, closefd=False
                 ) as stream:
-                    consume(cast(IO[bytes], stream))
-                    _drain(stream)
+                    given = stream if counted is None else _CountingReader(stream, counted)
+                    consume(cast(IO[bytes], given))
+                    _drain(cast(IO[bytes], given))  # counted too: the whole dump was read
             except Exception as exc:
                 # damage can break the frame (or what it holds) before the end: hash the
                 # rest, then judge
@@ -345,7 +391,13 @@ class LocalBlobStore:
             _check_digest(key, expected_sha256, source.digest.hexdigest())
 
     def get_file(
-        self, key: str, expected_sha256: str, destination: Path, *, durable: bool = True
+        self,
+        key: str,
+        expected_sha256: str,
+        destination: Path,
+        *,
+        durable: bool = True,
+        counted: Counted = None,
     ) -> int:
         """Decompress blob ``key`` into ``destination`` (created), checking its checksum.
 
@@ -364,7 +416,7 @@ class LocalBlobStore:
                     os.fsync(out.fileno())
 
         try:
-            self.read(key, expected_sha256, write)
+            self.read(key, expected_sha256, write, counted=counted)
         except BaseException:
             destination.unlink(missing_ok=True)
             raise

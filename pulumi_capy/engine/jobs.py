@@ -106,27 +106,56 @@ def _remove_scratch(path: Path) -> None:
 
 
 def _materialize(
-    rt: Runtime, driver: Driver, backup: BackupRecord, path: Path, *, durable: bool
+    rt: Runtime,
+    driver: Driver,
+    backup: BackupRecord,
+    path: Path,
+    *,
+    durable: bool,
+    job: JobRecord,
+    step: str,
 ) -> None:
     """The backup's dump at ``path``, checked against the blob's checksum (until then it
-    is scratch): a file, or what the driver unpacks the blob's stream into."""
+    is scratch): a file, or what the driver unpacks the blob's stream into. The job's
+    progress is ``step``: bytes decompressed of the dump's size the manifest recorded."""
+    meter = rt.meter(job, step, backup.size_bytes)
     if isinstance(driver, StreamsDump):
         rt.blobs.read(
-            backup.backup_key, backup.sha256 or "", lambda stream: driver.unpack(stream, path)
+            backup.backup_key,
+            backup.sha256 or "",
+            lambda stream: driver.unpack(stream, path),
+            counted=meter.add,
         )
     else:
-        rt.blobs.get_file(backup.backup_key, backup.sha256 or "", path, durable=durable)
+        rt.blobs.get_file(
+            backup.backup_key, backup.sha256 or "", path, durable=durable, counted=meter.add
+        )
+    meter.finish()
+
+
+def _size_on_disk(path: Path) -> int:
+    if path.is_dir():
+        return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return path.stat().st_size
 
 
 # ---------------------------------------------------------------- backups
 
 
 def snapshot(
-    rt: Runtime, project: ProjectRecord, backup_id: str, label: str | None, job: JobRecord
+    rt: Runtime,
+    project: ProjectRecord,
+    backup_id: str,
+    label: str | None,
+    job: JobRecord,
+    *,
+    steps: str = "",
 ) -> tuple[dict[str, Any], Outcome]:
-    """Dump the project, compress and hash it into a blob; return the backup row."""
+    """Dump the project, compress and hash it into a blob; return the backup row. The
+    job's progress names each step (after ``steps``, e.g. ``"safety backup: "``)."""
     driver = driver_for(project.database_url)
     key = backup_key(project.id, backup_id, driver)
+    source_size = driver.source_size(project.database_url)
 
     def manifest(dumped: Outcome, now: datetime) -> dict[str, Any]:
         return {
@@ -146,14 +175,22 @@ def snapshot(
 
     if isinstance(driver, StreamsDump):  # the dump goes into the blob as it comes
         staged: list[StagedBlob] = []
+        # the dump's bytes as they come, against the database's size on the server (a dump
+        # holds no indexes, so it may end short of that total)
+        meter = rt.meter(job, f"{steps}dumping and compressing", source_size)
 
         def consume(stream: IO[bytes]) -> None:
             frames = stream.frames if isinstance(stream, TarReader) else ()
-            staged.append(rt.blobs.stage(key, stream, level=driver.zstd_level, frames=frames))
+            staged.append(
+                rt.blobs.stage(
+                    key, stream, level=driver.zstd_level, frames=frames, counted=meter.add
+                )
+            )
 
         try:
             with rt.scratch_space() as where:
                 dumped = driver.dump_streamed(project.database_url, consume, where)
+            meter.finish()
             rt.hook("backup.after_dump", job)
             now = rt.now()
             info = rt.blobs.commit(staged[0], manifest(dumped, now))
@@ -164,12 +201,24 @@ def snapshot(
     else:
         with rt.scratch_space() as where:
             scratch = where / f"{job.id}-{backup_id}.dump"
+            # the copy is made in one step (a consistent one while writers run): its bytes
+            # are known when it is done
+            meter = rt.meter(job, f"{steps}dumping", source_size)
             dumped = driver.dump(project.database_url, scratch)
+            copied = _size_on_disk(scratch)
+            meter.set(copied)
+            meter.finish()
             rt.hook("backup.after_dump", job)
             now = rt.now()
+            meter = rt.meter(job, f"{steps}compressing", copied)
             info = rt.blobs.put_file(
-                key, scratch, manifest=manifest(dumped, now), level=driver.zstd_level
+                key,
+                scratch,
+                manifest=manifest(dumped, now),
+                level=driver.zstd_level,
+                counted=meter.add,
             )
+            meter.finish()
 
     row = {
         "id": backup_id,
@@ -233,8 +282,11 @@ def run_verify(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     scratch = rt.scratch_dir / f"{job.id}.verify"
     _remove_scratch(scratch)  # what a killed attempt left (named after the job, as below)
     try:
-        _materialize(rt, driver, backup, scratch, durable=False)
+        _materialize(
+            rt, driver, backup, scratch, durable=False, job=job, step="verifying: decompressing"
+        )
         details = rt.blobs.read_manifest(backup.backup_key).get("details") or {}
+        rt.report_progress(job, "verifying: checking the throwaway copy")
         checked = driver.check(scratch, project.database_url, details)
     finally:
         _remove_scratch(scratch)
@@ -287,7 +339,16 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
     driver = driver_for(project.database_url)
 
     def materialize(path: Path) -> None:
-        _materialize(rt, driver, backup, path, durable=driver.dump_becomes_database)
+        _materialize(
+            rt,
+            driver,
+            backup,
+            path,
+            durable=driver.dump_becomes_database,
+            job=job,
+            step="loading: decompressing the backup",
+        )
+        rt.report_progress(job, "loading into the target")
 
     parts = (
         rt.blobs.parts(backup.backup_key, backup.sha256 or "")
@@ -311,6 +372,8 @@ def run_restore(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         ),
         f"backup {backup.backup_key}",
     )
+    # bytes follow when the dump is materialized (not when the driver reads the blob by ranges)
+    rt.report_progress(job, "loading")
     return load_into_target(
         rt, job, lease, project, loaded, result={"backup_key": backup.backup_key}
     )
@@ -360,6 +423,8 @@ def load_into_target(
         lease.check()
         rt.hook("restore.before_commit", job)
         lease.check()
+        if target_kind == "project":
+            rt.report_progress(job, "swapping in the restored database")
 
     with rt.scratch_space() as where:
         restore = driver.restore_new if target_kind == "new_preview" else driver.restore_over
@@ -402,7 +467,9 @@ def _safety_backup(rt: Runtime, project: ProjectRecord, job: JobRecord) -> dict[
     Every attempt takes its own: an earlier attempt's backup misses whatever was
     written since, and reusing it would lose those writes.
     """
-    row, _ = snapshot(rt, project, new_id("bkp"), safety_label(job.id), job)
+    row, _ = snapshot(
+        rt, project, new_id("bkp"), safety_label(job.id), job, steps="safety backup: "
+    )
     with rt.store.transaction() as tx:  # kept even if the restore then fails
         record_backup(rt, tx, row)
     return {"row": row}

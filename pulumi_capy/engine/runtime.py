@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pulumi_capy.api.models import Job, JobType
+from pulumi_capy.api.models import Job, JobProgress, JobType
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.pitr import instance
@@ -20,7 +21,7 @@ from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_id
 from pulumi_capy.engine.stores.contract import JobRecord, NewJob, Store, Transaction
 
-__all__ = ["DEFAULT_ORGANIZATION_ID", "Hook", "Runtime"]
+__all__ = ["DEFAULT_ORGANIZATION_ID", "PROGRESS_INTERVAL", "Hook", "Meter", "Runtime"]
 
 DEFAULT_ORGANIZATION_ID = "org_default"
 
@@ -32,6 +33,42 @@ def _me() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+# seconds between two writes of a step's bytes done: a few a second at most, never a chunk's
+PROGRESS_INTERVAL = 0.5
+
+
+class Meter:
+    """The bytes of one step of a job as they pass (``add``); written to the job when the
+    step begins, then at most every ``progress_interval`` seconds, and at ``finish``."""
+
+    def __init__(self, rt: Runtime, job: JobRecord, step: str, total: int | None) -> None:
+        self.rt = rt
+        self.job = job
+        self.step = step
+        self.total = total
+        self.done = 0
+        self._written = time.monotonic()
+        self._write()
+
+    def _write(self) -> None:
+        self.rt.report_progress(self.job, self.step, bytes_done=self.done, bytes_total=self.total)
+
+    def add(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self._written >= self.rt.progress_interval:
+            self._written = now
+            self._write()
+
+    def set(self, done: int) -> None:
+        """The step's bytes done so far, when they are measured rather than counted."""
+        self.add(done - self.done)
+
+    def finish(self) -> None:
+        self._written = time.monotonic()
+        self._write()
 
 
 @dataclass
@@ -46,6 +83,8 @@ class Runtime:
     hooks: Mapping[str, Hook] = field(default_factory=dict)
     # who waits in this process for a job's progress (``Engine.wait_for_job``), by job id
     progress_listeners: dict[str, Callable[[Job], None]] = field(default_factory=dict)
+    # the least time between two store writes of a running step's bytes
+    progress_interval: float = PROGRESS_INTERVAL
 
     @property
     def previews_dir(self) -> Path:
@@ -85,14 +124,33 @@ class Runtime:
                 except PermissionError:
                     continue
 
-    def report_progress(self, job: JobRecord, step: str) -> None:
-        """Note the job's current step, for whoever follows it (here or elsewhere)."""
-        self.store.set_job_progress(job.fence, step, self.clock.now())
+    def report_progress(
+        self,
+        job: JobRecord,
+        step: str,
+        *,
+        bytes_done: int | None = None,
+        bytes_total: int | None = None,
+    ) -> None:
+        """Note the job's current step (and its bytes done / total, where known), for
+        whoever follows it (here or elsewhere). One store write: see ``meter`` for a step
+        whose bytes move."""
+        now = self.clock.now()
+        self.store.set_job_progress(
+            job.fence,
+            JobProgress(step=step, bytes_done=bytes_done, bytes_total=bytes_total, updated_at=now),
+            now,
+        )
         listener = self.progress_listeners.get(job.id)
         if listener is not None:
             fresh = self.store.get_job(job.id)
             if fresh is not None:
                 listener(fresh.public())
+
+    def meter(self, job: JobRecord, step: str, total: int | None) -> Meter:
+        """Begin ``step`` of ``job`` (noted now, 0 bytes done of ``total``); the ``Meter``
+        counts its bytes and writes them at most every ``progress_interval`` seconds."""
+        return Meter(self, job, step, total)
 
     def hook(self, name: str, job: JobRecord) -> None:
         callback = self.hooks.get(name)

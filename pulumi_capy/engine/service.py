@@ -42,6 +42,7 @@ from pulumi_capy.api.models import (
     CreateRestorePoint,
     Identity,
     Job,
+    JobProgress,
     JobState,
     PitrChange,
     PitrStatus,
@@ -258,7 +259,7 @@ class Engine:
     ) -> Job:
         """Run pending work inline until the job ends; ``JobFailed`` / ``JobTimeout``."""
         deadline = self.rt.now() + timedelta(seconds=timeout)
-        seen: tuple[str, int, str | None] | None = None
+        seen: tuple[str, int, JobProgress | None] | None = None
 
         def update(job: Job) -> None:
             nonlocal seen

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ValidationError
 
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.api.models import Job, format_timestamp
+from pulumi_capy.api.models import Job, JobState, format_timestamp
 from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
@@ -310,13 +310,27 @@ def model_outputs(model: BaseModel, id_name: str) -> dict[str, Any]:
     return data
 
 
+# seconds between two lines of ``pulumi up`` that only move a step's bytes done
+BYTES_LINE_EVERY = 5.0
+
+
 def report_job(what: str) -> Callable[[Job], None]:
     """An ``on_update`` callback that prints the job's state and attempt."""
     started = time.monotonic()
+    shown: tuple[str, int, str | None] | None = None
+    shown_at = 0.0
 
     def on_update(job: Job) -> None:
-        elapsed = time.monotonic() - started
-        step = f": {job.progress}" if job.progress and not job.is_terminal else ""
+        nonlocal shown, shown_at
+        now = time.monotonic()
+        elapsed = now - started
+        key = (str(job.state), job.attempts, job.progress.step if job.progress else None)
+        # a line per state, attempt or step; a step's byte counts at most every few seconds
+        if key == shown and now - shown_at < BYTES_LINE_EVERY:
+            return
+        shown, shown_at = key, now
+        running = job.state == JobState.running  # the running attempt's step, not a past one's
+        step = f": {job.progress.describe()}" if job.progress and running else ""
         progress(
             f"{what}: job {job.id} {job.state} (attempt {job.attempts}/{job.max_attempts}, "
             f"{elapsed:.0f}s){step}"

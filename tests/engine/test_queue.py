@@ -7,6 +7,7 @@ engine directory, with the wall clock.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -401,13 +402,20 @@ def test_on_update_is_called_on_state_or_attempt_changes_only(
         seen: list[Job] = []
         done = engine.wait_for_job(job.id, timeout=60, on_update=seen.append)
     assert (done.state, done.attempts) == (JobState.completed, 2)
-    # several polls happened during the 4 s backoff; only the changes were reported
-    assert [(update.state, update.attempts) for update in seen] == [
+    # several polls happened during the 4 s backoff; only the changes were reported: of
+    # state and attempt, and of the running attempt's progress (its steps, as it runs)
+    keys = [(str(u.state), u.attempts, u.progress) for u in seen]
+    assert all(before != after for before, after in itertools.pairwise(keys))
+    changes = [(update.state, update.attempts) for update in seen]
+    assert [key for key, _ in itertools.groupby(changes)] == [
         (JobState.pending, 0),
+        (JobState.running, 1),
         (JobState.pending, 1),
+        (JobState.running, 2),
         (JobState.completed, 2),
     ]
-    assert seen[1].retry_classification == "transient"
+    retried = next(update for update in seen if (update.state, update.attempts) == ("pending", 1))
+    assert retried.retry_classification == "transient"
 
 
 # ---------------------------------------------------------------- concurrency

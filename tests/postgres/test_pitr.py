@@ -129,9 +129,14 @@ def test_a_pitr_restore_point_restores_its_moment(pitr: PitrProject) -> None:
         pitr.wait_covered(pitr.commit(conn, "SELECT 1"))
     job = pitr.engine.create_restore(pitr.project_id, RestoreRequest(restore_point_id=point.id))
     steps: list[str] = []
-    done = pitr.engine.wait_for_job(job.id, 300, lambda seen: steps.append(seen.progress or ""))
+    done = pitr.engine.wait_for_job(
+        job.id,
+        300,
+        lambda seen: steps.append(seen.progress.step if seen.progress else ""),
+    )
     assert any(step.startswith(("unpacking", "replaying", "extracting")) for step in steps)
-    assert (done.progress or "").startswith("loading the state at")
+    assert done.progress is not None
+    assert done.progress.step.startswith("loading the state at")
     assert pitr.rows(pitr.preview_url(done)) == [1]
     preview = pitr.engine.get_preview_database(str(done.result["preview_database_id"]))  # type: ignore[index]
     assert preview.source_kind == "restore_point"

@@ -14,6 +14,7 @@ from pulumi_capy.api.models import (
     CreateProject,
     CreateRestorePoint,
     Job,
+    JobProgress,
     JobState,
     JobType,
     PreviewDatabase,
@@ -224,3 +225,26 @@ def test_database_url_is_secret_until_sent() -> None:
 def test_invalid_input_never_echoes_a_secret_value() -> None:
     error = invalid(CreateProject, {"name": "", "database_url": "postgresql://u:hunter2@db/x"})
     assert "hunter2" not in str(error)
+
+
+def test_a_job_without_progress_is_valid_and_ours_is_read() -> None:
+    """Hosted CapyDB answers no ``progress`` (ours); an older engine wrote it as text."""
+    hosted = Job.model_validate({"id": "job_1", "type": "project.backup", "state": "running"})
+    assert hosted.progress is None
+    older = Job.model_validate(
+        {"id": "job_1", "type": "pitr.base_backup", "state": "running", "progress": "replaying"}
+    )
+    assert older.progress == JobProgress(step="replaying")
+    assert older.progress.describe() == "replaying"
+    ours = Job.model_validate(
+        {
+            "id": "job_1",
+            "type": "project.backup",
+            "state": "running",
+            "progress": {"step": "compressing", "bytes_done": 3 << 20, "bytes_total": 12 << 20},
+        }
+    )
+    assert ours.progress is not None
+    assert ours.progress.fraction == 0.25
+    assert ours.progress.describe() == "compressing: 3.0 MiB of 12.0 MiB (25%)"
+    assert JobProgress(step="dumping", bytes_done=532).describe() == "dumping: 532 B"

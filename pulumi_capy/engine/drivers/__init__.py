@@ -94,6 +94,11 @@ class Driver(Protocol):
         """Validate a project's ``database_url``; raise ``InvalidInput`` naming it."""
         ...
 
+    def source_size(self, url: str) -> int | None:
+        """The database's size in bytes as its engine reports it (the total a backup's
+        progress is measured against); None when it cannot be told."""
+        ...
+
     def dump(self, url: str, destination: Path) -> Outcome:
         """Write a consistent copy of the database at ``destination`` (a file, or a
         directory the driver creates)."""

@@ -123,6 +123,22 @@ class SqliteDriver:
             raise InvalidInput([FieldError("database_url", problem)])
         return DatabaseInfo(kind=self.kind, url=_url(path), database_name=str(path))
 
+    def source_size(self, url: str) -> int | None:
+        """The database's pages times their size (what the backup API copies)."""
+        path = sqlite_path(url)
+        if not path.is_file():
+            return None
+        try:
+            db = _connect(path)
+            try:
+                count = db.execute("PRAGMA page_count").fetchone()[0]
+                size = db.execute("PRAGMA page_size").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+        return int(count) * int(size)
+
     def dump(self, url: str, destination: Path) -> Outcome:
         source_path = sqlite_path(url)
         if not source_path.is_file():

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from pulumi_capy.api.models import (
     Backup,
     Job,
+    JobProgress,
     JobState,
     PreviewDatabase,
     Project,
@@ -396,7 +397,7 @@ class Store(Protocol):
         """Claim the oldest runnable job (or ``only_id``) whose lock no running job holds."""
         ...
 
-    def set_job_progress(self, fence: Fence, progress: str, now: datetime) -> bool:
+    def set_job_progress(self, fence: Fence, progress: JobProgress, now: datetime) -> bool:
         """Note the running attempt's current step; False when the lease was taken over."""
         ...
 

@@ -44,12 +44,17 @@ def from_timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-_JSON_COLUMNS = {"payload", "result", "scopes", "notices", "generations"}
+_JSON_COLUMNS = {"payload", "result", "scopes", "notices", "generations", "progress"}
 _BOOL_COLUMNS = {"is_active", "enabled", "partial"}
 
 
 def _json(value: Any) -> Any:
     return json.loads(value)
+
+
+def _progress(value: Any) -> Any:
+    # a job's progress: an object; an engine of before it kept the step as plain text
+    return json.loads(value) if isinstance(value, str) and value.startswith("{") else value
 
 
 def _timestamp(value: Any) -> Any:
@@ -59,6 +64,8 @@ def _timestamp(value: Any) -> Any:
 @functools.cache
 def _column_reader(key: str) -> Callable[[Any], Any] | None:
     """How a column's stored value becomes its model value (``None`` stays ``None``)."""
+    if key == "progress":
+        return _progress
     if key in _JSON_COLUMNS:
         return _json
     if key in _BOOL_COLUMNS:

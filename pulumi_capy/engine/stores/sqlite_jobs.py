@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pulumi_capy.api.models import JobState, JobType
+from pulumi_capy.api.models import JobProgress, JobState, JobType
 from pulumi_capy.engine.stores.contract import (
     Fence,
     JobOutput,
@@ -34,7 +34,8 @@ SET state = 'running',
     lease_expires_at = :lease_until,
     started_at = COALESCE(started_at, :now),
     updated_at = :now,
-    retry_classification = NULL
+    retry_classification = NULL,
+    progress = NULL
 WHERE id = (
     SELECT candidate.id FROM jobs AS candidate
     WHERE candidate.state = 'pending'
@@ -199,7 +200,7 @@ class SqliteJobQueue(SqliteConnections):
                 > 0
             )
 
-    def set_job_progress(self, fence: Fence, progress: str, now: datetime) -> bool:
+    def set_job_progress(self, fence: Fence, progress: JobProgress, now: datetime) -> bool:
         with self._writing() as db:
             return self._update_claimed(db, fence, {"progress": progress, "updated_at": now})
 

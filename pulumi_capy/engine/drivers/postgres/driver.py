@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
+import psycopg
+
 from pulumi_capy.api.errors import FieldError, InvalidInput
 from pulumi_capy.engine.blobs import BlobParts
 from pulumi_capy.engine.drivers import Consume, DatabaseInfo, DriverFailure, Materialize, Outcome
@@ -66,6 +68,16 @@ class PostgresDriver:
         base = database_of(project_url)
         suffix = f"_{preview_id}"
         return with_database(project_url, base[: NAME_LIMIT - len(suffix)] + suffix)
+
+    def source_size(self, url: str) -> int | None:
+        """``pg_database_size``: the database's files on the server, a dump's total only
+        roughly (indexes are not dumped; the dump's bytes are what is counted)."""
+        try:
+            with connect(url) as conn:
+                row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        except (DriverFailure, psycopg.Error):
+            return None
+        return int(row[0]) if row else None
 
     def dump(self, url: str, destination: Path) -> Outcome:
         """``pg_dump -Fd -Z0`` into ``destination``, a directory it creates."""
