@@ -915,7 +915,7 @@ def test_delete_project_with_backups_needs_force(
 ) -> None:
     take_backup(engine, project.id)
 
-    with pytest.raises(Conflict, match="force_destroy"):
+    with pytest.raises(Conflict, match=r"force=true"):
         engine.delete_project(project.id)
 
     assert engine.get_project(project.id) == project
