@@ -1,4 +1,4 @@
-"""``capy backups create|list`` and ``capy backups schedule get|set|disable``."""
+"""``capy backups create|list|show|delete`` and ``capy backups schedule get|set|disable``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from pulumi_capy.api.errors import JobFailed, JobTimeout
 from pulumi_capy.api.models import (
+    Backup,
     CreateBackup,
     Job,
     PutScheduledBackup,
@@ -17,6 +18,7 @@ from pulumi_capy.api.models import (
 )
 from pulumi_capy.cli.common import (
     CapyGroup,
+    Failure,
     backend,
     backend_options,
     describe_job,
@@ -127,6 +129,44 @@ def list_(project: str) -> None:
             ],
             f"no backups in project {project}",
         ),
+    )
+
+
+def find_backup(project: str, value: str) -> Backup:
+    """The backup of ``project`` whose id, backup key or label is ``value`` (one only)."""
+    found = backend().list_backups(project)
+    for field in ("id", "backup_key", "label"):
+        matching = [b for b in found if getattr(b, field) == value]
+        if len(matching) == 1:
+            return matching[0]
+        if matching:
+            ids = ", ".join(b.id for b in matching)
+            raise Failure(f"{len(matching)} backups have the {field} {value!r}: {ids}; give the id")
+    listed = ", ".join(f"{b.id} ({b.label or b.backup_key})" for b in found) or "none"
+    raise Failure(
+        f"no backup of project {project} has the id, key or label {value!r}; there are: {listed}"
+    )
+
+
+@backups.command(
+    epilog=example(
+        "capy backups delete --project shop bkp_0e7d5a3f91c2b648",
+        "capy backups delete --project shop before-migration --json",
+    )
+)
+@project_option
+@click.argument("backup", metavar="BACKUP")
+@backend_options
+@json_option
+def delete(project: str, backup: str) -> None:
+    """Delete a backup (by id, backup key or label) and its blob.
+
+    Refused while a restore point pins it or a job uses it."""
+    found = find_backup(project, backup)
+    backend().delete_backup(project, found.id)
+    emit(
+        {"deleted": True, "id": found.id, "backup_key": found.backup_key},
+        lambda: echo(f"deleted backup {found.id} ({found.backup_key})"),
     )
 
 

@@ -1,12 +1,14 @@
-"""``capy projects create|list``."""
+"""``capy projects create|list|delete``."""
 
 from __future__ import annotations
 
 import click
 
+from pulumi_capy.api.errors import Conflict
 from pulumi_capy.api.models import CreateProject, Environment, Project
 from pulumi_capy.cli.common import (
     CapyGroup,
+    Failure,
     backend,
     backend_options,
     echo,
@@ -14,6 +16,7 @@ from pulumi_capy.cli.common import (
     example,
     json_option,
     request,
+    resolve_project,
     show_table,
 )
 
@@ -22,7 +25,7 @@ __all__ = ["projects"]
 
 @click.group(cls=CapyGroup, epilog=example("capy projects list"))
 def projects() -> None:
-    """Register databases to protect, and list them."""
+    """Register databases to protect, list them, remove them."""
 
 
 def _line(project: Project) -> str:
@@ -79,3 +82,25 @@ def list_() -> None:
             "no projects",
         ),
     )
+
+
+@projects.command(
+    epilog=example("capy projects delete shop", "capy projects delete prj_5f2c81d04be97a13 --force")
+)
+@click.argument("project", metavar="PROJECT")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove its backups, restore points and previews (refused without it "
+    "while backups exist).",
+)
+@backend_options
+@json_option
+def delete(project: str, force: bool) -> None:
+    """Remove a project (by id or name); its database itself is not touched."""
+    project_id = resolve_project(project)
+    try:
+        backend().delete_project(project_id, force=force)
+    except Conflict as exc:  # the API's words for the API's flag: the CLI's is --force
+        raise Failure(str(exc).replace("a forced delete (force=true)", "--force")) from None
+    emit({"deleted": True, "id": project_id}, lambda: echo(f"deleted project {project_id}"))

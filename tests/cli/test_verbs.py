@@ -1,0 +1,222 @@
+"""The verbs of issue 16: delete, show, get, names for ids — through the real CLI, on a
+real embedded engine and against a real ``capy serve`` on loopback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pulumi_capy.api.models import SCOPES, CreateApiKey
+from pulumi_capy.engine import Engine
+from pulumi_capy.server import create_app
+from tests.cli.conftest import Capy
+from tests.engine.conftest import make_app_db, sqlite_url
+from tests.server.conftest import serve
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("capy: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def _backup(capy: Capy, project: str, label: str) -> str:
+    job = capy.json("backups", "create", "--project", project, "--label", label, "--wait")
+    return str(job["result"]["backup_key"])
+
+
+# ---------------------------------------------------------------- names for ids
+
+
+def test_a_project_is_addressed_by_its_name(capy: Capy, project_id: str) -> None:
+    key = _backup(capy, "shop", "by-name")  # the fixture's project is named shop
+    assert [b["backup_key"] for b in capy.json("backups", "list", "--project", "shop")] == [key]
+    assert capy.json("jobs", "list", "--project", "shop")[0]["project_id"] == project_id
+
+
+def test_an_unknown_project_name_lists_the_candidates(capy: Capy, project_id: str) -> None:
+    result = capy("backups", "list", "--project", "shopp", code=1)
+    line = _one_error_line(result.stderr)
+    assert "no project has the id or name 'shopp'" in line
+    assert f"shop ({project_id})" in line
+    assert result.stdout == ""
+
+
+def test_a_restore_point_is_addressed_by_its_label(
+    capy: Capy, project_id: str, tmp_path: Path
+) -> None:
+    point = capy.json("restore-points", "create", "--project", "shop", "--label", "before")
+    job = capy.json("restore", "--project", "shop", "--restore-point", "before", "--wait")
+    assert job["state"] == "completed"
+    assert job["result"]["backup_key"] == point["backup_key"]
+
+    missing = capy("restore", "--project", "shop", "--restore-point", "befor", "--wait", code=1)
+    line = _one_error_line(missing.stderr)
+    assert "no restore point has the id or name 'befor'" in line
+    assert f"before ({point['id']})" in line
+
+    deleted = capy.json("restore-points", "delete", "--project", "shop", "--id", "before")
+    assert deleted == {"deleted": True, "id": point["id"]}
+
+
+def test_two_restore_points_of_one_label_are_ambiguous(capy: Capy, project_id: str) -> None:
+    key = _backup(capy, project_id, "b")
+    ids = [
+        capy.json(
+            "restore-points", "create", "--project", project_id, "--label", "twice",
+            "--backup-key", key, "--allow-duplicate",
+        )["id"]
+        for _ in range(2)
+    ]  # fmt: skip
+    result = capy("restore-points", "delete", "--project", project_id, "--id", "twice", code=1)
+    line = _one_error_line(result.stderr)
+    assert "2 restore points are named 'twice'" in line
+    assert all(ident in line for ident in ids)
+    assert len(capy.json("restore-points", "list", "--project", project_id)) == 2
+
+
+# ---------------------------------------------------------------- projects delete
+
+
+def test_projects_delete_by_name_needs_force_while_backups_exist(
+    capy: Capy, project_id: str, app_db: Path
+) -> None:
+    _backup(capy, project_id, "keep")
+    refused = capy("projects", "delete", "shop", code=1)
+    line = _one_error_line(refused.stderr)
+    assert "still has 1 backup(s); only --force deletes them" in line
+    assert [p["id"] for p in capy.json("projects", "list")] == [project_id]
+
+    deleted = capy.json("projects", "delete", "shop", "--force")
+    assert deleted == {"deleted": True, "id": project_id}
+    assert capy.json("projects", "list") == []
+    assert app_db.exists()  # the database itself is not touched
+
+    gone = capy("projects", "delete", project_id, code=1)
+    assert "not found" in _one_error_line(gone.stderr)
+
+
+def test_projects_delete_without_backups(capy: Capy, project_id: str) -> None:
+    assert f"deleted project {project_id}" in capy("projects", "delete", project_id).stdout
+    assert capy.json("projects", "list") == []
+
+
+# ---------------------------------------------------------------- backups delete
+
+
+def test_backups_delete_by_label_key_and_id(capy: Capy, project_id: str) -> None:
+    first = _backup(capy, project_id, "first")
+    second = _backup(capy, project_id, "second")
+    third = _backup(capy, project_id, "third")
+    blobs = capy.engine_dir / "blobs"
+    assert any(blobs.rglob("*.zst"))
+
+    by_label = capy.json("backups", "delete", "--project", project_id, "first")
+    assert by_label["backup_key"] == first
+    by_key = capy.json("backups", "delete", "--project", project_id, second)
+    assert by_key["backup_key"] == second
+    [left] = capy.json("backups", "list", "--project", project_id)
+    assert left["backup_key"] == third
+    assert (
+        f"deleted backup {left['id']}"
+        in capy("backups", "delete", "--project", project_id, left["id"]).stdout
+    )
+    assert capy.json("backups", "list", "--project", project_id) == []
+
+    missing = capy("backups", "delete", "--project", project_id, "first", code=1)
+    assert "no backup of project" in _one_error_line(missing.stderr)
+
+
+def test_backups_delete_refuses_a_pinned_backup(capy: Capy, project_id: str) -> None:
+    point = capy.json("restore-points", "create", "--project", project_id, "--label", "pin")
+    refused = capy("backups", "delete", "--project", project_id, point["backup_key"], code=1)
+    line = _one_error_line(refused.stderr)
+    assert "pinned" in line
+    assert point["id"] in line
+    assert len(capy.json("backups", "list", "--project", project_id)) == 1
+
+
+# ---------------------------------------------------------------- previews get
+
+
+def test_previews_get_by_name_and_id(capy: Capy, project_id: str) -> None:
+    point = capy.json("restore-points", "create", "--project", project_id, "--label", "p")
+    job = capy.json(
+        "restore", "--project", project_id, "--restore-point", point["id"],
+        "--preview-name", "check", "--wait",
+    )  # fmt: skip
+    preview_id = job["preview_database_id"]
+
+    by_name = capy.json("previews", "get", "--project", "shop", "check")
+    by_id = capy.json("previews", "get", "--project", project_id, preview_id)
+    assert by_name == by_id
+    assert (by_name["id"], by_name["name"], by_name["state"]) == (preview_id, "check", "ready")
+    human = capy("previews", "get", "--project", project_id, "check").stdout
+    assert f"preview {preview_id} (check): ready" in human
+    assert by_name["database_name"] in human
+
+    missing = capy("previews", "get", "--project", project_id, "nope", code=1)
+    assert f"check ({preview_id})" in _one_error_line(missing.stderr)
+
+    unnamed = capy("previews", "delete", "--id", "check", code=2)
+    assert "give --project too" in unnamed.stderr
+    done = capy.json("previews", "delete", "--project", "shop", "--id", "check", "--wait")
+    assert done["state"] == "completed"
+    assert capy.json("previews", "list", "--project", project_id) == []
+
+
+# ---------------------------------------------------------------- against capy serve
+
+
+def test_the_verbs_speak_to_a_capy_server(capy: Capy, project_id: str, tmp_path: Path) -> None:
+    other = make_app_db(tmp_path / "other" / "other.db")
+    capy("projects", "create", "--name", "other", "--database-url", sqlite_url(other))
+    key = _backup(capy, project_id, "served")
+    with Engine(capy.engine_dir) as engine:
+        api_key = engine.create_api_key(
+            "org_default", CreateApiKey(name="cli", scopes=list(SCOPES))
+        ).plaintext_api_key.get_secret_value()
+    env = {"CAPYDB_API_KEY": api_key}
+    with serve(create_app(capy.engine_dir)) as url:
+
+        def remote(*args: str) -> str:
+            result = capy.raw("--api-url", url, "--json", *args, env=env)
+            assert result.exit_code == 0, result.stderr
+            assert api_key not in result.stdout + result.stderr
+            return result.stdout
+
+        listed = json.loads(remote("backups", "list", "--project", "shop"))
+        assert [b["backup_key"] for b in listed] == [key]
+        deleted = json.loads(remote("backups", "delete", "--project", "shop", "served"))
+        assert deleted["backup_key"] == key
+        assert json.loads(remote("backups", "list", "--project", project_id)) == []
+        gone = json.loads(remote("projects", "delete", "other"))
+        assert gone["deleted"] is True
+        assert [p["name"] for p in json.loads(remote("projects", "list"))] == ["shop"]
+
+
+# ---------------------------------------------------------------- duplicate labels
+
+
+def test_a_duplicate_restore_point_label_is_refused_before_any_backup(
+    capy: Capy, project_id: str
+) -> None:
+    first = capy.json("restore-points", "create", "--project", project_id, "--label", "nightly")
+    refused = capy(
+        "restore-points", "create", "--project", project_id, "--label", "nightly", code=1
+    )
+    line = _one_error_line(refused.stderr)
+    assert "already has a restore point labelled 'nightly'" in line
+    assert first["id"] in line
+    assert "--allow-duplicate" in line
+    assert len(capy.json("backups", "list", "--project", project_id)) == 1  # no backup taken
+    assert len(capy.json("restore-points", "list", "--project", project_id)) == 1
+
+    capy("restore-points", "create", "--project", project_id, "--label", "nightly",
+         "--allow-duplicate")  # fmt: skip
+    assert [p["label"] for p in capy.json("restore-points", "list", "--project", project_id)] == [
+        "nightly",
+        "nightly",
+    ]
