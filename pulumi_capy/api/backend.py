@@ -34,6 +34,7 @@ from pulumi_capy.api.models import (
     RestorePoint,
     RestoreRequest,
     ScheduledBackup,
+    UpdateProject,
 )
 
 __all__ = ["DEFAULT_JOB_TIMEOUT", "Backend", "JobCallback"]
@@ -123,6 +124,12 @@ class Backend(Protocol):
     def get_project(self, project_id: str) -> Project: ...
 
     def create_project(self, request: CreateProject) -> ProjectCreated: ...
+
+    def update_project(self, project_id: str, request: UpdateProject) -> Project:
+        """[ours] A new ``database_url`` (same kind of database), inspected first.
+
+        Hosted CapyDB raises ``NotSupported``."""
+        ...
 
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
         """[ours] Remove a project the engine protects.

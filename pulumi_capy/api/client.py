@@ -70,6 +70,7 @@ from pulumi_capy.api.models import (
     RestorePoint,
     RestoreRequest,
     ScheduledBackup,
+    UpdateProject,
 )
 from pulumi_capy.api.retry import RETRY_STATUSES, HttpRetryPolicy, parse_retry_after
 
@@ -457,6 +458,15 @@ class CapyClient:
         data = self._request("POST", "v1/projects", body=request)
         job = self._field(data, "job", Job) if data.get("job") else None
         return ProjectCreated(project=self._field(data, "project", Project), job=job)
+
+    def update_project(self, project_id: str, request: UpdateProject) -> Project:
+        if not self._is_capy_server():
+            raise NotSupported(
+                "update_project: CapyDB's API has no database_url to change; hosted "
+                "projects are managed with CapyDB's console or its Terraform provider"
+            )
+        data = self._request("PATCH", f"v1/projects/{_segment(project_id)}", body=request)
+        return self._field(data, "project", Project)
 
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
         if not self._is_capy_server():

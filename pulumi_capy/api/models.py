@@ -74,6 +74,7 @@ __all__ = [
     "ScheduledBackup",
     "ServerInfo",
     "TargetKind",
+    "UpdateProject",
     "VerificationState",
     "format_timestamp",
 ]
@@ -622,6 +623,19 @@ class CreateProject(ApiRequest):
     @classmethod
     def _url_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class UpdateProject(ApiRequest):
+    """[ours] A new ``database_url`` for a project (a rotated password, a moved database)."""
+
+    database_url: SecretStr
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
 

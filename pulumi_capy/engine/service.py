@@ -55,6 +55,7 @@ from pulumi_capy.api.models import (
     RestorePoint,
     RestoreRequest,
     ScheduledBackup,
+    UpdateProject,
 )
 from pulumi_capy.api.validation import parse_request
 from pulumi_capy.engine import backups, keys, previews, projects, restore_points, restores
@@ -150,6 +151,9 @@ class Engine:
 
     def create_project(self, request: CreateProject) -> ProjectCreated:
         return projects.create_project(self.rt, parse_request(CreateProject, request))
+
+    def update_project(self, project_id: str, request: UpdateProject) -> Project:
+        return projects.update_project(self.rt, project_id, parse_request(UpdateProject, request))
 
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
         projects.delete_project(self.rt, project_id, force=force)

@@ -103,6 +103,58 @@ def test_projects_delete_without_backups(capy: Capy, project_id: str) -> None:
     assert capy.json("projects", "list") == []
 
 
+# ---------------------------------------------------------------- projects update
+
+SECRET = "hunter2-rotated"
+
+
+def test_projects_update_reads_the_url_from_stdin(
+    capy: Capy, project_id: str, tmp_path: Path
+) -> None:
+    moved = make_app_db(tmp_path / "moved" / "app.db")
+    result = capy(
+        "projects", "update", "shop", "--database-url-stdin", input=sqlite_url(moved) + "\n"
+    )
+    assert f"updated project {project_id} (shop" in result.stdout
+    assert str(moved.resolve()) in result.stdout
+    [project] = capy.json("projects", "list")
+    assert project["database_name"] == str(moved.resolve())
+    key = _backup(capy, "shop", "moved")  # the backups now come from the new database
+    assert key.startswith(f"projects/{project_id}/")
+
+
+def test_projects_update_from_the_environment(capy: Capy, project_id: str, tmp_path: Path) -> None:
+    moved = make_app_db(tmp_path / "moved" / "app.db")
+    result = capy(
+        "projects", "update", project_id, "--json", env={"CAPY_DATABASE_URL": sqlite_url(moved)}
+    )
+    updated = json.loads(result.stdout)
+    assert updated["database_name"] == str(moved.resolve())
+    assert "database_url" not in updated
+
+
+def test_projects_update_never_prints_the_url(capy: Capy, project_id: str) -> None:
+    url = f"postgresql://capy:{SECRET}@127.0.0.1:1/shop"
+    wrong_kind = capy("projects", "update", "shop", "--database-url-stdin", input=url, code=1)
+    line = _one_error_line(wrong_kind.stderr)
+    assert "protects a sqlite one" in line
+    assert SECRET not in wrong_kind.stdout + wrong_kind.stderr
+
+    bad = f"mysql://capy:{SECRET}@127.0.0.1/shop"
+    unsupported = capy("projects", "update", "shop", env={"CAPY_DATABASE_URL": bad}, code=1)
+    assert "unsupported URL" in _one_error_line(unsupported.stderr)
+    assert SECRET not in unsupported.stdout + unsupported.stderr
+
+    none = capy("projects", "update", "shop", input="", code=2)  # no terminal to ask on
+    assert "--database-url-stdin" in none.stderr
+    twice = capy(
+        "projects", "update", "shop", "--database-url-stdin", "--database-url", "x", code=2
+    )
+    assert "give the URL once" in twice.stderr
+    [project] = capy.json("projects", "list")
+    assert project["id"] == project_id
+
+
 # ---------------------------------------------------------------- backups delete
 
 
@@ -192,6 +244,13 @@ def test_the_verbs_speak_to_a_capy_server(capy: Capy, project_id: str, tmp_path:
         deleted = json.loads(remote("backups", "delete", "--project", "shop", "served"))
         assert deleted["backup_key"] == key
         assert json.loads(remote("backups", "list", "--project", project_id)) == []
+        moved = make_app_db(tmp_path / "moved" / "app.db")
+        result = capy.raw(
+            "--api-url", url, "projects", "update", "other", "--database-url-stdin",
+            env=env, input=sqlite_url(moved),
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        assert str(moved.resolve()) in result.stdout
         gone = json.loads(remote("projects", "delete", "other"))
         assert gone["deleted"] is True
         assert [p["name"] for p in json.loads(remote("projects", "list"))] == ["shop"]

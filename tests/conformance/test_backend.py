@@ -20,8 +20,9 @@ from pulumi_capy.api.models import (
     Project,
     PutScheduledBackup,
     RestoreRequest,
+    UpdateProject,
 )
-from tests.engine.conftest import sqlite_url, table_contents
+from tests.engine.conftest import make_app_db, sqlite_url, table_contents
 
 TIMEOUT = 60.0
 ORG = "org_default"
@@ -232,6 +233,39 @@ def test_errors_are_the_same(backend: Backend, app_db: Path) -> None:
     # nothing refused left a job behind
     types = sorted(str(job.type) for job in backend.list_jobs(project.id))
     assert types == ["backup.verify", "preview.create", "project.backup", "project.restore"]
+
+
+def test_update_project_points_it_at_a_new_database(
+    backend: Backend, app_db: Path, tmp_path: Path
+) -> None:
+    project = new_project(backend, app_db)
+    moved = make_app_db(tmp_path / "moved" / "app.db")
+    updated = backend.update_project(
+        project.id, UpdateProject.model_validate({"database_url": sqlite_url(moved)})
+    )
+    assert (updated.id, updated.database_kind) == (project.id, "sqlite")
+    assert updated.database_name == str(moved.resolve())
+    assert backend.get_project(project.id) == updated
+    assert "database_url" not in updated.model_dump()
+    backup, _ = backed_up(backend, project.id, "after-move")  # the new database is backed up
+    assert backup.state == "completed"
+
+    with pytest.raises(BadRequest, match="database_url"):
+        backend.update_project(
+            project.id,
+            UpdateProject.model_validate({"database_url": sqlite_url(tmp_path / "none.db")}),
+        )
+    with pytest.raises(BadRequest, match=r"postgresql database; project .* protects a sqlite"):
+        backend.update_project(
+            project.id,
+            UpdateProject.model_validate({"database_url": "postgresql://u:hunter2@127.0.0.1:1/db"}),
+        )
+    with pytest.raises(NotFound):
+        backend.update_project(
+            "prj_0000000000000000",
+            UpdateProject.model_validate({"database_url": sqlite_url(moved)}),
+        )
+    assert backend.get_project(project.id) == updated
 
 
 def test_api_keys(backend: Backend, app_db: Path) -> None:

@@ -126,6 +126,7 @@ def test_both_credentials_are_declared(document: dict[str, Any]) -> None:
 def test_the_documented_paths_are_the_contract_and_our_additions(document: dict[str, Any]) -> None:
     ours = {  # [ours] the self-hosted server can delete what the engine protects
         ("DELETE", "/v1/projects/{}"),
+        ("PATCH", "/v1/projects/{}"),  # and point a project at a new database_url
         ("DELETE", "/v1/projects/{}/backups/{}"),
     } | {(method, shape(path)) for method, path, _ in PITR_CONTROL}
     contract = {(method, shape(path)) for method, path, _ in CONTRACT}

@@ -270,6 +270,12 @@ class Store(Protocol):
         """Remove the project and every row that belongs to it."""
         ...
 
+    def update_project_database(
+        self, project_id: str, database_url: str, database_name: str, now: datetime
+    ) -> None:
+        """Point the project at ``database_url`` (kept sealed, as on insert)."""
+        ...
+
     # ------------------------------------------------------------ backups
 
     def record_backup(self, tx: Transaction, backup: BackupRecord) -> None: ...
