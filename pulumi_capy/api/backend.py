@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from pulumi_capy.api.models import (
     ApiKey,
     Backup,
+    BackupDetail,
     CreateApiKey,
     CreateBackup,
     CreatedApiKey,
@@ -64,6 +65,12 @@ class Backend(Protocol):
     def list_backups(self, project_id: str) -> list[Backup]: ...
 
     def create_backup(self, project_id: str, request: CreateBackup | None = None) -> Job: ...
+
+    def get_backup(self, project_id: str, backup_id: str) -> BackupDetail:
+        """[ours] One backup with its manifest's record (tables, row counts, blob size).
+
+        Hosted CapyDB has no such call: the client finds it in the list, without them."""
+        ...
 
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         """[ours] The engine removes the backup; hosted CapyDB raises ``NotSupported``."""

@@ -50,6 +50,7 @@ from pulumi_capy.api.models import (
     ApiKey,
     ApiRequest,
     Backup,
+    BackupDetail,
     CreateApiKey,
     CreateBackup,
     CreatedApiKey,
@@ -341,6 +342,15 @@ class CapyClient:
         if self._capy_server is None:
             self._capy_server = self.get_identity().is_pulumi_capy_server
         return self._capy_server
+
+    def get_backup(self, project_id: str, backup_id: str) -> BackupDetail:
+        if not self._is_capy_server():
+            found = next((b for b in self.list_backups(project_id) if b.id == backup_id), None)
+            if found is None:
+                raise NotFound(f"backup {backup_id} not found in project {project_id}")
+            return BackupDetail.model_validate(found.model_dump())
+        data = self._request("GET", self._project_path(project_id, "backups", _segment(backup_id)))
+        return self._field(data, "backup", BackupDetail)
 
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         if not self._is_capy_server():

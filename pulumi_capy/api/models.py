@@ -39,6 +39,7 @@ __all__ = [
     "SCOPES",
     "ApiKey",
     "Backup",
+    "BackupDetail",
     "BackupState",
     "CreateApiKey",
     "CreateBackup",
@@ -287,6 +288,23 @@ class Backup(ApiObject):
     verification_error: str | None = None
     verified_at: Timestamp | None = None
     created_at: Timestamp | None = None
+
+
+class BackupDetail(Backup):
+    """[ours] One backup with what its blob's manifest recorded (``GET …/backups/{id}``).
+
+    ``size_bytes`` is the source's size as dumped, ``blob_bytes`` the compressed
+    blob's; ``table_count`` and ``row_counts`` (``{"schema.table": rows}``) are what the
+    dump reported: a SQLite dump counts tables, a PostgreSQL one counts the rows of each.
+    From hosted CapyDB only the ``Backup`` fields are known (the others ``None``)."""
+
+    blob_bytes: int | None = None
+    sha256: str | None = None
+    format: str | None = None
+    source_kind: str | None = None
+    table_count: int | None = None
+    row_counts: dict[str, int] | None = None
+    pulumi_capy_version: str | None = None
 
 
 class ScheduledBackup(ApiObject):

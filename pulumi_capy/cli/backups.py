@@ -25,6 +25,7 @@ from pulumi_capy.cli.common import (
     echo,
     emit,
     example,
+    fmt,
     json_option,
     note,
     project_option,
@@ -36,6 +37,7 @@ from pulumi_capy.cli.common import (
 
 __all__ = ["backups", "take_backup"]
 
+KIB = 1024
 VERIFY_POLL = 2.0  # seconds between looks at a backup whose verify job is unknown
 
 
@@ -146,6 +148,64 @@ def find_backup(project: str, value: str) -> Backup:
     raise Failure(
         f"no backup of project {project} has the id, key or label {value!r}; there are: {listed}"
     )
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < KIB or unit == "GiB":
+            return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({count} bytes)"
+        size /= KIB
+    return str(count)  # pragma: no cover
+
+
+@backups.command(
+    epilog=example(
+        "capy backups show --project shop before-migration",
+        "capy backups show --project prj_5f2c81d04be97a13 bkp_0e7d5a3f91c2b648 --json",
+    )
+)
+@project_option
+@click.argument("backup", metavar="BACKUP")
+@backend_options
+@json_option
+def show(project: str, backup: str) -> None:
+    """Show a backup (by id, backup key or label): its verification, sizes, tables and
+    row counts, as its manifest recorded them."""
+    found = find_backup(project, backup)
+    detail = backend().get_backup(project, found.id)
+
+    def human() -> None:
+        echo(f"backup {detail.id} ({detail.label or 'no label'}) of project {detail.project_id}")
+        echo(f"  key:           {detail.backup_key}")
+        echo(f"  state:         {fmt(detail.state)}, taken {fmt(detail.created_at)}")
+        verification = fmt(detail.verification_state)
+        if detail.verified_at:
+            verification += f" at {fmt(detail.verified_at)}"
+        if detail.verification_error:
+            verification += f": {detail.verification_error.strip().splitlines()[0]}"
+        echo(f"  verification:  {verification}")
+        echo(f"  database:      {detail.source_kind or ''} {detail.database_name or '-'}".rstrip())
+        echo(f"  source size:   {_size(detail.size_bytes)}")
+        ratio = (
+            f" ({detail.blob_bytes / detail.size_bytes:.0%} of the source)"
+            if detail.blob_bytes is not None and detail.size_bytes
+            else ""
+        )
+        echo(f"  blob size:     {_size(detail.blob_bytes)}{ratio}")
+        if detail.sha256:
+            echo(f"  sha256:        {detail.sha256}")
+        echo(f"  tables:        {fmt(detail.table_count)}")
+        if detail.row_counts:
+            show_table(
+                sorted(detail.row_counts.items()),
+                [("TABLE", lambda item: item[0]), ("ROWS", lambda item: item[1])],
+                "",
+            )
+
+    emit(detail, human)
 
 
 @backups.command(

@@ -34,6 +34,7 @@ from pulumi_capy.api.errors import (
 from pulumi_capy.api.models import (
     ApiKey,
     Backup,
+    BackupDetail,
     CreateApiKey,
     CreateBackup,
     CreatedApiKey,
@@ -166,6 +167,9 @@ class Engine:
     def create_backup(self, project_id: str, request: CreateBackup | None = None) -> Job:
         request = parse_request(CreateBackup, request or CreateBackup())
         return self.get_job(backups.create_backup(self.rt, project_id, request.label))
+
+    def get_backup(self, project_id: str, backup_id: str) -> BackupDetail:
+        return backups.get_backup(self.rt, project_id, backup_id)
 
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         backups.delete_backup(self.rt, project_id, backup_id)

@@ -155,6 +155,28 @@ def test_projects_update_never_prints_the_url(capy: Capy, project_id: str) -> No
     assert project["id"] == project_id
 
 
+# ---------------------------------------------------------------- backups show
+
+
+def test_backups_show_by_label(capy: Capy, project_id: str, app_db: Path) -> None:
+    key = _backup(capy, project_id, "shown")
+    shown = capy.json("backups", "show", "--project", "shop", "shown")
+    assert (shown["backup_key"], shown["label"]) == (key, "shown")
+    assert shown["verification_state"] == "verified"
+    assert shown["size_bytes"] == app_db.stat().st_size
+    assert 0 < shown["blob_bytes"] < shown["size_bytes"]
+    assert shown["table_count"] >= 1
+    assert shown["source_kind"] == "sqlite"
+
+    human = capy("backups", "show", "--project", project_id, key).stdout
+    assert f"backup {shown['id']} (shown) of project {project_id}" in human
+    assert "verification:  verified at " in human
+    assert f"{shown['size_bytes']} bytes" in human.split("source size:")[1].splitlines()[0]
+    assert f"{shown['blob_bytes']} bytes" in human.split("blob size:")[1].splitlines()[0]
+    assert f"tables:        {shown['table_count']}" in human
+    assert shown["sha256"] in human
+
+
 # ---------------------------------------------------------------- backups delete
 
 
@@ -241,6 +263,9 @@ def test_the_verbs_speak_to_a_capy_server(capy: Capy, project_id: str, tmp_path:
 
         listed = json.loads(remote("backups", "list", "--project", "shop"))
         assert [b["backup_key"] for b in listed] == [key]
+        shown = json.loads(remote("backups", "show", "--project", "shop", "served"))
+        assert (shown["backup_key"], shown["source_kind"]) == (key, "sqlite")
+        assert shown["blob_bytes"] > 0
         deleted = json.loads(remote("backups", "delete", "--project", "shop", "served"))
         assert deleted["backup_key"] == key
         assert json.loads(remote("backups", "list", "--project", project_id)) == []

@@ -11,6 +11,7 @@ import pytest
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from pulumi_capy.api.models import (
+    Backup,
     CreateApiKey,
     CreateBackup,
     CreatePreview,
@@ -233,6 +234,25 @@ def test_errors_are_the_same(backend: Backend, app_db: Path) -> None:
     # nothing refused left a job behind
     types = sorted(str(job.type) for job in backend.list_jobs(project.id))
     assert types == ["backup.verify", "preview.create", "project.backup", "project.restore"]
+
+
+def test_get_backup_has_the_manifest_record(backend: Backend, app_db: Path) -> None:
+    project = new_project(backend, app_db)
+    backed_up(backend, project.id, "shown")
+    [listed] = backend.list_backups(project.id)
+    detail = backend.get_backup(project.id, listed.id)
+    assert detail.model_dump(include=set(Backup.model_fields)) == listed.model_dump()
+    assert detail.verification_state == "verified"
+    assert (detail.source_kind, detail.format) == ("sqlite", "sqlite3")
+    assert detail.table_count == len(table_contents(app_db))
+    assert detail.size_bytes == app_db.stat().st_size
+    assert detail.blob_bytes is not None
+    assert 0 < detail.blob_bytes < detail.size_bytes
+    assert detail.sha256 is not None
+    assert len(detail.sha256) == 64
+    assert detail.row_counts is None  # a SQLite dump counts tables, not rows
+    with pytest.raises(NotFound):
+        backend.get_backup(project.id, "bkp_0000000000000000")
 
 
 def test_update_project_points_it_at_a_new_database(
