@@ -72,6 +72,11 @@ class Backend(Protocol):
         Hosted CapyDB has no such call: the client finds it in the list, without them."""
         ...
 
+    def verify_backup(self, project_id: str, backup_id: str) -> Job:
+        """[ours] Verify the backup again (a ``backup.verify`` job; the outstanding one if
+        it is being verified already). Hosted CapyDB raises ``NotSupported``."""
+        ...
+
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         """[ours] The engine removes the backup; hosted CapyDB raises ``NotSupported``."""
         ...

@@ -352,6 +352,15 @@ class CapyClient:
         data = self._request("GET", self._project_path(project_id, "backups", _segment(backup_id)))
         return self._field(data, "backup", BackupDetail)
 
+    def verify_backup(self, project_id: str, backup_id: str) -> Job:
+        if not self._is_capy_server():
+            raise NotSupported(
+                "verify_backup: CapyDB's API has no call to verify a backup again; it "
+                "verifies each backup once, when it is taken"
+            )
+        path = self._project_path(project_id, "backups", _segment(backup_id), "verify")
+        return self._field(self._request("POST", path), "job", Job)
+
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         if not self._is_capy_server():
             raise NotSupported(

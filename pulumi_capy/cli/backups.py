@@ -210,6 +210,37 @@ def show(project: str, backup: str) -> None:
 
 @backups.command(
     epilog=example(
+        "capy backups verify --project shop before-migration --wait",
+        "capy backups verify --project prj_5f2c81d04be97a13 bkp_0e7d5a3f91c2b648 --json",
+    )
+)
+@project_option
+@click.argument("backup", metavar="BACKUP")
+@click.option(
+    "--wait", is_flag=True, help="Wait until it is verified (exit 1 if the verification fails)."
+)
+@timeout_option
+@backend_options
+@json_option
+def verify(project: str, backup: str, wait: bool, timeout: float) -> None:
+    """Verify a backup (by id, backup key or label) again, now: restore it into a
+    throwaway database and check it (a job; the one already running, if any)."""
+    found = find_backup(project, backup)
+    job = backend().verify_backup(project, found.id)
+    if wait:
+        done = wait_for(job, timeout, "verification")
+        emit(done, lambda: echo(f"backup {found.backup_key} verified (job {done.id})"))
+        return
+
+    def human() -> None:
+        echo(describe_job(job))
+        note(f"follow it with: capy jobs get --job-id {job.id} --wait")
+
+    emit(job, human)
+
+
+@backups.command(
+    epilog=example(
         "capy backups delete --project shop bkp_0e7d5a3f91c2b648",
         "capy backups delete --project shop before-migration --json",
     )

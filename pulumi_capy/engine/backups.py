@@ -28,6 +28,7 @@ __all__ = [
     "get_schedule",
     "list_backups",
     "put_schedule",
+    "verify_backup",
 ]
 
 
@@ -87,6 +88,31 @@ def create_backup(rt: Runtime, project_id: str, label: str | None) -> str:
             project_id=project_id,
             payload={"backup_id": new_id("bkp"), "label": label},
             locked_resource=f"project:{project_id}",
+        )
+
+
+def verify_backup(rt: Runtime, project_id: str, backup_id: str) -> str:
+    """Queue a ``backup.verify`` job (restore into a throwaway target, check); its id.
+
+    A verification already pending or running is the answer (no second one). The
+    backup keeps its verification state until the job ends: verified again (a new
+    ``verified_at``) or failed, with the reason."""
+    projects.require(rt, project_id)
+    with rt.store.transaction() as tx:
+        backup = rt.store.get_backup(backup_id)
+        if backup is None or backup.project_id != project_id:
+            raise NotFound(f"backup {backup_id} not found in project {project_id}")
+        if backup.state == "expired":
+            raise Conflict(f"backup {backup.backup_key} expired: its blob is gone")
+        outstanding = rt.store.outstanding_verification(backup_id)
+        if outstanding is not None:
+            return outstanding
+        return rt.enqueue(
+            tx,
+            JobType.backup_verify,
+            project_id=project_id,
+            payload={"backup_id": backup_id},
+            locked_resource=f"backup:{backup_id}",
         )
 
 

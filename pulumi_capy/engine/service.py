@@ -171,6 +171,9 @@ class Engine:
     def get_backup(self, project_id: str, backup_id: str) -> BackupDetail:
         return backups.get_backup(self.rt, project_id, backup_id)
 
+    def verify_backup(self, project_id: str, backup_id: str) -> Job:
+        return self.get_job(backups.verify_backup(self.rt, project_id, backup_id))
+
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         backups.delete_backup(self.rt, project_id, backup_id)
 

@@ -177,6 +177,39 @@ def test_backups_show_by_label(capy: Capy, project_id: str, app_db: Path) -> Non
     assert shown["sha256"] in human
 
 
+# ---------------------------------------------------------------- backups verify
+
+
+def test_backups_verify_on_demand(capy: Capy, project_id: str) -> None:
+    key = _backup(capy, project_id, "checked")
+    first = capy.json("backups", "verify", "--project", "shop", "checked")
+    assert (first["type"], first["state"]) == ("backup.verify", "pending")
+    again = capy("backups", "verify", "--project", "shop", key)
+    assert f"job {first['id']} (backup.verify): pending" in again.stdout  # the same one
+    assert "capy jobs get --job-id" in again.stderr
+
+    done = capy.json("jobs", "get", "--job-id", first["id"], "--wait")
+    assert done["state"] == "completed"
+    waited = capy("backups", "verify", "--project", project_id, "checked", "--wait")
+    assert f"backup {key} verified (job job_" in waited.stdout
+
+
+def test_backups_verify_finds_a_damaged_blob(capy: Capy, project_id: str) -> None:
+    key = _backup(capy, project_id, "damaged")
+    blob = capy.engine_dir / "blobs" / key
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+
+    failed = capy("backups", "verify", "--project", project_id, "damaged", "--wait", code=1)
+    line = failed.stderr.splitlines()[-1]
+    assert line.startswith("capy: error: ")
+    assert "failed" in line
+    shown = capy.json("backups", "show", "--project", project_id, "damaged")
+    assert shown["verification_state"] == "failed"
+    assert "checksum" in shown["verification_error"].lower()
+
+
 # ---------------------------------------------------------------- backups delete
 
 
@@ -263,6 +296,12 @@ def test_the_verbs_speak_to_a_capy_server(capy: Capy, project_id: str, tmp_path:
 
         listed = json.loads(remote("backups", "list", "--project", "shop"))
         assert [b["backup_key"] for b in listed] == [key]
+        verify = json.loads(remote("backups", "verify", "--project", "shop", "served"))
+        assert verify["type"] == "backup.verify"
+        with Engine(capy.engine_dir) as worker:  # what `capy worker` does beside the server
+            worker.run_pending()
+        done = json.loads(remote("jobs", "get", "--job-id", verify["id"]))
+        assert done["state"] == "completed"
         shown = json.loads(remote("backups", "show", "--project", "shop", "served"))
         assert (shown["backup_key"], shown["source_kind"]) == (key, "sqlite")
         assert shown["blob_bytes"] > 0

@@ -255,6 +255,25 @@ def test_get_backup_has_the_manifest_record(backend: Backend, app_db: Path) -> N
         backend.get_backup(project.id, "bkp_0000000000000000")
 
 
+def test_verify_backup_again(backend: Backend, app_db: Path) -> None:
+    project = new_project(backend, app_db)
+    backed_up(backend, project.id, "again")
+    [before] = backend.list_backups(project.id)
+    assert before.verification_state == "verified"
+    job = backend.verify_backup(project.id, before.id)
+    assert (job.type, job.project_id) == ("backup.verify", project.id)
+    assert job.state in ("pending", "running", "completed")
+    done = backend.wait_for_job(job.id, timeout=TIMEOUT)
+    assert done.result == {"backup_id": before.id, "backup_key": before.backup_key}
+    [after] = backend.list_backups(project.id)
+    assert after.verification_state == "verified"
+    assert after.verified_at is not None
+    assert before.verified_at is not None
+    assert after.verified_at >= before.verified_at
+    with pytest.raises(NotFound):
+        backend.verify_backup(project.id, "bkp_0000000000000000")
+
+
 def test_update_project_points_it_at_a_new_database(
     backend: Backend, app_db: Path, tmp_path: Path
 ) -> None:

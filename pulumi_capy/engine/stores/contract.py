@@ -396,6 +396,10 @@ class Store(Protocol):
         """Whether a pending or running job verifies the backup."""
         ...
 
+    def outstanding_verification(self, backup_id: str) -> str | None:
+        """The id of a pending or running job that verifies the backup, if any."""
+        ...
+
     def claim_job(
         self, worker_id: str, now: datetime, lease_until: datetime, only_id: str | None = None
     ) -> JobRecord | None:

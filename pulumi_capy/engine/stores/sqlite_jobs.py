@@ -157,6 +157,10 @@ class SqliteJobQueue(SqliteConnections):
     def verification_outstanding(self, backup_id: str) -> bool:
         return bool(self._outstanding(JobType.backup_verify, "backup_id", backup_id))
 
+    def outstanding_verification(self, backup_id: str) -> str | None:
+        jobs = self._outstanding(JobType.backup_verify, "backup_id", backup_id)
+        return jobs[0] if jobs else None
+
     def outstanding_preview_deletion(self, preview_id: str) -> str | None:
         jobs = self._outstanding(JobType.preview_delete, "preview_id", preview_id)
         return jobs[0] if jobs else None
