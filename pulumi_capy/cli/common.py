@@ -417,7 +417,9 @@ def fmt(value: Any) -> str:
 Column = tuple[str, Callable[[Any], Any]]
 
 # Columns of ids and keys, which people copy into the next command: never folded or cut.
-ID_HEADERS = frozenset({"ID", "BACKUP KEY", "BACKUP KEY / TIME", "PROJECT", "SOURCE", "PREFIX"})
+ID_HEADERS = frozenset(
+    {"ID", "BACKUP KEY", "BACKUP KEY / TIME", "PROJECT", "SOURCE", "PREFIX", "PATH"}
+)
 
 
 NARROWEST = 8  # characters a folded column keeps, at least (or its header's, if shorter)

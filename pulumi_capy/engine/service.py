@@ -59,7 +59,7 @@ from pulumi_capy.api.models import (
     UpdateProject,
 )
 from pulumi_capy.api.validation import parse_request
-from pulumi_capy.engine import backups, keys, previews, projects, restore_points, restores
+from pulumi_capy.engine import backups, gc, keys, previews, projects, restore_points, restores
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.pitr import archive, control
@@ -302,6 +302,12 @@ class Engine:
             remaining = (deadline - self.rt.now()).total_seconds()
             self.rt.clock.sleep(max(0.0, min(interval, remaining)))
             interval = min(POLL_CAP, interval * 2)
+
+    def collect_garbage(
+        self, *, dry_run: bool = False, min_age: timedelta = gc.DEFAULT_MIN_AGE
+    ) -> gc.GarbageReport:
+        """[ours, not an API call] Remove the blobs no record refers to (``engine.gc``)."""
+        return gc.collect_garbage(self.rt, dry_run=dry_run, min_age=min_age)
 
     def run_pending(self) -> int:
         """Run every job that is runnable now, inline; return how many ran."""
