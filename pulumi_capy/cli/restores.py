@@ -30,6 +30,7 @@ from pulumi_capy.cli.common import (
     note,
     project_option,
     request,
+    resolve_preview,
     resolve_restore_point,
     show_table,
     timeout_option,
@@ -252,7 +253,9 @@ def _restored(project: str, job: Job) -> str:
     show_default=True,
     help="A new preview, an existing preview (--preview-id), or the project database.",
 )
-@click.option("--preview-id", metavar="ID", help="With --target-kind preview: which one.")
+@click.option(
+    "--preview-id", metavar="PREVIEW", help="With --target-kind preview: which one (id or name)."
+)
 @click.option("--preview-name", help="With new_preview: its name (default: generated).")
 @click.option("--ttl-hours", type=int, help="With new_preview: hours it lives (1-168).")
 @click.option("--recreate", is_flag=True, help="Drop and recreate the target first.")
@@ -292,6 +295,8 @@ def restore(
         )
     if restore_point is not None:
         restore_point = resolve_restore_point(project, restore_point)
+    if preview_id is not None:
+        preview_id = resolve_preview(project, preview_id)
     job = backend().create_restore(
         project,
         request(

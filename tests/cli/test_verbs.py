@@ -77,6 +77,22 @@ def test_two_restore_points_of_one_label_are_ambiguous(capy: Capy, project_id: s
     assert len(capy.json("restore-points", "list", "--project", project_id)) == 2
 
 
+def test_a_preview_and_a_key_s_project_by_name(capy: Capy, project_id: str) -> None:
+    point = capy.json("restore-points", "create", "--project", "shop", "--label", "p")
+    capy("restore", "--project", "shop", "--restore-point", "p", "--preview-name", "qa", "--wait")
+    again = capy.json(
+        "restore", "--project", "shop", "--restore-point", "p", "--target-kind", "preview",
+        "--preview-id", "qa", "--wait",
+    )  # fmt: skip
+    [preview] = capy.json("previews", "list", "--project", project_id)
+    assert again["preview_database_id"] == preview["id"]
+    assert again["result"]["backup_key"] == point["backup_key"]
+
+    key = capy.json("keys", "create", "--name", "ci", "--scopes", "backups:read",
+                    "--project", "shop")  # fmt: skip
+    assert key["api_key"]["project_id"] == project_id
+
+
 # ---------------------------------------------------------------- projects delete
 
 
