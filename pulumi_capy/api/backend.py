@@ -109,6 +109,11 @@ class Backend(Protocol):
 
     def get_job(self, job_id: str) -> Job: ...
 
+    def cancel_job(self, job_id: str) -> Job:
+        """[ours] Fail a job that is still pending; a running or ended one is a
+        ``Conflict``. Hosted CapyDB raises ``NotSupported``."""
+        ...
+
     def wait_for_job(
         self,
         job_id: str,

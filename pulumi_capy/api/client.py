@@ -421,6 +421,12 @@ class CapyClient:
         data = self._request("GET", f"v1/jobs/{_segment(job_id)}")
         return self._field(data, "job", Job)
 
+    def cancel_job(self, job_id: str) -> Job:
+        if not self._is_capy_server():
+            raise NotSupported("cancel_job: CapyDB's API has no call to cancel a job")
+        data = self._request("POST", f"v1/jobs/{_segment(job_id)}/cancel")
+        return self._field(data, "job", Job)
+
     def wait_for_job(
         self,
         job_id: str,

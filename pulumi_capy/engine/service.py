@@ -25,6 +25,7 @@ from pathlib import Path
 from pulumi_capy.api.backend import DEFAULT_JOB_TIMEOUT, JobCallback
 from pulumi_capy.api.errors import (
     ConfigError,
+    Conflict,
     FieldError,
     InvalidInput,
     JobFailed,
@@ -62,6 +63,7 @@ from pulumi_capy.api.validation import parse_request
 from pulumi_capy.engine import backups, gc, keys, previews, projects, restore_points, restores
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
+from pulumi_capy.engine.handlers import HANDLERS
 from pulumi_capy.engine.pitr import archive, control
 from pulumi_capy.engine.pitr.stream import StreamManager
 from pulumi_capy.engine.private import private_directory
@@ -260,6 +262,28 @@ class Engine:
         if job is None:
             raise NotFound(f"job {job_id} not found")
         return job.public()
+
+    def cancel_job(self, job_id: str) -> Job:
+        """Fail a pending job before any worker runs it (its failure hook runs: a new
+        preview it would have made is marked failed, a verification it would have done
+        leaves the backup failed, "cancelled"). A running or ended job is a ``Conflict``."""
+        job = self.rt.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job.state == JobState.running:
+            raise Conflict(
+                f"job {job_id} is running; a running job is not stopped part way: wait for it"
+            )
+        if job.state != JobState.pending:
+            raise Conflict(f"job {job_id} is {job.state} already: nothing to cancel")
+        error = "cancelled by request before it ran"
+        with self.rt.store.transaction() as tx:
+            if not self.rt.store.cancel_pending_job(tx, job_id, error=error, now=self.rt.now()):
+                raise Conflict(f"job {job_id} started meanwhile; wait for it")
+            handler = HANDLERS.get(str(job.type))
+            if handler is not None:
+                handler.on_failed(self.rt, tx, job, error)
+        return self.get_job(job_id)
 
     def wait_for_job(
         self,

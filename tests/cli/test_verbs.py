@@ -4,6 +4,7 @@ real embedded engine and against a real ``capy serve`` on loopback."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from pulumi_capy.api.models import SCOPES, CreateApiKey
@@ -226,6 +227,52 @@ def test_backups_verify_finds_a_damaged_blob(capy: Capy, project_id: str) -> Non
     assert "checksum" in shown["verification_error"].lower()
 
 
+# ---------------------------------------------------------------- jobs cancel
+
+
+def test_jobs_cancel_a_pending_backup(capy: Capy, project_id: str) -> None:
+    pending = capy.json("backups", "create", "--project", project_id)
+    cancelled = capy.json("jobs", "cancel", "--job-id", pending["id"])
+    assert (cancelled["state"], cancelled["error"]) == (
+        "failed",
+        "cancelled by request before it ran",
+    )
+    assert cancelled["attempts"] == 0
+    with Engine(capy.engine_dir) as engine:
+        assert engine.run_pending() == 0  # nothing left to run
+    assert capy.json("backups", "list", "--project", project_id) == []
+
+    again = capy("jobs", "cancel", "--job-id", pending["id"], code=1)
+    assert "is failed already: nothing to cancel" in _one_error_line(again.stderr)
+    missing = capy("jobs", "cancel", "--job-id", "job_nope", code=1)
+    assert "not found" in _one_error_line(missing.stderr)
+
+
+def test_jobs_cancel_refuses_a_running_job(capy: Capy, project_id: str) -> None:
+    pending = capy.json("backups", "create", "--project", project_id)
+    with Engine(capy.engine_dir) as engine:  # a worker claims it, as `capy worker` would
+        now = engine.rt.now()
+        claimed = engine.rt.store.claim_job(
+            "test-worker", now, now + timedelta(minutes=5), only_id=pending["id"]
+        )
+        assert claimed is not None
+    refused = capy("jobs", "cancel", "--job-id", pending["id"], code=1)
+    assert "is running; a running job is not stopped part way" in _one_error_line(refused.stderr)
+    assert capy.json("jobs", "get", "--job-id", pending["id"])["state"] == "running"
+
+
+def test_jobs_cancel_a_pending_restore_fails_its_new_preview(capy: Capy, project_id: str) -> None:
+    point = capy.json("restore-points", "create", "--project", project_id, "--label", "p")
+    job = capy.json("restore", "--project", project_id, "--restore-point", "p",
+                    "--preview-name", "never")  # fmt: skip
+    assert job["state"] == "pending"
+    shown = capy("jobs", "cancel", "--job-id", job["id"]).stdout
+    assert f"job {job['id']} (project.restore): failed" in shown
+    [preview] = capy.json("previews", "list", "--project", project_id)
+    assert (preview["name"], preview["state"]) == ("never", "failed")
+    assert point["backup_key"]
+
+
 # ---------------------------------------------------------------- backups delete
 
 
@@ -302,7 +349,7 @@ def test_the_verbs_speak_to_a_capy_server(capy: Capy, project_id: str, tmp_path:
             "org_default", CreateApiKey(name="cli", scopes=list(SCOPES))
         ).plaintext_api_key.get_secret_value()
     env = {"CAPYDB_API_KEY": api_key}
-    with serve(create_app(capy.engine_dir)) as url:
+    with serve(create_app(capy.engine_dir)) as url:  # no worker: jobs stay pending
 
         def remote(*args: str) -> str:
             result = capy.raw("--api-url", url, "--json", *args, env=env)
@@ -312,6 +359,9 @@ def test_the_verbs_speak_to_a_capy_server(capy: Capy, project_id: str, tmp_path:
 
         listed = json.loads(remote("backups", "list", "--project", "shop"))
         assert [b["backup_key"] for b in listed] == [key]
+        pending = json.loads(remote("backups", "create", "--project", "shop"))
+        cancelled = json.loads(remote("jobs", "cancel", "--job-id", pending["id"]))
+        assert (cancelled["id"], cancelled["state"]) == (pending["id"], "failed")
         verify = json.loads(remote("backups", "verify", "--project", "shop", "served"))
         assert verify["type"] == "backup.verify"
         with Engine(capy.engine_dir) as worker:  # what `capy worker` does beside the server

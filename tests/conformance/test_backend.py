@@ -274,6 +274,16 @@ def test_verify_backup_again(backend: Backend, app_db: Path) -> None:
         backend.verify_backup(project.id, "bkp_0000000000000000")
 
 
+def test_cancel_job_refuses_an_ended_job(backend: Backend, app_db: Path) -> None:
+    project = new_project(backend, app_db)
+    backup, _ = backed_up(backend, project.id, "ended")
+    with pytest.raises(Conflict, match="completed already"):
+        backend.cancel_job(backup.id)
+    with pytest.raises(NotFound):
+        backend.cancel_job("job_0000000000000000")
+    assert backend.get_job(backup.id).state == "completed"
+
+
 def test_update_project_points_it_at_a_new_database(
     backend: Backend, app_db: Path, tmp_path: Path
 ) -> None:

@@ -130,6 +130,7 @@ def test_the_documented_paths_are_the_contract_and_our_additions(document: dict[
         ("DELETE", "/v1/projects/{}/backups/{}"),
         ("GET", "/v1/projects/{}/backups/{}"),  # one backup with its manifest's record
         ("POST", "/v1/projects/{}/backups/{}/verify"),  # verify it again
+        ("POST", "/v1/jobs/{}/cancel"),  # cancel a pending job
     } | {(method, shape(path)) for method, path, _ in PITR_CONTROL}
     contract = {(method, shape(path)) for method, path, _ in CONTRACT}
     assert set(operations(document)) == contract | ours

@@ -396,6 +396,12 @@ class Store(Protocol):
         """Whether a pending or running job verifies the backup."""
         ...
 
+    def cancel_pending_job(
+        self, tx: Transaction, job_id: str, *, error: str, now: datetime
+    ) -> bool:
+        """Fail the job if it is still pending (no worker holds it); whether it was."""
+        ...
+
     def outstanding_verification(self, backup_id: str) -> str | None:
         """The id of a pending or running job that verifies the backup, if any."""
         ...
