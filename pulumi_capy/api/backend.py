@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from pulumi_capy.api.models import (
     ApiKey,
     Backup,
+    BackupDetail,
     CreateApiKey,
     CreateBackup,
     CreatedApiKey,
@@ -34,6 +35,7 @@ from pulumi_capy.api.models import (
     RestorePoint,
     RestoreRequest,
     ScheduledBackup,
+    UpdateProject,
 )
 
 __all__ = ["DEFAULT_JOB_TIMEOUT", "Backend", "JobCallback"]
@@ -63,6 +65,17 @@ class Backend(Protocol):
     def list_backups(self, project_id: str) -> list[Backup]: ...
 
     def create_backup(self, project_id: str, request: CreateBackup | None = None) -> Job: ...
+
+    def get_backup(self, project_id: str, backup_id: str) -> BackupDetail:
+        """[ours] One backup with its manifest's record (tables, row counts, blob size).
+
+        Hosted CapyDB has no such call: the client finds it in the list, without them."""
+        ...
+
+    def verify_backup(self, project_id: str, backup_id: str) -> Job:
+        """[ours] Verify the backup again (a ``backup.verify`` job; the outstanding one if
+        it is being verified already). Hosted CapyDB raises ``NotSupported``."""
+        ...
 
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         """[ours] The engine removes the backup; hosted CapyDB raises ``NotSupported``."""
@@ -96,6 +109,11 @@ class Backend(Protocol):
 
     def get_job(self, job_id: str) -> Job: ...
 
+    def cancel_job(self, job_id: str) -> Job:
+        """[ours] Fail a job that is still pending; a running or ended one is a
+        ``Conflict``. Hosted CapyDB raises ``NotSupported``."""
+        ...
+
     def wait_for_job(
         self,
         job_id: str,
@@ -123,6 +141,12 @@ class Backend(Protocol):
     def get_project(self, project_id: str) -> Project: ...
 
     def create_project(self, request: CreateProject) -> ProjectCreated: ...
+
+    def update_project(self, project_id: str, request: UpdateProject) -> Project:
+        """[ours] A new ``database_url`` (same kind of database), inspected first.
+
+        Hosted CapyDB raises ``NotSupported``."""
+        ...
 
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
         """[ours] Remove a project the engine protects.

@@ -50,6 +50,7 @@ from pulumi_capy.api.models import (
     ApiKey,
     ApiRequest,
     Backup,
+    BackupDetail,
     CreateApiKey,
     CreateBackup,
     CreatedApiKey,
@@ -71,6 +72,7 @@ from pulumi_capy.api.models import (
     RestorePoint,
     RestoreRequest,
     ScheduledBackup,
+    UpdateProject,
 )
 from pulumi_capy.api.retry import RETRY_STATUSES, HttpRetryPolicy, parse_retry_after
 
@@ -342,6 +344,24 @@ class CapyClient:
             self._capy_server = self.get_identity().is_pulumi_capy_server
         return self._capy_server
 
+    def get_backup(self, project_id: str, backup_id: str) -> BackupDetail:
+        if not self._is_capy_server():
+            found = next((b for b in self.list_backups(project_id) if b.id == backup_id), None)
+            if found is None:
+                raise NotFound(f"backup {backup_id} not found in project {project_id}")
+            return BackupDetail.model_validate(found.model_dump())
+        data = self._request("GET", self._project_path(project_id, "backups", _segment(backup_id)))
+        return self._field(data, "backup", BackupDetail)
+
+    def verify_backup(self, project_id: str, backup_id: str) -> Job:
+        if not self._is_capy_server():
+            raise NotSupported(
+                "verify_backup: CapyDB's API has no call to verify a backup again; it "
+                "verifies each backup once, when it is taken"
+            )
+        path = self._project_path(project_id, "backups", _segment(backup_id), "verify")
+        return self._field(self._request("POST", path), "job", Job)
+
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         if not self._is_capy_server():
             raise NotSupported(
@@ -402,6 +422,12 @@ class CapyClient:
         data = self._request("GET", f"v1/jobs/{_segment(job_id)}")
         return self._field(data, "job", Job)
 
+    def cancel_job(self, job_id: str) -> Job:
+        if not self._is_capy_server():
+            raise NotSupported("cancel_job: CapyDB's API has no call to cancel a job")
+        data = self._request("POST", f"v1/jobs/{_segment(job_id)}/cancel")
+        return self._field(data, "job", Job)
+
     def wait_for_job(
         self,
         job_id: str,
@@ -458,6 +484,15 @@ class CapyClient:
         data = self._request("POST", "v1/projects", body=request)
         job = self._field(data, "job", Job) if data.get("job") else None
         return ProjectCreated(project=self._field(data, "project", Project), job=job)
+
+    def update_project(self, project_id: str, request: UpdateProject) -> Project:
+        if not self._is_capy_server():
+            raise NotSupported(
+                "update_project: CapyDB's API has no database_url to change; hosted "
+                "projects are managed with CapyDB's console or its Terraform provider"
+            )
+        data = self._request("PATCH", f"v1/projects/{_segment(project_id)}", body=request)
+        return self._field(data, "project", Project)
 
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
         if not self._is_capy_server():

@@ -39,6 +39,7 @@ __all__ = [
     "SCOPES",
     "ApiKey",
     "Backup",
+    "BackupDetail",
     "BackupState",
     "CreateApiKey",
     "CreateBackup",
@@ -75,6 +76,7 @@ __all__ = [
     "ScheduledBackup",
     "ServerInfo",
     "TargetKind",
+    "UpdateProject",
     "VerificationState",
     "format_bytes",
     "format_timestamp",
@@ -336,6 +338,23 @@ class Backup(ApiObject):
     verification_error: str | None = None
     verified_at: Timestamp | None = None
     created_at: Timestamp | None = None
+
+
+class BackupDetail(Backup):
+    """[ours] One backup with what its blob's manifest recorded (``GET …/backups/{id}``).
+
+    ``size_bytes`` is the source's size as dumped, ``blob_bytes`` the compressed
+    blob's; ``table_count`` and ``row_counts`` (``{"schema.table": rows}``) are what the
+    dump reported: a SQLite dump counts tables, a PostgreSQL one counts the rows of each.
+    From hosted CapyDB only the ``Backup`` fields are known (the others ``None``)."""
+
+    blob_bytes: int | None = None
+    sha256: str | None = None
+    format: str | None = None
+    source_kind: str | None = None
+    table_count: int | None = None
+    row_counts: dict[str, int] | None = None
+    pulumi_capy_version: str | None = None
 
 
 class ScheduledBackup(ApiObject):
@@ -672,6 +691,19 @@ class CreateProject(ApiRequest):
     @classmethod
     def _url_not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class UpdateProject(ApiRequest):
+    """[ours] A new ``database_url`` for a project (a rotated password, a moved database)."""
+
+    database_url: SecretStr
+
+    @field_validator("database_url")
+    @classmethod
+    def _url_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
 

@@ -1,4 +1,4 @@
-"""``capy backups create|list`` and ``capy backups schedule get|set|disable``."""
+"""``capy backups create|list|show|delete`` and ``capy backups schedule get|set|disable``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from pulumi_capy.api.errors import JobFailed, JobTimeout
 from pulumi_capy.api.models import (
+    Backup,
     CreateBackup,
     Job,
     PutScheduledBackup,
@@ -17,6 +18,7 @@ from pulumi_capy.api.models import (
 )
 from pulumi_capy.cli.common import (
     CapyGroup,
+    Failure,
     backend,
     backend_options,
     describe_job,
@@ -24,6 +26,7 @@ from pulumi_capy.cli.common import (
     embedded,
     emit,
     example,
+    fmt,
     json_option,
     note,
     note_queued,
@@ -37,6 +40,7 @@ from pulumi_capy.cli.common import (
 
 __all__ = ["backups", "take_backup", "verified"]
 
+KIB = 1024
 VERIFY_POLL = 2.0  # seconds between looks at a backup whose verify job is unknown
 
 
@@ -132,6 +136,133 @@ def list_(project: str) -> None:
             ],
             f"no backups in project {project}",
         ),
+    )
+
+
+def find_backup(project: str, value: str) -> Backup:
+    """The backup of ``project`` whose id, backup key or label is ``value`` (one only)."""
+    found = backend().list_backups(project)
+    for field in ("id", "backup_key", "label"):
+        matching = [b for b in found if getattr(b, field) == value]
+        if len(matching) == 1:
+            return matching[0]
+        if matching:
+            ids = ", ".join(b.id for b in matching)
+            raise Failure(f"{len(matching)} backups have the {field} {value!r}: {ids}; give the id")
+    listed = ", ".join(f"{b.id} ({b.label or b.backup_key})" for b in found) or "none"
+    raise Failure(
+        f"no backup of project {project} has the id, key or label {value!r}; there are: {listed}"
+    )
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "-"
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < KIB or unit == "GiB":
+            return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({count} bytes)"
+        size /= KIB
+    return str(count)  # pragma: no cover
+
+
+@backups.command(
+    epilog=example(
+        "capy backups show --project shop before-migration",
+        "capy backups show --project prj_5f2c81d04be97a13 bkp_0e7d5a3f91c2b648 --json",
+    )
+)
+@project_option
+@click.argument("backup", metavar="BACKUP")
+@backend_options
+@json_option
+def show(project: str, backup: str) -> None:
+    """Show a backup (by id, backup key or label): its verification, sizes, tables and
+    row counts, as its manifest recorded them."""
+    found = find_backup(project, backup)
+    detail = backend().get_backup(project, found.id)
+
+    def human() -> None:
+        echo(f"backup {detail.id} ({detail.label or 'no label'}) of project {detail.project_id}")
+        echo(f"  key:           {detail.backup_key}")
+        echo(f"  state:         {fmt(detail.state)}, taken {fmt(detail.created_at)}")
+        verification = fmt(detail.verification_state)
+        if detail.verified_at:
+            verification += f" at {fmt(detail.verified_at)}"
+        if detail.verification_error:
+            verification += f": {detail.verification_error.strip().splitlines()[0]}"
+        echo(f"  verification:  {verification}")
+        echo(f"  database:      {detail.source_kind or ''} {detail.database_name or '-'}".rstrip())
+        echo(f"  source size:   {_size(detail.size_bytes)}")
+        ratio = (
+            f" ({detail.blob_bytes / detail.size_bytes:.0%} of the source)"
+            if detail.blob_bytes is not None and detail.size_bytes
+            else ""
+        )
+        echo(f"  blob size:     {_size(detail.blob_bytes)}{ratio}")
+        if detail.sha256:
+            echo(f"  sha256:        {detail.sha256}")
+        echo(f"  tables:        {fmt(detail.table_count)}")
+        if detail.row_counts:
+            show_table(
+                sorted(detail.row_counts.items()),
+                [("TABLE", lambda item: item[0]), ("ROWS", lambda item: item[1])],
+                "",
+            )
+
+    emit(detail, human)
+
+
+@backups.command(
+    epilog=example(
+        "capy backups verify --project shop before-migration --wait",
+        "capy backups verify --project prj_5f2c81d04be97a13 bkp_0e7d5a3f91c2b648 --json",
+    )
+)
+@project_option
+@click.argument("backup", metavar="BACKUP")
+@click.option(
+    "--wait", is_flag=True, help="Wait until it is verified (exit 1 if the verification fails)."
+)
+@timeout_option
+@backend_options
+@json_option
+def verify(project: str, backup: str, wait: bool, timeout: float) -> None:
+    """Verify a backup (by id, backup key or label) again, now: restore it into a
+    throwaway database and check it (a job; the one already running, if any)."""
+    found = find_backup(project, backup)
+    job = backend().verify_backup(project, found.id)
+    if wait:
+        done = wait_for(job, timeout, "verification")
+        emit(done, lambda: echo(f"backup {found.backup_key} verified (job {done.id})"))
+        return
+
+    def human() -> None:
+        echo(describe_job(job))
+        note(f"follow it with: capy jobs get --job-id {job.id} --wait")
+
+    emit(job, human)
+
+
+@backups.command(
+    epilog=example(
+        "capy backups delete --project shop bkp_0e7d5a3f91c2b648",
+        "capy backups delete --project shop before-migration --json",
+    )
+)
+@project_option
+@click.argument("backup", metavar="BACKUP")
+@backend_options
+@json_option
+def delete(project: str, backup: str) -> None:
+    """Delete a backup (by id, backup key or label) and its blob.
+
+    Refused while a restore point pins it or a job uses it."""
+    found = find_backup(project, backup)
+    backend().delete_backup(project, found.id)
+    emit(
+        {"deleted": True, "id": found.id, "backup_key": found.backup_key},
+        lambda: echo(f"deleted backup {found.id} ({found.backup_key})"),
     )
 
 

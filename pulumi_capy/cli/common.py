@@ -7,6 +7,7 @@ print with ``emit``. Every ``CapyError`` is turned into one line on stderr
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import click
@@ -60,6 +61,10 @@ __all__ = [
     "note_queued",
     "project_option",
     "request",
+    "resolve",
+    "resolve_preview",
+    "resolve_project",
+    "resolve_restore_point",
     "show_table",
     "state",
     "timeout_option",
@@ -205,7 +210,17 @@ def json_option(function: F) -> F:
 
 
 def project_option(function: F) -> F:
-    return click.option("--project", required=True, metavar="ID", help="The project id.")(function)
+    """``--project``: an id, or a project's name (resolved through the list of projects)."""
+
+    @functools.wraps(function)
+    def resolving(*args: Any, **kwargs: Any) -> Any:
+        if isinstance(kwargs.get("project"), str):
+            kwargs["project"] = resolve_project(kwargs["project"])
+        return function(*args, **kwargs)
+
+    return click.option(
+        "--project", required=True, metavar="PROJECT", help="The project: its id or its name."
+    )(cast(F, resolving))
 
 
 TIMEOUT_HELP = "With --wait: give up waiting after MIN minutes (the job goes on)."
@@ -317,6 +332,47 @@ def request(model: type[RequestT], **fields: Any) -> RequestT:
     )
 
 
+# ---------------------------------------------------------------- names and ids
+
+
+def resolve(
+    kind: str, value: str, prefix: str, candidates: Iterable[tuple[str, str | None]]
+) -> str:
+    """The id of the ``kind`` that ``value`` names: ``value`` itself when it has the ids'
+    ``prefix`` (the back end then says if there is none), else the one candidate
+    ``(id, name)`` so named. None, or several, is a ``Failure`` that lists the candidates."""
+    if value.startswith(prefix):
+        return value
+    found = list(candidates)
+    matching = [ident for ident, name in found if name == value]
+    if len(matching) == 1:
+        return matching[0]
+    if matching:
+        raise Failure(
+            f"{len(matching)} {kind}s are named {value!r}: {', '.join(sorted(matching))}; "
+            "give the id"
+        )
+    listed = ", ".join(f"{name} ({ident})" for ident, name in found) or "none"
+    raise Failure(f"no {kind} has the id or name {value!r}; there are: {listed}")
+
+
+def resolve_project(value: str) -> str:
+    """A project's id from its id or its name."""
+    return resolve("project", value, "prj_", ((p.id, p.name) for p in backend().list_projects()))
+
+
+def resolve_restore_point(project: str, value: str) -> str:
+    """A restore point's id from its id or its label."""
+    points = backend().list_restore_points(project)
+    return resolve("restore point", value, "rp_", ((p.id, p.label) for p in points))
+
+
+def resolve_preview(project: str, value: str) -> str:
+    """A preview database's id from its id or its name."""
+    found = backend().list_preview_databases(project)
+    return resolve("preview database", value, "prv_", ((p.id, p.name) for p in found))
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -372,7 +428,9 @@ def fmt(value: Any) -> str:
 Column = tuple[str, Callable[[Any], Any]]
 
 # Columns of ids and keys, which people copy into the next command: never folded or cut.
-ID_HEADERS = frozenset({"ID", "BACKUP KEY", "BACKUP KEY / TIME", "PROJECT", "SOURCE", "PREFIX"})
+ID_HEADERS = frozenset(
+    {"ID", "BACKUP KEY", "BACKUP KEY / TIME", "PROJECT", "SOURCE", "PREFIX", "PATH"}
+)
 
 
 NARROWEST = 8  # characters a folded column keeps, at least (or its header's, if shorter)

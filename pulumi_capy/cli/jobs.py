@@ -1,4 +1,4 @@
-"""``capy jobs get|list``."""
+"""``capy jobs get|list|cancel``."""
 
 from __future__ import annotations
 
@@ -112,3 +112,14 @@ def list_(project: str, limit: int) -> None:
             f"no jobs in project {project}",
         ),
     )
+
+
+@jobs.command(epilog=example("capy jobs cancel --job-id job_a47c19e5038bd26f"))
+@click.option("--job-id", required=True, metavar="ID", help="The job id.")
+@backend_options
+@json_option
+def cancel(job_id: str) -> None:
+    """Cancel a job that has not started (it ends failed, "cancelled"). A running job is
+    not stopped part way: that is an error, as is a job that ended."""
+    job = backend().cancel_job(job_id)
+    emit(job, lambda: echo(describe_job(job)))

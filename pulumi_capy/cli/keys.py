@@ -22,6 +22,7 @@ from pulumi_capy.cli.common import (
     json_option,
     note,
     request,
+    resolve_project,
     show_table,
 )
 
@@ -66,7 +67,7 @@ def _scopes(text: str) -> list[str]:
     metavar="all|SCOPE,…",
     help=f"'all', or a comma list of: {', '.join(SCOPES)}.",
 )
-@click.option("--project", metavar="ID", help="Limit the key to this project.")
+@click.option("--project", metavar="PROJECT", help="Limit the key to this project (id or name).")
 @click.option("--expires-at", metavar="TIME", help="RFC 3339 time, e.g. 2027-01-01T00:00:00Z.")
 @backend_options
 @json_option
@@ -83,7 +84,7 @@ def create(name: str, scopes: str, project: str | None, expires_at: str | None) 
             CreateApiKey,
             name=name,
             scopes=_scopes(scopes),
-            project_id=project,
+            project_id=resolve_project(project) if project is not None else None,
             expires_at=expires_at,
         ),
     )

@@ -18,6 +18,7 @@ from pulumi_capy._version import __version__
 from pulumi_capy.cli import (
     backups,
     doctor,
+    gc,
     jobs,
     keys,
     new,
@@ -116,6 +117,7 @@ for group in (
     wal.wal_push,
     wal.wal_fetch,
     doctor.doctor,
+    gc.gc,
 ):
     cli.add_command(group)
 

@@ -1,12 +1,16 @@
-"""``capy projects create|list``."""
+"""``capy projects create|list|update|delete``."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from pulumi_capy.api.models import CreateProject, Environment, Project
+from pulumi_capy.api.errors import Conflict
+from pulumi_capy.api.models import CreateProject, Environment, Project, UpdateProject
 from pulumi_capy.cli.common import (
     CapyGroup,
+    Failure,
     backend,
     backend_options,
     echo,
@@ -14,6 +18,7 @@ from pulumi_capy.cli.common import (
     example,
     json_option,
     request,
+    resolve_project,
     show_table,
 )
 
@@ -22,7 +27,7 @@ __all__ = ["projects"]
 
 @click.group(cls=CapyGroup, epilog=example("capy projects list"))
 def projects() -> None:
-    """Register databases to protect, and list them."""
+    """Register databases to protect, list them, remove them."""
 
 
 def _line(project: Project) -> str:
@@ -79,3 +84,80 @@ def list_() -> None:
             "no projects",
         ),
     )
+
+
+@projects.command(
+    epilog=example("capy projects delete shop", "capy projects delete prj_5f2c81d04be97a13 --force")
+)
+@click.argument("project", metavar="PROJECT")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also remove its backups, restore points and previews (refused without it "
+    "while backups exist).",
+)
+@backend_options
+@json_option
+def delete(project: str, force: bool) -> None:
+    """Remove a project (by id or name); its database itself is not touched."""
+    project_id = resolve_project(project)
+    try:
+        backend().delete_project(project_id, force=force)
+    except Conflict as exc:  # the API's words for the API's flag: the CLI's is --force
+        raise Failure(str(exc).replace("a forced delete (force=true)", "--force")) from None
+    emit({"deleted": True, "id": project_id}, lambda: echo(f"deleted project {project_id}"))
+
+
+DATABASE_URL_ENV = "CAPY_DATABASE_URL"
+
+
+def _new_database_url(given: str | None, from_stdin: bool) -> str:
+    """The new URL, from --database-url-stdin, --database-url / CAPY_DATABASE_URL, or a
+    prompt that does not echo (on a terminal only)."""
+    if from_stdin:
+        if given is not None:
+            raise click.UsageError(
+                f"give the URL once: --database-url-stdin, or --database-url / {DATABASE_URL_ENV}"
+            )
+        line = sys.stdin.readline().strip()
+        if not line:
+            raise click.UsageError("--database-url-stdin: stdin had no URL on its first line")
+        return line
+    if given is not None:
+        return given
+    if not sys.stdin.isatty():
+        raise click.UsageError(
+            f"no URL: give --database-url-stdin, {DATABASE_URL_ENV} or --database-url"
+        )
+    entered: str = click.prompt("new database URL", hide_input=True, err=True)
+    return entered
+
+
+@projects.command(
+    epilog=example(
+        "printf '%s\\n' \"$NEW_URL\" | capy projects update shop --database-url-stdin",
+        f"{DATABASE_URL_ENV}=postgresql://… capy projects update prj_5f2c81d04be97a13",
+        "capy projects update shop   # on a terminal: asks for it, without echoing",
+    )
+)
+@click.argument("project", metavar="PROJECT")
+@click.option(
+    "--database-url",
+    envvar=DATABASE_URL_ENV,
+    show_envvar=True,
+    metavar="URL",
+    help="The new URL. A flag lands in shell history and the process list: prefer "
+    f"--database-url-stdin or {DATABASE_URL_ENV}.",
+)
+@click.option(
+    "--database-url-stdin", is_flag=True, help="Read the new URL from the first line of stdin."
+)
+@backend_options
+@json_option
+def update(project: str, database_url: str | None, database_url_stdin: bool) -> None:
+    """Point a project (by id or name) at a new database URL: a rotated password, a moved
+    database. The URL is checked first (same kind of database) and never printed."""
+    url = _new_database_url(database_url, database_url_stdin)
+    project_id = resolve_project(project)
+    updated = backend().update_project(project_id, request(UpdateProject, database_url=url))
+    emit(updated, lambda: echo(f"updated {_line(updated)}"))

@@ -30,6 +30,8 @@ from pulumi_capy.cli.common import (
     note_queued,
     project_option,
     request,
+    resolve_preview,
+    resolve_restore_point,
     show_table,
     timeout_option,
     wait_for,
@@ -90,6 +92,11 @@ def _fresh_backup_timeout(function: Callable[..., Any]) -> Callable[..., Any]:
     help="With --kind pitr: the RFC 3339 moment to pin (default: now).",
 )
 @click.option("--note", help="A note kept with the restore point.")
+@click.option(
+    "--allow-duplicate",
+    is_flag=True,
+    help="Create it even if a restore point of the project already has this label.",
+)
 @_fresh_backup_timeout
 @backend_options
 @json_option
@@ -100,11 +107,22 @@ def create(
     backup_key: str | None,
     pitr_time: str | None,
     note: str | None,
+    allow_duplicate: bool,
     timeout: float,
 ) -> None:
     """Create a restore point: a backup pinned (a fresh one unless --backup-key is given),
-    or with --kind pitr a moment of the point-in-time recovery window."""
+    or with --kind pitr a moment of the point-in-time recovery window.
+
+    A label already used in the project is refused (before any backup is taken) unless
+    --allow-duplicate: a label is how the other commands name a restore point."""
     chosen = backend()
+    if not allow_duplicate:
+        same = [p.id for p in chosen.list_restore_points(project) if p.label == label]
+        if same:
+            raise Failure(
+                f"project {project} already has a restore point labelled {label!r} "
+                f"({', '.join(same)}); choose another label, delete it, or add --allow-duplicate"
+            )
     if kind == RestorePointKind.pitr.value:
         if backup_key is not None:
             raise click.UsageError("--backup-key is for --kind backup; --kind pitr pins a time")
@@ -168,11 +186,14 @@ def list_(project: str) -> None:
     )
 )
 @project_option
-@click.option("--id", "point_id", required=True, metavar="ID", help="The restore point id.")
+@click.option(
+    "--id", "point_id", required=True, metavar="POINT", help="The restore point: id or label."
+)
 @backend_options
 @json_option
 def delete(project: str, point_id: str) -> None:
     """Delete a restore point (its backup stays)."""
+    point_id = resolve_restore_point(project, point_id)
     backend().delete_restore_point(project, point_id)
     emit({"deleted": True, "id": point_id}, lambda: echo(f"deleted restore point {point_id}"))
 
@@ -224,7 +245,7 @@ def _restored(project: str, job: Job) -> str:
     metavar="TIME",
     help="Restore to this RFC 3339 time of the PITR window (`capy pitr status`).",
 )
-@click.option("--restore-point", metavar="ID", help="Restore this restore point.")
+@click.option("--restore-point", metavar="POINT", help="Restore this restore point (id or label).")
 @click.option(
     "--target-kind",
     type=click.Choice([kind.value for kind in TargetKind]),
@@ -232,7 +253,9 @@ def _restored(project: str, job: Job) -> str:
     show_default=True,
     help="A new preview, an existing preview (--preview-id), or the project database.",
 )
-@click.option("--preview-id", metavar="ID", help="With --target-kind preview: which one.")
+@click.option(
+    "--preview-id", metavar="PREVIEW", help="With --target-kind preview: which one (id or name)."
+)
 @click.option("--preview-name", help="With new_preview: its name (default: generated).")
 @click.option("--ttl-hours", type=int, help="With new_preview: hours it lives (1-168).")
 @click.option("--recreate", is_flag=True, help="Drop and recreate the target first.")
@@ -270,6 +293,10 @@ def restore(
             f"--target-kind project overwrites the database of project {project}; "
             "add --confirm to do it"
         )
+    if restore_point is not None:
+        restore_point = resolve_restore_point(project, restore_point)
+    if preview_id is not None:
+        preview_id = resolve_preview(project, preview_id)
     job = backend().create_restore(
         project,
         request(

@@ -8,7 +8,13 @@ points name the backup they start from.
 from __future__ import annotations
 
 from pulumi_capy.api.errors import Conflict, FieldError, InvalidInput, NotFound
-from pulumi_capy.api.models import Backup, JobType, PutScheduledBackup, ScheduledBackup
+from pulumi_capy.api.models import (
+    Backup,
+    BackupDetail,
+    JobType,
+    PutScheduledBackup,
+    ScheduledBackup,
+)
 from pulumi_capy.engine import projects
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
@@ -18,9 +24,11 @@ __all__ = [
     "by_key",
     "create_backup",
     "delete_backup",
+    "get_backup",
     "get_schedule",
     "list_backups",
     "put_schedule",
+    "verify_backup",
 ]
 
 
@@ -39,6 +47,37 @@ def list_backups(rt: Runtime, project_id: str) -> list[Backup]:
     return [backup.public() for backup in rt.store.list_backups(project_id)]
 
 
+def get_backup(rt: Runtime, project_id: str, backup_id: str) -> BackupDetail:
+    """The backup with what its manifest recorded (nothing of it when the blob is gone)."""
+    projects.require(rt, project_id)
+    backup = rt.store.get_backup(backup_id)
+    if backup is None or backup.project_id != project_id:
+        raise NotFound(f"backup {backup_id} not found in project {project_id}")
+    detail = BackupDetail.model_validate(backup.model_dump())
+    try:
+        manifest = rt.blobs.read_manifest(backup.backup_key)
+    except (OSError, ValueError):  # an expired backup's blob is gone; a torn file says nothing
+        return detail
+    details = manifest.get("details") or {}
+    tables = details.get("tables")
+    counts = details.get("row_counts")
+    if isinstance(counts, dict):
+        counts = {str(name): int(rows) for name, rows in counts.items()}
+        tables = tables if isinstance(tables, int) else len(counts)
+    source = manifest.get("source") or {}
+    versions = manifest.get("versions") or {}
+    return detail.model_copy(
+        update={
+            "table_count": tables if isinstance(tables, int) else None,
+            "row_counts": counts if isinstance(counts, dict) else None,
+            "source_kind": source.get("kind") if isinstance(source, dict) else None,
+            "pulumi_capy_version": versions.get("pulumi_capy")
+            if isinstance(versions, dict)
+            else None,
+        }
+    )
+
+
 def create_backup(rt: Runtime, project_id: str, label: str | None) -> str:
     """Queue a ``project.backup`` job; return its id."""
     projects.require(rt, project_id)
@@ -49,6 +88,31 @@ def create_backup(rt: Runtime, project_id: str, label: str | None) -> str:
             project_id=project_id,
             payload={"backup_id": new_id("bkp"), "label": label},
             locked_resource=f"project:{project_id}",
+        )
+
+
+def verify_backup(rt: Runtime, project_id: str, backup_id: str) -> str:
+    """Queue a ``backup.verify`` job (restore into a throwaway target, check); its id.
+
+    A verification already pending or running is the answer (no second one). The
+    backup keeps its verification state until the job ends: verified again (a new
+    ``verified_at``) or failed, with the reason."""
+    projects.require(rt, project_id)
+    with rt.store.transaction() as tx:
+        backup = rt.store.get_backup(backup_id)
+        if backup is None or backup.project_id != project_id:
+            raise NotFound(f"backup {backup_id} not found in project {project_id}")
+        if backup.state == "expired":
+            raise Conflict(f"backup {backup.backup_key} expired: its blob is gone")
+        outstanding = rt.store.outstanding_verification(backup_id)
+        if outstanding is not None:
+            return outstanding
+        return rt.enqueue(
+            tx,
+            JobType.backup_verify,
+            project_id=project_id,
+            payload={"backup_id": backup_id},
+            locked_resource=f"backup:{backup_id}",
         )
 
 

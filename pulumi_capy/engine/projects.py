@@ -8,14 +8,21 @@ pending or running.
 from __future__ import annotations
 
 from pulumi_capy.api.errors import Conflict, FieldError, InvalidInput, NotFound
-from pulumi_capy.api.models import CreateProject, Project, ProjectCreated
+from pulumi_capy.api.models import CreateProject, Project, ProjectCreated, UpdateProject
 from pulumi_capy.engine.drivers import driver_for
 from pulumi_capy.engine.pitr import control
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Runtime
 from pulumi_capy.engine.stores.contract import PitrRecord, ProjectRecord
 
-__all__ = ["create_project", "delete_project", "get_project", "list_projects", "require"]
+__all__ = [
+    "create_project",
+    "delete_project",
+    "get_project",
+    "list_projects",
+    "require",
+    "update_project",
+]
 
 
 def require(rt: Runtime, project_id: str) -> ProjectRecord:
@@ -72,6 +79,27 @@ def create_project(rt: Runtime, request: CreateProject) -> ProjectCreated:
         )
     )
     return ProjectCreated(project=project.public(), job=None)
+
+
+def update_project(rt: Runtime, project_id: str, request: UpdateProject) -> Project:
+    """Point the project at a new URL (a rotated password, a moved database), which its
+    driver inspects first. The kind of database may not change: the backups are its dumps."""
+    project = require(rt, project_id)
+    url = request.database_url.get_secret_value()
+    driver = driver_for(url)
+    if driver.kind != project.database_kind:
+        raise InvalidInput(
+            [
+                FieldError(
+                    "database_url",
+                    f"is a {driver.kind} database; project {project_id} protects a "
+                    f"{project.database_kind} one (its backups are {project.database_kind} dumps)",
+                )
+            ]
+        )
+    info = driver.inspect(url)
+    rt.store.update_project_database(project_id, info.url, info.database_name, rt.now())
+    return get_project(rt, project_id)
 
 
 def delete_project(rt: Runtime, project_id: str, *, force: bool) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from pulumi_capy.api.backend import DEFAULT_JOB_TIMEOUT, JobCallback
 from pulumi_capy.api.errors import (
     ConfigError,
+    Conflict,
     FieldError,
     InvalidInput,
     JobFailed,
@@ -34,6 +35,7 @@ from pulumi_capy.api.errors import (
 from pulumi_capy.api.models import (
     ApiKey,
     Backup,
+    BackupDetail,
     CreateApiKey,
     CreateBackup,
     CreatedApiKey,
@@ -56,11 +58,13 @@ from pulumi_capy.api.models import (
     RestorePoint,
     RestoreRequest,
     ScheduledBackup,
+    UpdateProject,
 )
 from pulumi_capy.api.validation import parse_request
-from pulumi_capy.engine import backups, keys, previews, projects, restore_points, restores
+from pulumi_capy.engine import backups, gc, keys, previews, projects, restore_points, restores
 from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
+from pulumi_capy.engine.handlers import HANDLERS
 from pulumi_capy.engine.pitr import archive, control
 from pulumi_capy.engine.pitr.stream import StreamManager
 from pulumi_capy.engine.private import private_directory
@@ -152,6 +156,9 @@ class Engine:
     def create_project(self, request: CreateProject) -> ProjectCreated:
         return projects.create_project(self.rt, parse_request(CreateProject, request))
 
+    def update_project(self, project_id: str, request: UpdateProject) -> Project:
+        return projects.update_project(self.rt, project_id, parse_request(UpdateProject, request))
+
     def delete_project(self, project_id: str, *, force: bool = False) -> None:
         projects.delete_project(self.rt, project_id, force=force)
 
@@ -163,6 +170,12 @@ class Engine:
     def create_backup(self, project_id: str, request: CreateBackup | None = None) -> Job:
         request = parse_request(CreateBackup, request or CreateBackup())
         return self.get_job(backups.create_backup(self.rt, project_id, request.label))
+
+    def get_backup(self, project_id: str, backup_id: str) -> BackupDetail:
+        return backups.get_backup(self.rt, project_id, backup_id)
+
+    def verify_backup(self, project_id: str, backup_id: str) -> Job:
+        return self.get_job(backups.verify_backup(self.rt, project_id, backup_id))
 
     def delete_backup(self, project_id: str, backup_id: str) -> None:
         backups.delete_backup(self.rt, project_id, backup_id)
@@ -251,6 +264,28 @@ class Engine:
             raise NotFound(f"job {job_id} not found")
         return job.public()
 
+    def cancel_job(self, job_id: str) -> Job:
+        """Fail a pending job before any worker runs it (its failure hook runs: a new
+        preview it would have made is marked failed, a verification it would have done
+        leaves the backup failed, "cancelled"). A running or ended job is a ``Conflict``."""
+        job = self.rt.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job.state == JobState.running:
+            raise Conflict(
+                f"job {job_id} is running; a running job is not stopped part way: wait for it"
+            )
+        if job.state != JobState.pending:
+            raise Conflict(f"job {job_id} is {job.state} already: nothing to cancel")
+        error = "cancelled by request before it ran"
+        with self.rt.store.transaction() as tx:
+            if not self.rt.store.cancel_pending_job(tx, job_id, error=error, now=self.rt.now()):
+                raise Conflict(f"job {job_id} started meanwhile; wait for it")
+            handler = HANDLERS.get(str(job.type))
+            if handler is not None:
+                handler.on_failed(self.rt, tx, job, error)
+        return self.get_job(job_id)
+
     def wait_for_job(
         self,
         job_id: str,
@@ -292,6 +327,12 @@ class Engine:
             remaining = (deadline - self.rt.now()).total_seconds()
             self.rt.clock.sleep(max(0.0, min(interval, remaining)))
             interval = min(POLL_CAP, interval * 2)
+
+    def collect_garbage(
+        self, *, dry_run: bool = False, min_age: timedelta = gc.DEFAULT_MIN_AGE
+    ) -> gc.GarbageReport:
+        """[ours, not an API call] Remove the blobs no record refers to (``engine.gc``)."""
+        return gc.collect_garbage(self.rt, dry_run=dry_run, min_age=min_age)
 
     def run_pending(self) -> int:
         """Run every job that is runnable now, inline; return how many ran."""

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from pulumi_capy.api.models import (
     ApiKey,
     Backup,
+    BackupDetail,
     Job,
     PitrStatus,
     PreviewDatabase,
@@ -39,6 +40,10 @@ class RestorePointEnvelope(BaseModel):
 
 class RestorePointList(BaseModel):
     restore_points: list[RestorePoint]
+
+
+class BackupDetailEnvelope(BaseModel):
+    backup: BackupDetail
 
 
 class BackupList(BaseModel):

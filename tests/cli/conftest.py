@@ -27,12 +27,20 @@ class Capy:
     engine_dir: Path
     runner: CliRunner
 
-    def raw(self, *args: str, env: Mapping[str, str] | None = None) -> Result:
-        """``capy *args`` exactly as given (no ``--engine-dir`` added)."""
-        return self.runner.invoke(cli, list(args), env=dict(env or {}))
+    def raw(
+        self, *args: str, env: Mapping[str, str] | None = None, input: str | None = None
+    ) -> Result:
+        """``capy *args`` exactly as given (no ``--engine-dir`` added); ``input`` its stdin."""
+        return self.runner.invoke(cli, list(args), env=dict(env or {}), input=input)
 
-    def __call__(self, *args: str, code: int = 0, env: Mapping[str, str] | None = None) -> Result:
-        result = self.raw("--engine-dir", str(self.engine_dir), *args, env=env)
+    def __call__(
+        self,
+        *args: str,
+        code: int = 0,
+        env: Mapping[str, str] | None = None,
+        input: str | None = None,
+    ) -> Result:
+        result = self.raw("--engine-dir", str(self.engine_dir), *args, env=env, input=input)
         assert result.exit_code == code, (
             f"capy {' '.join(args)} exited {result.exit_code}, not {code}\n"
             f"stdout: {result.stdout}\nstderr: {result.stderr}\nexception: {result.exception!r}"

@@ -11,6 +11,7 @@ import pytest
 from pulumi_capy.api.backend import Backend
 from pulumi_capy.api.errors import BadRequest, Conflict, Forbidden, NotFound
 from pulumi_capy.api.models import (
+    Backup,
     CreateApiKey,
     CreateBackup,
     CreatePreview,
@@ -20,8 +21,9 @@ from pulumi_capy.api.models import (
     Project,
     PutScheduledBackup,
     RestoreRequest,
+    UpdateProject,
 )
-from tests.engine.conftest import sqlite_url, table_contents
+from tests.engine.conftest import make_app_db, sqlite_url, table_contents
 
 TIMEOUT = 60.0
 ORG = "org_default"
@@ -232,6 +234,87 @@ def test_errors_are_the_same(backend: Backend, app_db: Path) -> None:
     # nothing refused left a job behind
     types = sorted(str(job.type) for job in backend.list_jobs(project.id))
     assert types == ["backup.verify", "preview.create", "project.backup", "project.restore"]
+
+
+def test_get_backup_has_the_manifest_record(backend: Backend, app_db: Path) -> None:
+    project = new_project(backend, app_db)
+    backed_up(backend, project.id, "shown")
+    [listed] = backend.list_backups(project.id)
+    detail = backend.get_backup(project.id, listed.id)
+    assert detail.model_dump(include=set(Backup.model_fields)) == listed.model_dump()
+    assert detail.verification_state == "verified"
+    assert (detail.source_kind, detail.format) == ("sqlite", "sqlite3")
+    assert detail.table_count == len(table_contents(app_db))
+    assert detail.size_bytes == app_db.stat().st_size
+    assert detail.blob_bytes is not None
+    assert 0 < detail.blob_bytes < detail.size_bytes
+    assert detail.sha256 is not None
+    assert len(detail.sha256) == 64
+    assert detail.row_counts is None  # a SQLite dump counts tables, not rows
+    with pytest.raises(NotFound):
+        backend.get_backup(project.id, "bkp_0000000000000000")
+
+
+def test_verify_backup_again(backend: Backend, app_db: Path) -> None:
+    project = new_project(backend, app_db)
+    backed_up(backend, project.id, "again")
+    [before] = backend.list_backups(project.id)
+    assert before.verification_state == "verified"
+    job = backend.verify_backup(project.id, before.id)
+    assert (job.type, job.project_id) == ("backup.verify", project.id)
+    assert job.state in ("pending", "running", "completed")
+    done = backend.wait_for_job(job.id, timeout=TIMEOUT)
+    assert done.result == {"backup_id": before.id, "backup_key": before.backup_key}
+    [after] = backend.list_backups(project.id)
+    assert after.verification_state == "verified"
+    assert after.verified_at is not None
+    assert before.verified_at is not None
+    assert after.verified_at >= before.verified_at
+    with pytest.raises(NotFound):
+        backend.verify_backup(project.id, "bkp_0000000000000000")
+
+
+def test_cancel_job_refuses_an_ended_job(backend: Backend, app_db: Path) -> None:
+    project = new_project(backend, app_db)
+    backup, _ = backed_up(backend, project.id, "ended")
+    with pytest.raises(Conflict, match="completed already"):
+        backend.cancel_job(backup.id)
+    with pytest.raises(NotFound):
+        backend.cancel_job("job_0000000000000000")
+    assert backend.get_job(backup.id).state == "completed"
+
+
+def test_update_project_points_it_at_a_new_database(
+    backend: Backend, app_db: Path, tmp_path: Path
+) -> None:
+    project = new_project(backend, app_db)
+    moved = make_app_db(tmp_path / "moved" / "app.db")
+    updated = backend.update_project(
+        project.id, UpdateProject.model_validate({"database_url": sqlite_url(moved)})
+    )
+    assert (updated.id, updated.database_kind) == (project.id, "sqlite")
+    assert updated.database_name == str(moved.resolve())
+    assert backend.get_project(project.id) == updated
+    assert "database_url" not in updated.model_dump()
+    backup, _ = backed_up(backend, project.id, "after-move")  # the new database is backed up
+    assert backup.state == "completed"
+
+    with pytest.raises(BadRequest, match="database_url"):
+        backend.update_project(
+            project.id,
+            UpdateProject.model_validate({"database_url": sqlite_url(tmp_path / "none.db")}),
+        )
+    with pytest.raises(BadRequest, match=r"postgresql database; project .* protects a sqlite"):
+        backend.update_project(
+            project.id,
+            UpdateProject.model_validate({"database_url": "postgresql://u:hunter2@127.0.0.1:1/db"}),
+        )
+    with pytest.raises(NotFound):
+        backend.update_project(
+            "prj_0000000000000000",
+            UpdateProject.model_validate({"database_url": sqlite_url(moved)}),
+        )
+    assert backend.get_project(project.id) == updated
 
 
 def test_api_keys(backend: Backend, app_db: Path) -> None:

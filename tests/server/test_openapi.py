@@ -126,7 +126,11 @@ def test_both_credentials_are_declared(document: dict[str, Any]) -> None:
 def test_the_documented_paths_are_the_contract_and_our_additions(document: dict[str, Any]) -> None:
     ours = {  # [ours] the self-hosted server can delete what the engine protects
         ("DELETE", "/v1/projects/{}"),
+        ("PATCH", "/v1/projects/{}"),  # and point a project at a new database_url
         ("DELETE", "/v1/projects/{}/backups/{}"),
+        ("GET", "/v1/projects/{}/backups/{}"),  # one backup with its manifest's record
+        ("POST", "/v1/projects/{}/backups/{}/verify"),  # verify it again
+        ("POST", "/v1/jobs/{}/cancel"),  # cancel a pending job
     } | {(method, shape(path)) for method, path, _ in PITR_CONTROL}
     contract = {(method, shape(path)) for method, path, _ in CONTRACT}
     assert set(operations(document)) == contract | ours

@@ -69,6 +69,12 @@ def run_schemathesis(url: str, key: str, project_id: str) -> Run:
                     "checks": {"positive_data_acceptance": {"enabled": False}},
                 },
                 {
+                    # the same for a project's new database_url [ours]
+                    "include-path": "/v1/projects/{project_id}",
+                    "include-method": "PATCH",
+                    "checks": {"positive_data_acceptance": {"enabled": False}},
+                },
+                {
                     # the fuzzed project is SQLite: turning PITR on is a 400 naming enabled
                     # (PITR is for PostgreSQL projects), whatever the schema allows
                     "include-path": "/v1/projects/{project_id}/pitr",

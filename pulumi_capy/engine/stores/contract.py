@@ -271,6 +271,12 @@ class Store(Protocol):
         """Remove the project and every row that belongs to it."""
         ...
 
+    def update_project_database(
+        self, project_id: str, database_url: str, database_name: str, now: datetime
+    ) -> None:
+        """Point the project at ``database_url`` (kept sealed, as on insert)."""
+        ...
+
     # ------------------------------------------------------------ backups
 
     def record_backup(self, tx: Transaction, backup: BackupRecord) -> None: ...
@@ -389,6 +395,16 @@ class Store(Protocol):
 
     def verification_outstanding(self, backup_id: str) -> bool:
         """Whether a pending or running job verifies the backup."""
+        ...
+
+    def cancel_pending_job(
+        self, tx: Transaction, job_id: str, *, error: str, now: datetime
+    ) -> bool:
+        """Fail the job if it is still pending (no worker holds it); whether it was."""
+        ...
+
+    def outstanding_verification(self, backup_id: str) -> str | None:
+        """The id of a pending or running job that verifies the backup, if any."""
         ...
 
     def claim_job(

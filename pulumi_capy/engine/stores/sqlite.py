@@ -131,6 +131,21 @@ class SqliteStore(SqliteJobQueue, SqlitePitr):
         rows = self._all("SELECT * FROM projects ORDER BY created_at, id", ())
         return [self._project(row) for row in rows]
 
+    def update_project_database(
+        self, project_id: str, database_url: str, database_name: str, now: datetime
+    ) -> None:
+        with self._writing() as db:
+            other_sealed = db.execute(
+                "SELECT 1 FROM projects WHERE database_url LIKE ? LIMIT 1",
+                (f"{SEALED_PREFIX}%",),
+            ).fetchone()
+            sealed = self.secret_keys.seal(database_url, may_create=other_sealed is None)
+            db.execute(
+                "UPDATE projects SET database_url = ?, database_name = ?, updated_at = ? "
+                "WHERE id = ?",
+                (sealed, database_name, to_timestamp(now), project_id),
+            )
+
     def delete_project(self, project_id: str) -> None:
         with self._writing() as db:
             for table in (

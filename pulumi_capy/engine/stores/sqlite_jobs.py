@@ -155,8 +155,23 @@ class SqliteJobQueue(SqliteConnections):
         )
         return [str(row["id"]) for row in rows]
 
+    def cancel_pending_job(
+        self, tx: Transaction, job_id: str, *, error: str, now: datetime
+    ) -> bool:
+        stamp = to_timestamp(now)
+        updated = self._connection(tx).execute(
+            "UPDATE jobs SET state = ?, error = ?, retry_classification = 'cancelled', "
+            "completed_at = ?, updated_at = ? WHERE id = ? AND state = ?",
+            (JobState.failed.value, error, stamp, stamp, job_id, JobState.pending.value),
+        )
+        return updated.rowcount > 0
+
     def verification_outstanding(self, backup_id: str) -> bool:
         return bool(self._outstanding(JobType.backup_verify, "backup_id", backup_id))
+
+    def outstanding_verification(self, backup_id: str) -> str | None:
+        jobs = self._outstanding(JobType.backup_verify, "backup_id", backup_id)
+        return jobs[0] if jobs else None
 
     def outstanding_preview_deletion(self, preview_id: str) -> str | None:
         jobs = self._outstanding(JobType.preview_delete, "preview_id", preview_id)

@@ -1,4 +1,4 @@
-"""``/v1/projects/{project_id}/backups``: list, start (a job) and delete backups."""
+"""``/v1/projects/{project_id}/backups``: list, read, start, verify again (jobs), delete."""
 
 from __future__ import annotations
 
@@ -28,6 +28,28 @@ def create_backup(
 ) -> env.JobEnvelope:
     require_project_access(caller, project_id, "backups:write")
     return env.JobEnvelope(job=engine.create_backup(project_id, body))
+
+
+@router.get(
+    "/v1/projects/{project_id}/backups/{backup_id}", response_model=env.BackupDetailEnvelope
+)
+async def get_backup(
+    caller: Caller, engine: AppEngine, project_id: str, backup_id: str
+) -> Response:
+    require_project_access(caller, project_id, "backups:read")
+    return answer(env.BackupDetailEnvelope(backup=engine.get_backup(project_id, backup_id)))
+
+
+@router.post(
+    "/v1/projects/{project_id}/backups/{backup_id}/verify",
+    response_model=env.JobEnvelope,
+    status_code=202,
+)
+def verify_backup(
+    caller: Caller, engine: AppEngine, project_id: str, backup_id: str
+) -> env.JobEnvelope:
+    require_project_access(caller, project_id, "backups:write")
+    return env.JobEnvelope(job=engine.verify_backup(project_id, backup_id))
 
 
 @router.delete("/v1/projects/{project_id}/backups/{backup_id}", response_model=env.Deleted)

@@ -29,6 +29,16 @@ async def list_jobs(
     return answer(env.JobList(jobs=engine.list_jobs(project_id, limit)))
 
 
+@router.post("/v1/jobs/{job_id}/cancel", response_model=env.JobEnvelope)
+def cancel_job(caller: Caller, engine: AppEngine, job_id: str) -> env.JobEnvelope:
+    # no jobs:write in the contract's scopes: cancelling is writing the project's work
+    require_scope(caller, "backups:write")
+    job = engine.get_job(job_id)
+    if caller.project_id is not None and job.project_id != caller.project_id:
+        raise NotFound(f"job {job_id} not found")
+    return env.JobEnvelope(job=engine.cancel_job(job_id))
+
+
 @router.get("/v1/jobs/{job_id}", response_model=env.JobEnvelope)
 async def get_job(caller: Caller, engine: AppEngine, job_id: str) -> Response:
     require_scope(caller, "jobs:read")

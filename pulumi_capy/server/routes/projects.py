@@ -1,4 +1,4 @@
-"""``/v1/projects``: list, create, read and delete projects."""
+"""``/v1/projects``: list, create, read, update (its database_url) and delete projects."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from pulumi_capy.api.models import CreateProject
+from pulumi_capy.api.models import CreateProject, UpdateProject
 from pulumi_capy.server import envelopes as env
 from pulumi_capy.server.auth import require_org_level, require_project_access, require_scope
 from pulumi_capy.server.dependencies import AppEngine, Caller
@@ -41,6 +41,15 @@ def create_project(
 async def get_project(caller: Caller, engine: AppEngine, project_id: str) -> Response:
     require_project_access(caller, project_id, "projects:read")
     return answer(env.ProjectEnvelope(project=engine.get_project(project_id)))
+
+
+@router.patch("/v1/projects/{project_id}", response_model=env.ProjectEnvelope)
+def update_project(
+    caller: Caller, engine: AppEngine, project_id: str, body: UpdateProject
+) -> env.ProjectEnvelope:
+    require_project_access(caller, project_id, "projects:write")
+    require_org_level(caller, "changing a project's database_url")
+    return env.ProjectEnvelope(project=engine.update_project(project_id, body))
 
 
 @router.delete("/v1/projects/{project_id}", response_model=env.Deleted)
