@@ -35,7 +35,7 @@ from pulumi_capy.api.models import CreateBackup, CreateProject
 from pulumi_capy.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
-PASSPHRASE = "bench-passphrase"
+PASSPHRASE = "bench-passphrase"  # noqa: S105 - a throwaway local state backend
 STEPS = ("up", "refresh", "destroy")
 TARGET = 1.5
 
