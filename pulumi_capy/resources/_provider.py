@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import httpx
 import pulumi
 from pulumi.dynamic import (
     CheckFailure,
@@ -46,6 +45,9 @@ from pulumi_capy.api.errors import CapyError
 from pulumi_capy.api.models import Job, format_timestamp
 from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "UNKNOWN",
