@@ -3,7 +3,8 @@
 Two stacks of the same size, on one local file state backend:
 
 - no-op: ``--resources`` dynamic resources of a provider whose ``create``, ``read``
-  and ``delete`` do nothing (Pulumi's own cost of a dynamic resource);
+  and ``delete`` do nothing (Pulumi's own cost of a dynamic resource), in an
+  importable module like capy's (pickled by reference, not by value);
 - capy: as many ``RestorePoint`` resources pinned to one backup (``backup_key``) of a
   small SQLite database, on the embedded engine (made before the first round, outside
   Pulumi: the project and its backup are not timed).
@@ -39,11 +40,11 @@ PASSPHRASE = "bench-passphrase"  # noqa: S105 - a throwaway local state backend
 STEPS = ("up", "refresh", "destroy")
 TARGET = 1.5
 
-NOOP_PROGRAM = """
-import pulumi
+# The no-op provider lives in a module of its own (on the stacks' PYTHONPATH), so that
+# Pulumi pickles it by reference, as it does capy's providers (a class defined in
+# ``__main__`` is pickled by value, which makes every call of the baseline dearer).
+NOOP_MODULE = """
 from pulumi.dynamic import CreateResult, ReadResult, Resource, ResourceProvider
-
-count = int(pulumi.Config().require("count"))
 
 
 class NoopProvider(ResourceProvider):
@@ -60,8 +61,13 @@ class NoopProvider(ResourceProvider):
 class Noop(Resource):
     def __init__(self, name, index):
         super().__init__(NoopProvider(), name, {"index": index})
+"""
 
+NOOP_PROGRAM = """
+import pulumi
+from bench_noop import Noop
 
+count = int(pulumi.Config().require("count"))
 for index in range(count):
     Noop(f"noop-{index}", index)
 """
@@ -145,6 +151,7 @@ def make_stack(name: str, work: Path, program: str, config: dict[str, str], pulu
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_HOME": str(work / "pulumi-home"),
             "CAPY_ENGINE_DIR": str(work / "engine"),
+            "PYTHONPATH": str(work / "lib"),
         }
     )
     stack = Stack(name, directory, env, pulumi)
@@ -184,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="capy-bench-", dir=args.dir))
     try:
         (work / "state").mkdir()
+        (work / "lib").mkdir()
+        (work / "lib" / "bench_noop.py").write_text(NOOP_MODULE)
         project_id, backup_key = seed_engine(work)
         count = str(args.resources)
         stacks = [
