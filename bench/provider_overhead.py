@@ -21,6 +21,7 @@ Run: ``.venv/bin/python bench/provider_overhead.py [--resources 200] [--rounds 2
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -59,17 +60,21 @@ class NoopProvider(ResourceProvider):
 
 
 class Noop(Resource):
-    def __init__(self, name, index):
-        super().__init__(NoopProvider(), name, {"index": index})
+    def __init__(self, name, index, props):
+        super().__init__(NoopProvider(), name, {"index": index, **props})
 """
 
 NOOP_PROGRAM = """
+import json
+
 import pulumi
 from bench_noop import Noop
 
-count = int(pulumi.Config().require("count"))
+config = pulumi.Config()
+count = int(config.require("count"))
+props = json.loads(config.get("props") or "{}")
 for index in range(count):
-    Noop(f"noop-{index}", index)
+    Noop(f"noop-{index}", index, props)
 """
 
 CAPY_PROGRAM = """
@@ -86,6 +91,26 @@ for index in range(count):
         backup_key=config.require("backupKey"),
     )
 """
+
+
+# what a RestorePoint's state holds besides its id, in shape (``--fat-noop``)
+FAT_PROPS: dict[str, object] = {
+    "project_id": "prj_0123456789abcdef",
+    "label": "point-0",
+    "kind": "backup",
+    "pitr_time": None,
+    "note": None,
+    "adopt_id": None,
+    "restore_point_id": "rp_0123456789abcdef",
+    "organization_id": "org_default",
+    "backup_id": "bkp_0123456789abcdef",
+    "state": "active",
+    "created_by_actor_id": "embedded",
+    "created_by_actor_kind": "engine",
+    "created_at": "2026-12-02T01:00:00.000000Z",
+    "updated_at": "2026-12-02T01:00:00.000000Z",
+    "requested": {"project_id": "prj_0123456789abcdef", "label": "point-0", "kind": "backup"},
+}
 
 
 def find_pulumi() -> str:
@@ -185,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resources", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=None, help="work directory")
+    parser.add_argument(
+        "--fat-noop",
+        action="store_true",
+        help="the no-op resources carry as many properties as a RestorePoint's outputs "
+        "(Pulumi's own cost of the state's size, apart from the provider's)",
+    )
     args = parser.parse_args(argv)
 
     pulumi = find_pulumi()
@@ -195,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         (work / "lib" / "bench_noop.py").write_text(NOOP_MODULE)
         project_id, backup_key = seed_engine(work)
         count = str(args.resources)
+        noop_config = {"count": count}
+        if args.fat_noop:
+            noop_config["props"] = json.dumps(FAT_PROPS | {"backup_key": backup_key})
         stacks = [
-            make_stack("noop", work, NOOP_PROGRAM, {"count": count}, pulumi),
+            make_stack("noop", work, NOOP_PROGRAM, noop_config, pulumi),
             make_stack(
                 "capy",
                 work,
