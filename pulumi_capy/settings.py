@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from pulumi_capy.api.client import DEFAULT_API_URL, CapyClient, normalize_api_url
 from pulumi_capy.api.credentials import check_credential
 from pulumi_capy.api.errors import ConfigError, ConflictingSettings
+from pulumi_capy.api.urls import DEFAULT_API_URL, normalize_api_url
 
 if TYPE_CHECKING:
     import httpx
@@ -81,6 +81,8 @@ class Settings:
             from pulumi_capy.engine import Engine  # the engine is imported only where it runs
 
             return Engine(self.engine_dir)
+        from pulumi_capy.api.client import CapyClient  # httpx, only where the API is used
+
         return CapyClient(self.api_url, self.api_key, transport=transport)
 
 

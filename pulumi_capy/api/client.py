@@ -75,10 +75,10 @@ from pulumi_capy.api.models import (
     UpdateProject,
 )
 from pulumi_capy.api.retry import RETRY_STATUSES, HttpRetryPolicy, parse_retry_after
+from pulumi_capy.api.urls import DEFAULT_API_URL, normalize_api_url
 
 __all__ = ["DEFAULT_API_URL", "HOSTED_PITR", "CapyClient", "normalize_api_url"]
 
-DEFAULT_API_URL = "https://capydb.dev/api/capydb"
 USER_AGENT = f"pulumi-capy/{__version__}"
 
 # Job polling: start fast, slow down to a cap.
@@ -96,15 +96,6 @@ _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 log = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def normalize_api_url(url: str) -> str:
-    """The base URL the client joins ``v1/…`` to: ``url`` without trailing slashes and
-    without a final ``/v1`` (``capy serve`` prints ``http://HOST:PORT/v1``; users paste it)."""
-    url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url.removesuffix("/v1").rstrip("/")
-    return url
 
 
 def _segment(value: str) -> str:

@@ -4,12 +4,16 @@ input checking, replace-on-change diffs, progress lines and clean errors.
 Provider objects are pickled into the stack state (by reference: they live in
 this installed module), so they hold nothing: no credential, client or
 connection. ``configure`` keeps the stack's ``capy:*`` config in this module
-(one provider process per Pulumi operation), and every call opens its own back
-end and closes it. The provider process serves up to four calls at once.
+(one provider process per Pulumi operation). Every call gets a back end and lets it
+go: an API client of its own, closed afterwards; the embedded engine is opened once
+per process and directory and shared by the calls (see ``ENGINES``), so that a
+refresh or destroy of many resources does not reopen the store for each. The
+provider process serves up to four calls at once.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import os
@@ -20,9 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-import httpx
 import pulumi
 from pulumi.dynamic import (
     CheckFailure,
@@ -43,10 +46,14 @@ from pulumi_capy.api.models import Job, JobState, format_timestamp
 from pulumi_capy.api.validation import field_errors
 from pulumi_capy.settings import ENV, Mode, Settings, resolve
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = [
     "UNKNOWN",
     "CapyProvider",
     "CapyResourceError",
+    "EngineCache",
     "ListingCache",
     "backend_session",
     "cached_listing",
@@ -142,9 +149,83 @@ def current_settings() -> Settings:
     return resolve(config=config, environ=os.environ, cwd=Path.cwd())
 
 
+class EngineCache:
+    """The embedded engine of this process, opened once per engine directory and shared
+    by the provider's calls (the engine is thread-safe; several processes may use one
+    directory at once, so other processes' writes are seen as before).
+
+    One directory is current at a time (a provider process has one configuration): an
+    engine of another directory is closed once no call uses it. An engine whose
+    ``engine.db`` is no longer the file it opened (the directory was removed or
+    replaced) is not reused: the next call opens the directory again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # directory -> [engine, the identity of its engine.db, calls using it]
+        self._entries: dict[Path, list[Any]] = {}
+        self._current: Path | None = None
+
+    @staticmethod
+    def _identity(directory: Path) -> tuple[int, int] | None:
+        try:
+            status = os.stat(directory / "engine.db")
+        except OSError:
+            return None
+        return status.st_dev, status.st_ino
+
+    def acquire(self, settings: Settings) -> Backend:
+        directory = settings.engine_dir.expanduser().resolve()
+        with self._lock:
+            if self._current != directory:
+                self._current = directory
+                self._close_idle()
+            entry = self._entries.get(directory)
+            if entry is not None and entry[1] != self._identity(directory):
+                del self._entries[directory]  # its file is gone: the last user closes it
+                if entry[2] == 0:
+                    entry[0].close()
+                entry = None
+            if entry is None:
+                engine = settings.open_backend()
+                entry = [engine, self._identity(directory), 0]
+                self._entries[directory] = entry
+            entry[2] += 1
+            backend: Backend = entry[0]
+            return backend
+
+    def release(self, backend: Backend) -> None:
+        with self._lock:
+            for directory, entry in list(self._entries.items()):
+                if entry[0] is backend:
+                    entry[2] -= 1
+                    if directory != self._current and entry[2] == 0:
+                        del self._entries[directory]
+                        backend.close()
+                    return
+            backend.close()  # dropped from the cache while in use: its last user closes it
+
+    def _close_idle(self) -> None:
+        for directory, entry in list(self._entries.items()):
+            if directory != self._current and entry[2] == 0:
+                del self._entries[directory]
+                entry[0].close()
+
+    def clear(self) -> None:
+        """Close every engine no call uses (tests; the end of the process)."""
+        with self._lock:
+            self._current = None
+            self._close_idle()
+
+
+ENGINES = EngineCache()
+atexit.register(ENGINES.clear)
+
+
 @contextmanager
 def backend_session(settings: Settings | None = None) -> Iterator[Backend]:
-    """A back end for one provider call, closed afterwards."""
+    """A back end for one provider call: the process's engine of the embedded mode's
+    directory (shared, see ``EngineCache``), or an API client closed afterwards."""
     try:
         settings = settings or current_settings()
     except CapyError as exc:
@@ -152,6 +233,13 @@ def backend_session(settings: Settings | None = None) -> Iterator[Backend]:
     if settings.describe() not in _ANNOUNCED:
         _ANNOUNCED.add(settings.describe())
         progress(settings.describe().removeprefix("capy: "))
+    if settings.mode is Mode.embedded:
+        engine = ENGINES.acquire(settings)
+        try:
+            yield engine
+        finally:
+            ENGINES.release(engine)
+        return
     backend = settings.open_backend(transport=http_transport)
     try:
         yield backend

@@ -107,6 +107,7 @@ def project_inputs(database_url: Any, **overrides: Any) -> dict[str, Any]:
 def _clear_provider_state() -> None:
     _provider._CONFIG.clear()
     _provider.LISTINGS._entries.clear()
+    _provider.ENGINES.clear()
 
 
 @pytest.fixture(autouse=True)
