@@ -13,8 +13,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -24,19 +22,12 @@ from psycopg import sql
 from pulumi_capy.api.models import CreateProject, JobState, VerificationState
 from pulumi_capy.engine import Engine
 from tests.cli.conftest import Capy
+from tests.cli.test_processes import eventually
 from tests.pg import PostgresServer
 
 STARTUP = 60.0  # seconds the dump may take to start
 STOP = 20.0  # seconds the interrupted process may take to exit
 ROWS = 1_500_000  # rows of ~150 bytes: pg_dump takes seconds, not milliseconds
-
-
-def _eventually(check: Callable[[], bool], what: str, log: Path, limit: float = STARTUP) -> None:
-    deadline = time.monotonic() + limit
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {limit}s:\n{log.read_text()}")
-        time.sleep(0.05)
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -104,7 +95,7 @@ def test_ctrl_c_during_wait_hands_the_job_back_stops_pg_dump_and_says_how_to_res
             dumps[:] = [pid for pid, command in _children(process.pid) if "pg_dump" in command]
             return bool(dumps)
 
-        _eventually(dumping, "pg_dump running under `capy backups create --wait`", log)
+        eventually(dumping, "pg_dump running under `capy backups create --wait`", log, STARTUP)
         with Engine(capy.engine_dir) as engine:
             (running,) = engine.list_jobs(project.id)
         assert running.state == JobState.running
@@ -169,7 +160,7 @@ def test_ctrl_c_during_wait_on_a_server_says_the_job_goes_on_there(
         args = ["--api-url", url, "backups", "create", "--project", project.id, "--wait"]
         process = _capy_process(args, log, {"CAPYDB_API_KEY": key})
         try:
-            _eventually(lambda: "backup: job job_" in log.read_text(), "the wait", log)
+            eventually(lambda: "backup: job job_" in log.read_text(), "the wait", log, STARTUP)
             process.send_signal(signal.SIGINT)
             code = process.wait(STOP)
         finally:

@@ -57,7 +57,7 @@ def _stop(process: subprocess.Popen[bytes], log: Path) -> None:
     assert code == 0, log.read_text()
 
 
-def _eventually(check: Callable[[], bool], what: str, log: Path, limit: float = STARTUP) -> None:
+def eventually(check: Callable[[], bool], what: str, log: Path, limit: float = STARTUP) -> None:
     deadline = time.monotonic() + limit
     while not check():
         if time.monotonic() > deadline:
@@ -94,7 +94,7 @@ def test_capy_worker_runs_queued_jobs_and_stops_on_sigterm(
                 verify = engine.get_job(str(job.result["verify_job_id"]))
                 return verify.state == "completed"
 
-            _eventually(finished, "the queued backup and its verification", log)
+            eventually(finished, "the queued backup and its verification", log)
             claimed_by = engine.get_job(queued.id).claimed_by or ""
             assert claimed_by.split(":")[1] == str(process.pid)
             backups = engine.list_backups(project.id)
@@ -123,7 +123,7 @@ def test_capy_serve_with_workers_serves_keys_and_runs_backups(
             except httpx.TransportError:
                 return False
 
-        _eventually(answers, "the server answering", log)
+        eventually(answers, "the server answering", log)
         me = http.get("/v1/me", headers={"Authorization": f"Bearer {key}"})
         assert me.status_code == 200, me.text
         assert me.json()["server"]["name"] == "pulumi-capy"
