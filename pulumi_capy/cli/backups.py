@@ -9,12 +9,14 @@ import click
 
 from pulumi_capy.api.errors import JobFailed, JobTimeout
 from pulumi_capy.api.models import (
+    KIB,
     Backup,
     CreateBackup,
     Job,
     PutScheduledBackup,
     ScheduledBackup,
     VerificationState,
+    format_bytes,
 )
 from pulumi_capy.cli.common import (
     CapyGroup,
@@ -40,7 +42,6 @@ from pulumi_capy.cli.common import (
 
 __all__ = ["backups", "take_backup", "verified"]
 
-KIB = 1024
 VERIFY_POLL = 2.0  # seconds between looks at a backup whose verify job is unknown
 
 
@@ -158,12 +159,7 @@ def find_backup(project: str, value: str) -> Backup:
 def _size(count: int | None) -> str:
     if count is None:
         return "-"
-    size = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < KIB or unit == "GiB":
-            return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit} ({count} bytes)"
-        size /= KIB
-    return str(count)  # pragma: no cover
+    return f"{count} bytes" if count < KIB else f"{format_bytes(count)} ({count} bytes)"
 
 
 @backups.command(

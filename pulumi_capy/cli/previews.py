@@ -17,6 +17,7 @@ from pulumi_capy.cli.common import (
     json_option,
     note_queued,
     project_option,
+    resolve,
     resolve_preview,
     resolve_project,
     show_table,
@@ -72,8 +73,9 @@ def list_(project: str) -> None:
 @json_option
 def get_(project: str, preview: str) -> None:
     """Show one preview database (by id or name): its state, where it is, when it expires."""
-    preview_id = resolve_preview(project, preview)
-    found = next((p for p in backend().list_preview_databases(project) if p.id == preview_id), None)
+    listed = backend().list_preview_databases(project)  # one list: the name and the preview
+    preview_id = resolve("preview database", preview, "prv_", ((p.id, p.name) for p in listed))
+    found = next((p for p in listed if p.id == preview_id), None)
     if found is None:
         raise Failure(f"preview database {preview_id} not found in project {project}")
 
