@@ -66,7 +66,6 @@ from pulumi_capy.engine.blobs import LocalBlobStore
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.handlers import HANDLERS
 from pulumi_capy.engine.pitr import archive, control
-from pulumi_capy.engine.pitr.stream import StreamManager
 from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
@@ -346,6 +345,8 @@ class Engine:
     ) -> None:
         """The loop of a worker daemon: run jobs and ``tick`` until ``stop`` is set, and
         stream the log of every project with PITR on whose lease this worker takes."""
+        from pulumi_capy.engine.pitr.stream import StreamManager  # psycopg, workers only
+
         next_tick = self.rt.now()
         streams = StreamManager(self.rt)
         next_streams = 0.0

@@ -484,6 +484,11 @@ class CapyProvider(ResourceProvider):
     def inputs_of(self, props: Mapping[str, Any]) -> dict[str, Any]:
         return {name: props.get(name) for name in self.input_names}
 
+    def requested_of(self, props: Mapping[str, Any]) -> dict[str, Any]:
+        """The inputs as given, kept as ``requested`` for ``stored_input``; an input not given
+        is left out (read back as None): the state holds no nulls to rewrite at every step."""
+        return {name: props[name] for name in self.input_names if props.get(name) is not None}
+
     # text inputs the contract strips; check returns them stripped, so that the
     # outputs (which come back stripped) never differ from the inputs
     stripped: tuple[str, ...] = ()

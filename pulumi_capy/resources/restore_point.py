@@ -105,7 +105,7 @@ class RestorePointProvider(CapyProvider):
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         """Only for an adopted restore point: record the new inputs, change nothing."""
-        return UpdateResult({**olds, "requested": self.inputs_of(news)})
+        return UpdateResult({**olds, "requested": self.requested_of(news)})
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         project_id = str(props["project_id"])
@@ -176,7 +176,7 @@ class RestorePointProvider(CapyProvider):
         outputs.update(model_outputs(point, "restore_point_id"))
         # the inputs as given: backup_key, pitr_time (and, when adopted, label and note)
         # name what was asked for; the outputs of the same names what exists
-        outputs["requested"] = self.inputs_of(props)
+        outputs["requested"] = self.requested_of(props)
         outputs["adopt_id"] = props.get("adopt_id")
         return outputs
 

@@ -22,7 +22,6 @@ from pulumi_capy.api.models import (
     format_timestamp,
 )
 from pulumi_capy.engine.drivers import DriverFailure
-from pulumi_capy.engine.pitr import server
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.stores.contract import (
     BaseBackupRecord,
@@ -105,6 +104,8 @@ def base_backup_for(rt: Runtime, project_id: str, moment: datetime) -> BaseBacku
 def _server_facts(url: str) -> None:
     """The server can be streamed from, or ``InvalidInput`` on ``database_url`` (also when
     it cannot be reached: the URL is what to look at)."""
+    from pulumi_capy.engine.pitr import server  # psycopg: PostgreSQL projects only
+
     try:
         server.check_streamable(url)
     except DriverFailure as exc:
@@ -267,6 +268,8 @@ def enable(rt: Runtime, project: ProjectRecord, request: PutPitr) -> str | None:
             )
         return _no_base_backup_yet(rt, record)
     _server_facts(project.database_url)
+    from pulumi_capy.engine.pitr import server
+
     slot = server.slot_name(project_id) if request.method is PitrMethod.stream else None
     floor = server.create_slot(project.database_url, slot) if slot else 0
     now = rt.now()
@@ -374,4 +377,6 @@ def disable(rt: Runtime, project: ProjectRecord) -> None:
         changes["generations"] = [*record.generations[:-1], ended]
     rt.store.update_pitr(project_id, changes)
     if record.slot_name:
+        from pulumi_capy.engine.pitr import server
+
         server.drop_slot_when_free(project.database_url, record.slot_name)

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote
 
-import psycopg
-
 from pulumi_capy.engine.drivers import DriverFailure
 from pulumi_capy.engine.pitr.processes import popen_tied, stop_process
 from pulumi_capy.engine.private import private_directory
@@ -281,6 +279,8 @@ class Instance:
             time.sleep(0.1)
 
     def _promoted(self) -> bool:
+        import psycopg  # not at the top: the engine's other users never load it
+
         try:
             with psycopg.connect(self.url("postgres"), connect_timeout=5) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
