@@ -169,3 +169,17 @@ def _reachable(start: str) -> set[str]:
                 seen.add(target)
                 todo.append(target)
     return seen
+
+
+def test_a_provider_process_on_sqlite_never_loads_psycopg() -> None:
+    # what the dynamic provider host imports to serve a SQLite project's resources: psycopg
+    # and the PostgreSQL driver cost a tenth of a second in every provider process
+    code = (
+        "import sys, pulumi_capy.resources, pulumi_capy.engine\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('psycopg', "
+        "'pulumi_capy.engine.drivers.postgres', 'pulumi_capy.engine.pitr.stream'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
