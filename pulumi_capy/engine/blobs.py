@@ -21,14 +21,14 @@ import bisect
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 import zstandard
 
-from pulumi_capy.api.errors import EngineFailure
+from pulumi_capy.api.errors import ConfigError, EngineFailure
 from pulumi_capy.engine.objects import (
     LocalObjectStore,
     ObjectMissing,
@@ -49,6 +49,7 @@ __all__ = [
     "LocalBlobStore",
     "StagedBlob",
     "fsync_directory",
+    "open_blob_store",
 ]
 
 CHUNK = 1 << 20
@@ -435,3 +436,21 @@ class LocalBlobStore(BlobStore):
 
     def manifest_path(self, key: str) -> Path:
         return self.local.path(key + MANIFEST)
+
+
+def open_blob_store(directory: Path, environ: Mapping[str, str] | None = None) -> BlobStore:
+    """The blob store ``CAPY_BLOB_URL`` names: ``s3://bucket/prefix`` (S3-compatible
+    storage, the AWS variables saying where and as whom), or when unset the
+    ``blobs/`` directory of the engine directory ``directory``."""
+    environ = os.environ if environ is None else environ
+    url = environ.get("CAPY_BLOB_URL", "").strip()
+    if not url:
+        return LocalBlobStore(directory / "blobs")
+    if url.startswith("s3://"):
+        from pulumi_capy.engine.objects_s3 import S3ObjectStore
+
+        return BlobStore(S3ObjectStore.from_url(url, environ))
+    raise ConfigError(
+        "CAPY_BLOB_URL must be s3://bucket/prefix (S3-compatible storage), or unset for the "
+        f"engine directory's blobs/; got a {url.split(':', 1)[0]!r} URL"
+    )
