@@ -42,6 +42,7 @@ class Garbage:
     path: str  # the object's name: relative to the blob directory, or the S3 prefix
     size_bytes: int
     why: str
+    found: ObjectInfo  # as the store listed it
 
 
 @dataclass
@@ -67,10 +68,16 @@ def _referenced(rt: Runtime, project_id: str) -> set[str]:
     return keys
 
 
-def _why(relative: str, referenced: set[str], present: set[str]) -> str | None:
-    """Why the file is garbage, or ``None`` when it is kept."""
-    if relative.endswith(TMP):
+def _why(info: ObjectInfo, referenced: set[str], present: set[str]) -> str | None:
+    """Why the object (or unfinished upload) is garbage, or ``None`` when it is kept."""
+    if info.upload.endswith(TMP):
         return "an unfinished write (a .tmp file)"
+    if info.upload:
+        return "an unfinished multipart upload"
+    return _why_object(info.name, referenced, present)
+
+
+def _why_object(relative: str, referenced: set[str], present: set[str]) -> str | None:
     if relative.endswith(MANIFEST):
         blob = relative[: -len(MANIFEST)]
         if blob in referenced:
@@ -86,7 +93,8 @@ def _why(relative: str, referenced: set[str], present: set[str]) -> str | None:
 def _by_project(rt: Runtime) -> dict[str, list[ObjectInfo]]:
     """The objects of each project's blob folders (``KINDS``), in name order."""
     found: dict[str, list[ObjectInfo]] = defaultdict(list)
-    for info in rt.blobs.objects.list("projects/"):
+    objects = rt.blobs.objects
+    for info in [*objects.list("projects/"), *objects.unfinished("projects/")]:
         _, project_id, kind, *rest = [*info.name.split("/"), "", ""][:4]
         if kind in KINDS and rest[0]:
             found[project_id].append(info)
@@ -105,17 +113,21 @@ def collect_garbage(
             report.busy_projects.append(project_id)
             continue
         referenced = _referenced(rt, project_id) if project_id in known else set()
-        present = {info.name for info in objects}
+        present = {info.name for info in objects if not info.upload}
         gone = "" if project_id in known else f" (project {project_id} is gone)"
         for info in objects:
-            why = _why(info.name, referenced, present)
+            why = _why(info, referenced, present)
             if why is None:
                 continue
             if info.modified > oldest:
                 report.young_files += 1
                 continue
-            report.garbage.append(Garbage(info.name, info.size, why + gone))
+            path = info.upload if info.upload.endswith(TMP) else info.name
+            report.garbage.append(Garbage(path, info.size, why + gone, info))
     if not dry_run:
         for item in report.garbage:
-            rt.blobs.objects.delete(item.path)
+            if item.found.upload:
+                rt.blobs.objects.drop_unfinished(item.found)
+            else:
+                rt.blobs.objects.delete(item.path)
     return report

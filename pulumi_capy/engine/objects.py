@@ -54,7 +54,8 @@ class ObjectMissing(EngineFailure):
 class ObjectInfo:
     name: str
     size: int
-    modified: float  # seconds since the epoch
+    modified: float  # seconds since the epoch (an upload: when it began)
+    upload: str = ""  # an unfinished upload: how its store finds it again (else empty)
 
 
 class ObjectUpload(Protocol):
@@ -100,9 +101,17 @@ class ObjectStore(Protocol):
     def delete(self, name: str) -> None: ...
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        """Every object whose name starts with ``prefix``, in name order. It may include
-        what an upload never committed left behind (a local store's ``*.tmp`` files, for
-        gc), never under the name the upload was for."""
+        """Every object whose name starts with ``prefix``, in name order (committed
+        objects only)."""
+        ...
+
+    def unfinished(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Uploads under ``prefix`` begun and neither committed nor aborted (a writer
+        that was killed; or one still writing), for gc: each ``upload`` set."""
+        ...
+
+    def drop_unfinished(self, info: ObjectInfo) -> None:
+        """Abort an upload :meth:`unfinished` gave (gone already is fine)."""
         ...
 
 
@@ -239,11 +248,11 @@ class LocalObjectStore:
         with contextlib.suppress(OSError):
             fsync_directory(path.parent)
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+    def _files(self, prefix: str) -> list[ObjectInfo]:
         # the deepest directory the prefix names whole, then a filter on the rest
         folder = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
         if not folder.is_dir():
-            return
+            return []
         found: list[ObjectInfo] = []
         for path in folder.rglob("*"):
             name = path.relative_to(self.root).as_posix()
@@ -255,4 +264,18 @@ class LocalObjectStore:
                 continue
             if path.is_file() and not path.is_symlink():
                 found.append(ObjectInfo(name, stat.st_size, stat.st_mtime))
-        yield from sorted(found, key=lambda info: info.name)
+        return sorted(found, key=lambda info: info.name)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        yield from (info for info in self._files(prefix) if not info.name.endswith(TMP))
+
+    def unfinished(self, prefix: str) -> Iterator[ObjectInfo]:
+        for info in self._files(prefix):
+            if info.name.endswith(TMP):  # <name>.<random>.tmp
+                name = info.name[: -len(TMP)].rpartition(".")[0]
+                yield ObjectInfo(name, info.size, info.modified, upload=info.name)
+
+    def drop_unfinished(self, info: ObjectInfo) -> None:
+        if not info.upload.endswith(TMP):
+            raise CapyError(f"{info.upload!r} is not an upload of {self.root}")
+        self.delete(info.upload)

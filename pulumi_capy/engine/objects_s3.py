@@ -390,6 +390,32 @@ class S3ObjectStore:
     def delete(self, name: str) -> None:
         self.call("delete", name, self.client.delete_object, Bucket=self.bucket, Key=self.key(name))
 
+    def unfinished(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        pages = self.call(
+            "list the uploads of", prefix or "everything", lambda: list(
+                paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+            ),
+        )  # fmt: skip
+        found = [
+            ObjectInfo(
+                item["Key"][len(self.prefix) :], 0, item["Initiated"].timestamp(), item["UploadId"]
+            )
+            for page in pages
+            for item in page.get("Uploads", [])
+        ]
+        yield from sorted(found, key=lambda info: (info.name, info.modified))
+
+    def drop_unfinished(self, info: ObjectInfo) -> None:
+        try:
+            self.call(
+                "abort the upload of", info.name, self.client.abort_multipart_upload,
+                Bucket=self.bucket, Key=self.key(info.name), UploadId=info.upload,
+            )  # fmt: skip
+        except ObjectStoreFailure as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self.call(

@@ -25,8 +25,7 @@ def test_an_upload_is_invisible_until_committed_then_whole(objects: ObjectStore)
     for start in range(0, len(data), 300_000):
         upload.write(data[start : start + 300_000])
         assert objects.size("projects/p/backups/bk_1") is None
-        # a local store's upload is a .tmp file until committed; an S3 one is not listed
-        assert all(info.name.endswith(".tmp") for info in objects.list("projects/"))
+        assert list(objects.list("projects/")) == []
     upload.commit()
     assert [info.name for info in objects.list("projects/")] == ["projects/p/backups/bk_1"]
     assert objects.size("projects/p/backups/bk_1") == len(data)
@@ -110,3 +109,20 @@ def test_names_that_escape_or_are_empty_are_refused(objects: ObjectStore, name: 
         objects.put_bytes(name, b"x")
     with pytest.raises(CapyError, match="invalid backup key"):
         objects.begin(name)
+
+
+def test_an_upload_neither_committed_nor_aborted_is_found_and_dropped(
+    objects: ObjectStore,
+) -> None:
+    objects.put_bytes("projects/p/backups/done", b"whole")
+    killed = objects.begin("projects/p/backups/bk_1")
+    killed.write(os.urandom(6 * MIB))  # past a part: a multipart upload has begun
+    found = list(objects.unfinished("projects/"))
+    assert [info.name for info in found] == ["projects/p/backups/bk_1"]
+    assert found[0].upload
+    assert list(objects.unfinished("other/")) == []
+    objects.drop_unfinished(found[0])
+    objects.drop_unfinished(found[0])  # gone already is fine
+    assert list(objects.unfinished("projects/")) == []
+    assert [info.name for info in objects.list("")] == ["projects/p/backups/done"]
+    killed.abort()  # the writer, had it lived, finds nothing to abort
