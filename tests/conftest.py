@@ -1,4 +1,5 @@
-"""Session-wide test settings: no CAPY*/CAPYDB_* variable of the caller leaks into a test."""
+"""Session-wide test settings (no CAPY*/CAPYDB_* variable of the caller leaks into a test)
+and the real servers tests share: PostgreSQL (``tests/pg.py``), S3 (``tests/s3.py``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.pg import INSTALLATIONS, PostgresServer, installations, running_server
+from tests.s3 import S3Server, find_versitygw, running_s3_server
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +55,20 @@ def postgres_server(request: pytest.FixtureRequest) -> PostgresServer:
     In CI a missing one fails; elsewhere it skips."""
     server: PostgresServer = request.getfixturevalue(f"{request.param}_postgres")
     return server
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3-compatible server for the session (``tests/s3.py``): versitygw on a temp
+    directory, random root credentials; ``new_bucket()`` per test, ``env(bucket, prefix)``
+    for a capy process. In CI a missing versitygw fails; elsewhere it skips."""
+    if find_versitygw() is None:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "versitygw is missing in CI: scripts/test must run scripts/install-s3-server"
+            )
+        # never reached in CI (CI=true fails above, and scripts/test builds it): only a
+        # developer running pytest by hand before scripts/install-s3-server gets this skip
+        pytest.skip("versitygw is not installed here: run scripts/install-s3-server")
+    with running_s3_server() as server:
+        yield server
