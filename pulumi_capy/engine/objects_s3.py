@@ -205,10 +205,14 @@ class _Upload:
                     future.result()
         if self.upload_id is not None:
             store = self.store
-            store.call(
-                "abort the upload of", self.name, store.client.abort_multipart_upload,
-                Bucket=store.bucket, Key=self.key, UploadId=self.upload_id,
-            )  # fmt: skip
+            try:
+                store.call(
+                    "abort the upload of", self.name, store.client.abort_multipart_upload,
+                    Bucket=store.bucket, Key=self.key, UploadId=self.upload_id,
+                )  # fmt: skip
+            except ObjectStoreFailure as exc:
+                if exc.code != "NoSuchUpload":  # gone already (gc dropped it): nothing to do
+                    raise
 
 
 class _Reader:
