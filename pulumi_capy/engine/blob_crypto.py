@@ -381,8 +381,9 @@ class RangedReader:
     """Reads any range of an encrypted blob's plaintext through ``fetch(start, end)``
     (stored bytes ``[start, end)``, e.g. a ranged GET), fetching only the segments under
     the range, ``segments_per_fetch`` at most at a time. ``stored_bytes`` is the blob's
-    size as stored: a blob shorter than that fails, and so does reading its last segment
-    if it was cut (or extended) at a segment boundary and ``stored_bytes`` says so."""
+    size as stored: a blob shorter than that fails, and a range that reaches the end reads
+    the last segment, so a blob cut (or extended) at a segment boundary fails there too.
+    A range that ends earlier authenticates only its own segments."""
 
     def __init__(
         self,
@@ -437,16 +438,24 @@ class RangedReader:
 
 
 class _RangeStream(_Reader):
+    """The plaintext of ``[offset, end)``. A range that reaches the blob's end reads its last
+    segment whatever the offset, even an empty one: reading to the end proves the blob was
+    not cut at a segment boundary."""
+
     def __init__(self, blob: RangedReader, offset: int, end: int) -> None:
         super().__init__()
-        size = blob._layout.segment_size
+        layout = blob._layout
         self._blob = blob
-        self._skip = offset % size  # of the first segment's plaintext
+        if end == layout.plaintext_bytes:
+            self._stop = layout.segments
+            self._next_segment = min(offset // layout.segment_size, layout.segments - 1)
+        else:  # past the segment holding the range's last byte
+            self._stop = -(-end // layout.segment_size) if end > offset else 0
+            self._next_segment = min(offset // layout.segment_size, self._stop)
+        self._skip = offset - self._next_segment * layout.segment_size  # of the first segment
         self._left = end - offset
-        self._next_segment = offset // size
-        self._stop = -(-end // size)  # past the segment holding the range's last byte
         self._ready: list[bytes] = []
-        self._ended = self._left == 0
+        self._ended = self._next_segment >= self._stop
 
     def _next_plaintext(self) -> bytes:
         if not self._ready:
@@ -459,7 +468,7 @@ class _RangeStream(_Reader):
             plaintext, self._skip = plaintext[self._skip :], 0
         plaintext = plaintext[: self._left]
         self._left -= len(plaintext)
-        self._ended = self._left == 0
+        self._ended = not self._ready and self._next_segment >= self._stop
         return plaintext
 
 
