@@ -267,10 +267,11 @@ class EncryptingWriter:
 
 
 class _Reader:
-    """What both readers share: a plaintext buffer, and errors that stay."""
+    """What both readers share: the segment being read out, and errors that stay."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._plaintext = b""  # of the segment being read out, from ``_position`` on
+        self._position = 0
         self._ended = False
         self._error: Exception | None = None
 
@@ -289,17 +290,20 @@ class _Reader:
         return True
 
     def _read(self, size: int) -> bytes:
-        if size < 0:
-            while not self._ended:
-                self._buffer += self._next_plaintext()
-            taken = bytes(self._buffer)
-            self._buffer.clear()
-            return taken
-        while len(self._buffer) < size and not self._ended:
-            self._buffer += self._next_plaintext()
-        taken = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return taken
+        parts: list[bytes] = []
+        wanted = size
+        while wanted:
+            if self._position == len(self._plaintext):
+                if self._ended:
+                    break
+                self._plaintext, self._position = self._next_plaintext(), 0
+                continue
+            end = len(self._plaintext) if wanted < 0 else self._position + wanted
+            part = self._plaintext[self._position : end]  # a whole segment is not copied
+            self._position += len(part)
+            wanted = wanted - len(part) if wanted > 0 else wanted
+            parts.append(part)
+        return b"".join(parts)
 
     def _next_plaintext(self) -> bytes:
         """The plaintext of the next segment; sets ``_ended`` at the last."""
