@@ -260,7 +260,8 @@ class EncryptingWriter:
         if self._next_segment == 0:
             self._sink.write(self._cipher.header)
             self.stored_bytes += len(self._cipher.header)
-        stored = self._cipher.seal(self._next_segment, memoryview(plaintext), last=last)
+        with memoryview(plaintext) as view:  # released at once: the buffer is cleared next
+            stored = self._cipher.seal(self._next_segment, view, last=last)
         self._sink.write(stored)
         self.stored_bytes += len(stored)
         self._next_segment += 1
