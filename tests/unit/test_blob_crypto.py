@@ -7,6 +7,7 @@ import io
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO, cast
 
 import pytest
 import zstandard
@@ -547,3 +548,26 @@ def test_file_fetch_reads_ranges_of_a_file(tmp_path: Path) -> None:
     blob = RangedReader(RING, file_fetch(path), path.stat().st_size)
     assert blob.open(S + 1, 2 * S + 2).read() == data[S + 1 : 2 * S + 2]
     assert file_fetch(path)(0, 8) == MAGIC
+
+
+# ---------------------------------------------------------------- with zstd, as blobs will be
+
+
+def test_zstd_streams_through_the_writer_and_the_reader() -> None:
+    data = _plaintext(3 * S + 123)
+    sink = io.BytesIO()
+    encrypting = EncryptingWriter(RING, sink)
+    compressor = zstandard.ZstdCompressor(level=1).stream_writer(
+        cast(IO[bytes], encrypting), closefd=False
+    )
+    for start in range(0, len(data), 10_000):
+        compressor.write(data[start : start + 10_000])
+    compressor.flush(zstandard.FLUSH_FRAME)
+    encrypting.finish()
+    stored = sink.getvalue()
+    assert is_encrypted(stored)
+    assert encrypting.stored_bytes == len(stored)
+    reader = DecryptingReader(RING, io.BytesIO(stored))
+    decompressed = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], reader))
+    assert decompressed.read() == data
+    assert decrypt_bytes(RING, stored)[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame inside
