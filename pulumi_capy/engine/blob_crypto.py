@@ -79,8 +79,14 @@ class BlobAuthenticationFailed(EngineFailure):
 class BlobKeyMissing(EngineFailure):
     """The blob was encrypted with a key that is not among the blob keys."""
 
-    def __init__(self, key_id: bytes, ring: BlobKeyRing) -> None:
+    def __init__(self, key_id: bytes, ring: BlobKeyRing | None) -> None:
         self.key_id = key_id.hex()
+        if ring is None:
+            super().__init__(
+                f"the blob was encrypted with blob key {self.key_id}, but no blob key is set: "
+                f"set {ENV_BLOB_KEY} (or {ENV_BLOB_KEY_FILE}) to that key"
+            )
+            return
         super().__init__(
             f"the blob was encrypted with blob key {self.key_id}, which is not among the "
             f"{len(ring)} key(s) of {ring.source} ({', '.join(ring.key_ids)}); list that key "
@@ -129,7 +135,7 @@ class _Cipher:
         return cls(header, segment_size, key.key_id, AESGCM(_derive(key, salt)))
 
     @classmethod
-    def parse(cls, ring: BlobKeyRing, header: bytes) -> _Cipher:
+    def parse(cls, ring: BlobKeyRing | None, header: bytes) -> _Cipher:
         if len(header) < HEADER_BYTES:
             raise BlobAuthenticationFailed(
                 f"the blob is {len(header)} bytes long, shorter than the {HEADER_BYTES}-byte "
@@ -145,7 +151,7 @@ class _Cipher:
             raise BlobAuthenticationFailed(
                 f"the blob's header names segments of {segment_size} bytes: it was damaged"
             )
-        key = ring.get(key_id)
+        key = ring.get(key_id) if ring is not None else None
         if key is None:
             raise BlobKeyMissing(key_id, ring)
         return cls(bytes(header), segment_size, key_id, AESGCM(_derive(key, salt)))
@@ -313,10 +319,11 @@ class _Reader:
 
 class DecryptingReader(_Reader):
     """Reads the plaintext of the encrypted blob ``source`` holds, with the key of the
-    ring whose id its header names. A blob cut short ends in ``BlobAuthenticationFailed``,
+    ring whose id its header names (no ring: ``BlobKeyMissing``, as ``load_blob_keys``
+    answers when no key is set). A blob cut short ends in ``BlobAuthenticationFailed``,
     never in an early ``b""``."""
 
-    def __init__(self, ring: BlobKeyRing, source: Source) -> None:
+    def __init__(self, ring: BlobKeyRing | None, source: Source) -> None:
         super().__init__()
         self._ring = ring
         self._source = source
@@ -392,7 +399,7 @@ class RangedReader:
 
     def __init__(
         self,
-        ring: BlobKeyRing,
+        ring: BlobKeyRing | None,
         fetch: Fetch,
         stored_bytes: int,
         *,
@@ -497,6 +504,6 @@ def encrypt_bytes(ring: BlobKeyRing, data: bytes) -> bytes:
     return sink.getvalue()
 
 
-def decrypt_bytes(ring: BlobKeyRing, data: bytes) -> bytes:
+def decrypt_bytes(ring: BlobKeyRing | None, data: bytes) -> bytes:
     """The plaintext of ``encrypt_bytes``'s output."""
     return DecryptingReader(ring, io.BytesIO(data)).read()

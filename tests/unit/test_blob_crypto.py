@@ -219,6 +219,19 @@ def test_a_missing_key_is_named_with_what_to_do(
     assert NEW.to_text() not in message
 
 
+def test_no_keys_at_all_is_a_missing_key() -> None:
+    """As ``load_blob_keys`` answers when neither variable is set."""
+    stored = _encrypt(b"secret")
+    for read in (
+        lambda: DecryptingReader(None, io.BytesIO(stored)).read(),
+        lambda: RangedReader(None, file_fetch_of(stored), len(stored)),
+        lambda: decrypt_bytes(None, stored),
+    ):
+        with pytest.raises(BlobKeyMissing, match="no blob key is set: set CAPY_BLOB_KEY") as caught:
+            read()
+        assert OLD.key_id.hex() in str(caught.value)
+
+
 @pytest.mark.parametrize("read", READERS)
 def test_the_wrong_key_does_not_authenticate(read: Callable[[BlobKeyRing, bytes], bytes]) -> None:
     """A header claiming another listed key: the derived key is wrong, nothing decrypts."""
@@ -232,6 +245,7 @@ def test_the_wrong_key_does_not_authenticate(read: Callable[[BlobKeyRing, bytes]
     "failure",
     [
         BlobKeyMissing(OLD.key_id, BlobKeyRing([NEW])),
+        BlobKeyMissing(OLD.key_id, None),
         BlobAuthenticationFailed("segment 3 does not authenticate"),
     ],
 )
