@@ -50,7 +50,7 @@ from pulumi_capy.engine.stores.sql_base import (
     to_timestamp,
 )
 
-__all__ = ["PostgresConnections", "PostgresTransaction", "mask", "redact"]
+__all__ = ["PostgresConnections", "PostgresTransaction", "mask", "probe", "redact"]
 
 CHANNEL = "capy_work"
 CONNECT_TIMEOUT = 10
@@ -75,6 +75,16 @@ def mask(text: str, url: str) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def probe(url: str) -> str | None:
+    """Why the database at ``url`` cannot be reached (password hidden); None when it can."""
+    try:
+        with psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return mask(str(exc).strip(), url)
+    return None
 
 
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
@@ -179,13 +189,9 @@ class PostgresConnections(SqlConnections):
 
     def _check_reachable(self) -> None:
         """Connect once, so that a wrong URL is one clear error (not a pool's retries)."""
-        try:
-            with psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT):
-                pass
-        except psycopg.Error as exc:
-            raise ConfigError(
-                f"cannot open the store at {self.location}: {mask(str(exc).strip(), self._url)}"
-            ) from None
+        why = probe(self._url)
+        if why is not None:
+            raise ConfigError(f"cannot open the store at {self.location}: {why}")
 
     def _after_migrations(self, db: Database) -> bool:
         """Data changes the opening transaction makes after the migrations (a subclass's)."""
