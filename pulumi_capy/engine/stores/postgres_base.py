@@ -27,7 +27,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -229,6 +229,9 @@ class PostgresConnections(SqlConnections):
     def _writing(self) -> Iterator[Database]:
         with self.transaction() as tx:
             yield self._connection(tx)
+
+    def _statement(self) -> AbstractContextManager[Database]:
+        return self._reading()
 
     def _connection(self, tx: Transaction) -> Database:
         held: _Statements | None = getattr(self._local, "db", None)

@@ -144,6 +144,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX jobs_running_lock ON jobs (locked_resource)
         WHERE state = 'running' AND locked_resource IS NOT NULL;
     CREATE INDEX jobs_claimable ON jobs (state, run_after, created_at);
+    -- a claim walks the pending jobs in its order and stops at the first it may take
+    CREATE INDEX jobs_pending_order ON jobs (created_at, seq) WHERE state = 'pending';
     CREATE INDEX jobs_project ON jobs (project_id, created_at);
     """,
     # 2: API keys of a self-hosted server: only a SHA-256 of each key is kept

@@ -171,6 +171,11 @@ class SqlConnections(ABC):
     def _writing(self) -> AbstractContextManager[Database]:
         """A transaction of its own, for one operation."""
 
+    def _statement(self) -> AbstractContextManager[Database]:
+        """Where one statement that writes runs (atomic alone): SQLite's writing
+        transaction; PostgreSQL's autocommit, which spares a claim two round trips."""
+        return self._writing()
+
     @abstractmethod
     def _connection(self, tx: Transaction) -> Database:
         """The connection behind ``tx``, which must be one of this store's transactions."""

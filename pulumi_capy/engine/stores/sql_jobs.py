@@ -215,7 +215,7 @@ class SqlJobQueue(SqlConnections):
         }
         for attempt in range(CLAIM_ATTEMPTS):
             try:
-                with self._writing() as db:
+                with self._statement() as db:
                     row = db.execute(sql, params).fetchone()
             except self.integrity_errors:
                 # a concurrent claim took the lock of the job this one chose (PostgreSQL):
@@ -227,7 +227,7 @@ class SqlJobQueue(SqlConnections):
         return None
 
     def renew_lease(self, fence: Fence, now: datetime, lease_until: datetime) -> bool:
-        with self._writing() as db:
+        with self._statement() as db:
             return (
                 db.execute(
                     RENEW_LEASE,
