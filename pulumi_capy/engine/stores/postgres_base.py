@@ -26,6 +26,7 @@ import functools
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -275,12 +276,22 @@ class PostgresConnections(SqlConnections):
         The first call returns True at once: what was queued before it listened would
         otherwise wait a whole ``timeout``."""
         with self._listen_lock:
-            if self._listener is None:
-                self._listener = psycopg.connect(self._url, autocommit=True)
-                self._listener.execute(f"LISTEN {CHANNEL}")
-                return True
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                return True
+            try:
+                if self._listener is None:
+                    self._listener = psycopg.connect(
+                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                    )
+                    self._listener.execute(f"LISTEN {CHANNEL}")
+                    return True
+                for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                    return True
+            except psycopg.OperationalError:
+                # the server went away (a restart, a failover): listen anew next time, and
+                # meanwhile wait as SQLite does; the caller looks at the queue regardless
+                if self._listener is not None:
+                    self._listener.close()
+                self._listener = None
+                time.sleep(timeout)
             return False
 
     # ------------------------------------------------------------ rows
