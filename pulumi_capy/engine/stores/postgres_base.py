@@ -163,6 +163,7 @@ class PostgresConnections(SqlConnections):
         self._local = threading.local()  # per thread: the connection of its transaction
         self._listen_lock = threading.Lock()
         self._listener: psycopg.Connection[Any] | None = None
+        self._wakeups = 0  # notifications the listener has received (and its start)
         self._check_reachable()
         self._pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = (
             psycopg_pool.ConnectionPool(
@@ -274,25 +275,34 @@ class PostgresConnections(SqlConnections):
     def wait_for_work(self, timeout: float) -> bool:
         """Wait until a write may have made a job claimable (True) or ``timeout`` passed.
         The first call returns True at once: what was queued before it listened would
-        otherwise wait a whole ``timeout``."""
-        with self._listen_lock:
-            try:
-                if self._listener is None:
-                    self._listener = psycopg.connect(
-                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
-                    )
-                    self._listener.execute(f"LISTEN {CHANNEL}")
-                    return True
-                for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                    return True
-            except psycopg.OperationalError:
-                # the server went away (a restart, a failover): listen anew next time, and
-                # meanwhile wait as SQLite does; the caller looks at the queue regardless
-                if self._listener is not None:
-                    self._listener.close()
-                self._listener = None
-                time.sleep(timeout)
-            return False
+        otherwise wait a whole ``timeout``. Threads share one listening connection: one
+        listens while the others wait for it, and a wake-up it gets wakes them too."""
+        seen = self._wakeups
+        if not self._listen_lock.acquire(timeout=max(timeout, 0.0)):
+            return self._wakeups != seen
+        try:
+            if self._wakeups != seen:
+                return True
+            if self._listener is None:
+                self._listener = psycopg.connect(
+                    self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                )
+                self._listener.execute(f"LISTEN {CHANNEL}")
+                self._wakeups += 1
+                return True
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                self._wakeups += 1
+                return True
+        except psycopg.OperationalError:
+            # the server went away (a restart, a failover): listen anew next time, and
+            # meanwhile wait as SQLite does; the caller looks at the queue regardless
+            if self._listener is not None:
+                self._listener.close()
+            self._listener = None
+            time.sleep(timeout)
+        finally:
+            self._listen_lock.release()
+        return False
 
     # ------------------------------------------------------------ rows
 
