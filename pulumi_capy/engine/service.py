@@ -4,7 +4,9 @@ It implements the ``Backend`` protocol with the same models and errors as the
 HTTP client, so a caller cannot tell them apart. Everything lives in one
 directory: ``engine.db`` (the metadata store), ``blobs/`` (backups),
 ``previews/`` (SQLite preview databases) and ``tmp/``. Several processes may
-use one directory at once.
+use one directory at once. With ``store_url`` (default: ``CAPY_STORE_URL``), a
+``postgresql://`` URL, the metadata is in that PostgreSQL database instead, shared
+by engines on several hosts; the directory keeps the rest, as this host's.
 
 Calls that start work enqueue a job and return it ``pending``;
 ``wait_for_job`` runs pending work inline, so embedded mode needs no daemon.
