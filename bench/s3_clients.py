@@ -281,7 +281,8 @@ def bench_client(
 @dataclass(frozen=True)
 class Abort:
     started: int  # multipart uploads in progress when the producer failed
-    left: int  # and after the client gave up
+    left: int  # and once the client raised
+    left_later: int  # and 2 s later (an abort still on its way)
 
 
 def abort_after_failure(client: Client, source: Path, part_size: int, lister: S3Client) -> Abort:
@@ -310,7 +311,9 @@ def abort_after_failure(client: Client, source: Path, part_size: int, lister: S3
         raise SystemExit(f"{client.name}: an upload whose producer failed succeeded")
     if "Contents" in lister.list_objects_v2(Bucket=client.bucket, Prefix=key):
         raise SystemExit(f"{client.name}: a failed upload left a partial object {key}")
-    return Abort(started=started[0] if started else -1, left=in_progress())
+    left = in_progress()
+    time.sleep(2)
+    return Abort(started[0] if started else -1, left, in_progress())
 
 
 def sha256_of(path: Path) -> str:
@@ -344,7 +347,8 @@ def report(floor: Measure, results: dict[str, tuple[list[Row], Abort]]) -> None:
     for name, (_, abort) in results.items():
         print(
             f"{name}: a producer failing after 3 parts: {abort.started} multipart upload(s) "
-            f"in progress, {abort.left} left after the client gave up, no object"
+            f"in progress, {abort.left} left when the client raised, {abort.left_later} "
+            "2 s later, no object"
         )
     names = list(results)
     for other in names[1:]:  # each against the first
