@@ -67,7 +67,9 @@ class S3Server:
         return name
 
     def env(self, bucket: str, prefix: str = "") -> dict[str, str]:
-        """The environment a capy process reads to keep its blobs in ``bucket/prefix``."""
+        """The environment a capy process reads to keep its blobs in ``bucket/prefix``.
+        ``AWS_ALLOW_HTTP``: obstore (Rust's object_store) refuses a plain-http endpoint
+        without it; boto3 ignores it."""
         url = f"s3://{bucket}/{prefix.strip('/')}" if prefix.strip("/") else f"s3://{bucket}"
         return {
             "CAPY_BLOB_URL": url,
@@ -75,6 +77,7 @@ class S3Server:
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_REGION": self.region,
+            "AWS_ALLOW_HTTP": "true",
         }
 
     def signed_request(

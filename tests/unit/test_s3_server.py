@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import obstore
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
+from obstore.store import S3Store
 
 from tests.s3 import SCRIPT, S3Server, free_port, running_s3_server
 
@@ -115,8 +117,21 @@ def test_env_points_a_process_at_a_bucket_and_prefix(s3_server: S3Server) -> Non
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
     }
     assert s3_server.env("backups")["CAPY_BLOB_URL"] == "s3://backups"
+
+
+def test_obstore_and_boto3_find_the_server_from_env(
+    s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_server.env(bucket, "team/a").items():
+        monkeypatch.setenv(name, value)
+    store = S3Store.from_url(os.environ["CAPY_BLOB_URL"])
+    obstore.put(store, "blob", b"from obstore")
+    s3 = boto3.client("s3")  # endpoint, credentials and region from the environment
+    got = s3.get_object(Bucket=bucket, Key="team/a/blob")["Body"].read()
+    assert got == b"from obstore"
 
 
 def test_a_wrong_secret_is_refused(s3_server: S3Server, bucket: str) -> None:
