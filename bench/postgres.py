@@ -301,7 +301,7 @@ def measure(server: PostgresServer, workdir: Path, rounds: int) -> list[dict[str
             key = str(job.result["backup_key"])
             record = engine.rt.store.get_backup_by_key(project.id, key)
             assert record is not None
-            figures["blob_bytes"] = engine.rt.blobs.path(key).stat().st_size
+            figures["blob_bytes"] = engine.rt.blobs.objects.size(key) or 0
             figures["dump_bytes"] = record.size_bytes or 0
             log(
                 f"    {figures['engine_backup']:.1f} s (pg_dump -Fd -Z0, packed into the blob "

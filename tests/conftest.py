@@ -72,3 +72,10 @@ def s3_server() -> Iterator[S3Server]:
         pytest.skip("versitygw is not installed here: run scripts/install-s3-server")
     with running_s3_server() as server:
         yield server
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server) -> dict[str, str]:
+    """The environment that keeps an engine's blobs in a fresh bucket of the session's
+    S3 server (``CAPY_BLOB_URL`` and the ``AWS_*`` variables)."""
+    return s3_server.env(s3_server.new_bucket(), "capy")

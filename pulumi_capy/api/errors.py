@@ -20,6 +20,9 @@
     │   ├── PermanentFailure    the job cannot succeed (engine.jobs)
     │   ├── ChecksumMismatch    a blob's bytes differ from its checksum (engine.blobs)
     │   ├── BlobMissing         a backup's blob is gone (engine.blobs)
+    │   ├── BlobKeyMissing      an encrypted blob's key is not listed (engine.blob_crypto)
+    │   ├── BlobAuthenticationFailed
+    │   │                       an encrypted blob does not authenticate (engine.blob_crypto)
     │   └── DriverFailure       a driver step failed; carries its outcome (engine.drivers)
     ├── TarDamaged              a dump stream is not the tar the engine wrote (engine.tarstream)
     └── CapyResourceError       a provider call failed, as Pulumi shows it (resources)

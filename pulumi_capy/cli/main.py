@@ -17,6 +17,7 @@ import click
 from pulumi_capy._version import __version__
 from pulumi_capy.cli import (
     backups,
+    blob_key,
     doctor,
     gc,
     jobs,
@@ -108,6 +109,7 @@ for group in (
     server.worker,
     projects.projects,
     keys.keys,
+    blob_key.blob_key,
     backups.backups,
     restores.restore_points,
     restores.restore,

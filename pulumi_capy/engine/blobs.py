@@ -1,8 +1,11 @@
 """Backup objects: one zstd-compressed blob per backup key, with a SHA-256 and a manifest.
 
-A write streams the source through the compressor and the hasher into
-``<key>.tmp``, fsyncs it, renames it into place and fsyncs the directory, so a
-crash leaves either no blob or a whole one. A source may ask for frames to begin
+Blobs live in an object store (``objects``: a local directory, or an S3-compatible
+bucket). A write streams the source through the compressor and the hasher into an
+upload that becomes visible whole or not at all (a ``.tmp`` file renamed into place,
+or a multipart upload completed): a crash leaves either no blob or a whole one. The
+manifest (``<key>.manifest.json``) is written before the blob is committed, so a blob
+that exists always has its manifest. A source may ask for frames to begin
 at given offsets (``frames``): the manifest then records where each begins in
 the blob, and ``parts`` reads any range of the blob on its own, in parallel with
 others, once its checksum was checked. A read streams the blob back
@@ -15,31 +18,43 @@ returned, so a bad blob touches no target.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
 import zstandard
 
-from pulumi_capy.api.errors import CapyError, EngineFailure
-from pulumi_capy.engine.private import open_private, private_directory
+from pulumi_capy.api.errors import ConfigError, EngineFailure
+from pulumi_capy.engine.objects import (
+    LocalObjectStore,
+    ObjectMissing,
+    ObjectStore,
+    ObjectUpload,
+    check_name,
+    fsync_directory,
+)
+from pulumi_capy.engine.private import open_private
 
 __all__ = [
+    "MANIFEST",
     "BlobInfo",
+    "BlobMissing",
     "BlobParts",
+    "BlobStore",
     "ChecksumMismatch",
     "LocalBlobStore",
     "StagedBlob",
     "fsync_directory",
+    "open_blob_store",
 ]
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 1  # when the caller names no level; each driver names its own (zstd_level)
+MANIFEST = ".manifest.json"  # the manifest of blob K is the object K + MANIFEST
 
 
 class ChecksumMismatch(EngineFailure):
@@ -60,10 +75,10 @@ class BlobInfo:
 
 @dataclass(frozen=True)
 class StagedBlob:
-    """A blob written and fsynced under its ``.tmp`` name, not yet in place."""
+    """A blob written whole into an upload that is not yet committed (invisible)."""
 
     info: BlobInfo
-    scratch: Path
+    upload: ObjectUpload
     level: int
     # [offset in the source, offset in the blob] of every frame, when asked for
     frames: list[list[int]] | None = None
@@ -78,25 +93,26 @@ class BlobParts:
     """
 
     key: str
-    path: Path
+    objects: ObjectStore
     sha256: str
     frames: list[tuple[int, int]]
     details: dict[str, Any]
 
     def verify(self) -> None:
         digest = hashlib.sha256()
-        with self.path.open("rb") as raw:
+        with _open(self.objects, self.key) as raw:
             for chunk in iter(lambda: raw.read(CHUNK), b""):
                 digest.update(chunk)
         _check_digest(self.key, self.sha256, digest.hexdigest())
 
     def copy(self, start: int, end: int, out: IO[bytes]) -> None:
         """Bytes ``start`` to ``end`` of the source, decompressed from the frame that
-        holds ``start`` on, into ``out``."""
+        holds ``start`` on, into ``out`` (only the frames that hold the range are read)."""
         index = bisect.bisect_right(self.frames, start, key=lambda frame: frame[0]) - 1
         source, offset = self.frames[max(index, 0)]
-        with self.path.open("rb") as raw:
-            raw.seek(offset)
+        after = bisect.bisect_left(self.frames, end, key=lambda frame: frame[0])
+        stop = self.frames[after][1] if after < len(self.frames) else None
+        with _open(self.objects, self.key, offset, stop) as raw:
             reader = zstandard.ZstdDecompressor().stream_reader(
                 raw, read_size=CHUNK, read_across_frames=True, closefd=False
             )
@@ -113,12 +129,11 @@ class BlobParts:
                             sink.write(data)
 
 
-def fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def _open(objects: ObjectStore, key: str, start: int = 0, end: int | None = None) -> BinaryIO:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return objects.open(key, start, end)
+    except ObjectMissing:
+        raise BlobMissing(f"blob {key} is missing from {objects.describe()}") from None
 
 
 class _HashingReader:
@@ -202,13 +217,6 @@ def _compress_in_frames(
     return position, index
 
 
-def _safe_key(key: str) -> str:
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-        raise CapyError(f"invalid backup key {key!r}")
-    return key
-
-
 def _drain(reader: _HashingReader | IO[bytes]) -> None:
     """Read ``reader`` to its end (through whatever hashes it)."""
     for _ in iter(lambda: reader.read(CHUNK), b""):
@@ -223,22 +231,19 @@ def _check_digest(key: str, expected: str, actual: str) -> None:
         )
 
 
-class LocalBlobStore:
-    """Blobs in a local directory (``<engine dir>/blobs``)."""
+class BlobStore:
+    """Blobs in an object store: a local directory or an S3-compatible bucket."""
 
-    def __init__(self, root: Path, *, level: int = ZSTD_LEVEL, threads: int = 2) -> None:
-        self.root = root
+    def __init__(self, objects: ObjectStore, *, level: int = ZSTD_LEVEL, threads: int = 2) -> None:
+        self.objects = objects
         self.level = level
         self.threads = threads
 
-    def path(self, key: str) -> Path:
-        return self.root / _safe_key(key)
-
-    def manifest_path(self, key: str) -> Path:
-        return self.path(key).with_name(self.path(key).name + ".manifest.json")
+    def describe(self) -> str:
+        return self.objects.describe()
 
     def exists(self, key: str) -> bool:
-        return self.path(key).is_file()
+        return self.objects.size(check_name(key)) is not None
 
     def put_file(
         self,
@@ -264,37 +269,32 @@ class LocalBlobStore:
         frames: Sequence[int] = (),
         counted: Counted = None,
     ) -> StagedBlob:
-        """Compress and hash ``reader`` (to its end) into ``<key>.tmp``, fsynced; nothing is
+        """Compress and hash ``reader`` (to its end) into an upload of ``key``; nothing is
         a blob until :meth:`commit` (a producer that fails after its stream ended, such as
         pg_dump exiting non-zero, is :meth:`discard`-ed). A new frame begins at each of
         ``frames`` (offsets in the source), recorded in the manifest for ``parts``."""
-        target = self.path(key)
-        private_directory(target.parent)
-        scratch = target.with_name(target.name + ".tmp")
+        upload = self.objects.begin(check_name(key))
         level = self.level if level is None else level
         compressor = zstandard.ZstdCompressor(level=level, threads=self.threads)
         index: list[list[int]] | None = None
         if counted is not None:
             reader = cast(IO[bytes], _CountingReader(reader, counted))
         try:
-            with open_private(scratch, "wb") as raw:
-                sink = _HashingWriter(cast(BinaryIO, raw))
-                if frames:
-                    source_bytes, index = _compress_in_frames(compressor, reader, sink, frames)
-                else:
-                    source_bytes, _ = compressor.copy_stream(
-                        reader, cast(IO[bytes], sink), read_size=CHUNK, write_size=CHUNK
-                    )
-                raw.flush()
-                os.fsync(raw.fileno())
+            sink = _HashingWriter(cast(BinaryIO, upload))
+            if frames:
+                source_bytes, index = _compress_in_frames(compressor, reader, sink, frames)
+            else:
+                source_bytes, _ = compressor.copy_stream(
+                    reader, cast(IO[bytes], sink), read_size=CHUNK, write_size=CHUNK
+                )
         except BaseException:
-            scratch.unlink(missing_ok=True)
+            upload.abort()
             raise
         info = BlobInfo(key, sink.digest.hexdigest(), sink.count, int(source_bytes))
-        return StagedBlob(info, scratch, level, index)
+        return StagedBlob(info, upload, level, index)
 
     def commit(self, staged: StagedBlob, manifest: dict[str, Any]) -> BlobInfo:
-        """Write the manifest of a staged blob and move it into place."""
+        """Write the manifest of a staged blob, then make the blob visible."""
         info = staged.info
         try:
             frames = {} if staged.frames is None else {"frames": staged.frames}
@@ -308,42 +308,40 @@ class LocalBlobStore:
                     **frames,
                 },
             )
-            target = self.path(info.key)
-            staged.scratch.replace(target)
-            fsync_directory(target.parent)
+            staged.upload.commit()
         except BaseException:
             self.discard(staged)
             raise
         return info
 
     def discard(self, staged: StagedBlob) -> None:
-        staged.scratch.unlink(missing_ok=True)
+        staged.upload.abort()
 
     def _write_manifest(self, key: str, manifest: dict[str, Any]) -> None:
-        path = self.manifest_path(key)
-        scratch = path.with_name(path.name + ".tmp")
-        with open_private(scratch, "w", encoding="utf-8") as handle:
-            json.dump(manifest, handle, indent=2, sort_keys=True, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        scratch.replace(path)
+        data = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+        self.objects.put_bytes(check_name(key) + MANIFEST, data.encode())
 
     def read_manifest(self, key: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.manifest_path(key).read_text(encoding="utf-8"))
+        try:
+            raw = self.objects.get_bytes(check_name(key) + MANIFEST)
+        except ObjectMissing:
+            raise BlobMissing(
+                f"the manifest of blob {key} is missing from {self.describe()}"
+            ) from None
+        data: dict[str, Any] = json.loads(raw)
         return data
 
     def parts(self, key: str, expected_sha256: str) -> BlobParts | None:
         """Blob ``key`` for reading by ranges, if it was written in frames (else None)."""
-        path = self.path(key)
-        if not path.is_file():
-            raise BlobMissing(f"blob {key} is missing from {self.root}")
+        if not self.exists(key):
+            raise BlobMissing(f"blob {key} is missing from {self.describe()}")
         manifest = self.read_manifest(key)
         frames = manifest.get("frames")
         if not frames:
             return None
         return BlobParts(
             key,
-            path,
+            self.objects,
             expected_sha256,
             [(int(source), int(offset)) for source, offset in frames],
             dict(manifest.get("details") or {}),
@@ -364,11 +362,8 @@ class LocalBlobStore:
         scratch until this returns. A damaged blob raises ``ChecksumMismatch``, also
         when the damage made ``consume`` (or the decompressor) fail first.
         """
-        path = self.path(key)
-        if not path.is_file():
-            raise BlobMissing(f"blob {key} is missing from {self.root}")
         decompressor = zstandard.ZstdDecompressor()
-        with path.open("rb") as raw:
+        with _open(self.objects, check_name(key)) as raw:
             source = _HashingReader(raw)
             try:
                 with decompressor.stream_reader(
@@ -423,7 +418,39 @@ class LocalBlobStore:
         return destination.stat().st_size
 
     def delete(self, key: str) -> None:
-        for path in (self.path(key), self.manifest_path(key)):
-            path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            fsync_directory(self.path(key).parent)
+        """Remove the blob, then its manifest (a blob never outlives its manifest)."""
+        self.objects.delete(check_name(key))
+        self.objects.delete(key + MANIFEST)
+
+
+class LocalBlobStore(BlobStore):
+    """Blobs in a local directory (``<engine dir>/blobs``)."""
+
+    def __init__(self, root: Path, *, level: int = ZSTD_LEVEL, threads: int = 2) -> None:
+        self.local = LocalObjectStore(root)
+        super().__init__(self.local, level=level, threads=threads)
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.local.path(key)
+
+    def manifest_path(self, key: str) -> Path:
+        return self.local.path(key + MANIFEST)
+
+
+def open_blob_store(directory: Path, environ: Mapping[str, str] | None = None) -> BlobStore:
+    """The blob store ``CAPY_BLOB_URL`` names: ``s3://bucket/prefix`` (S3-compatible
+    storage, the AWS variables saying where and as whom), or when unset the
+    ``blobs/`` directory of the engine directory ``directory``."""
+    environ = os.environ if environ is None else environ
+    url = environ.get("CAPY_BLOB_URL", "").strip()
+    if not url:
+        return LocalBlobStore(directory / "blobs")
+    if url.startswith("s3://"):
+        from pulumi_capy.engine.objects_s3 import S3ObjectStore
+
+        return BlobStore(S3ObjectStore.from_url(url, environ))
+    raise ConfigError(
+        "CAPY_BLOB_URL must be s3://bucket/prefix (S3-compatible storage), or unset for the "
+        f"engine directory's blobs/; got a {url.split(':', 1)[0]!r} URL"
+    )

@@ -1,4 +1,4 @@
-"""Garbage collection of the blob store: files no record of the engine refers to.
+"""Garbage collection of the blob store: objects no record of the engine refers to.
 
 A blob becomes garbage when the work that wrote it did not get as far as recording
 it: a backup job whose lease was lost after its blob was committed, a log segment
@@ -8,8 +8,9 @@ pruning and project deletion remove their blobs themselves; nothing here replace
 
 Conservative by construction:
 
-- only files under ``blobs/projects/<project>/{backups,base,wal}/`` are considered;
-  anything else in the directory is left alone;
+- only objects under ``projects/<project>/{backups,base,wal}/`` of the blob store are
+  considered (a local store's ``blobs/`` directory, or an S3 prefix); anything else is
+  left alone;
 - a blob is kept while any backup (whatever its state), restore point, preview,
   PITR base backup or snapshot, or archived log segment (or piece) names it;
 - every file of a project that has a pending or running job is kept (a job commits
@@ -22,26 +23,26 @@ A manifest goes with its blob; a manifest whose blob is gone is garbage itself.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
-from pulumi_capy.engine.blobs import fsync_directory
+from pulumi_capy.engine.blobs import MANIFEST
+from pulumi_capy.engine.objects import TMP, ObjectInfo
 from pulumi_capy.engine.runtime import Runtime
 
 __all__ = ["DEFAULT_MIN_AGE", "Garbage", "GarbageReport", "collect_garbage"]
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
-MANIFEST = ".manifest.json"
-TMP = ".tmp"
 KINDS = ("backups", "base", "wal")  # the folders of a project's blobs
 
 
 @dataclass(frozen=True)
 class Garbage:
-    path: str  # relative to the blob directory
+    path: str  # the object's name: relative to the blob directory, or the S3 prefix
     size_bytes: int
     why: str
+    found: ObjectInfo  # as the store listed it
 
 
 @dataclass
@@ -67,15 +68,21 @@ def _referenced(rt: Runtime, project_id: str) -> set[str]:
     return keys
 
 
-def _why(relative: str, referenced: set[str], root: Path) -> str | None:
-    """Why the file is garbage, or ``None`` when it is kept."""
-    if relative.endswith(TMP):
+def _why(info: ObjectInfo, referenced: set[str], present: set[str]) -> str | None:
+    """Why the object (or unfinished upload) is garbage, or ``None`` when it is kept."""
+    if info.upload.endswith(TMP):
         return "an unfinished write (a .tmp file)"
+    if info.upload:
+        return "an unfinished multipart upload"
+    return _why_object(info.name, referenced, present)
+
+
+def _why_object(relative: str, referenced: set[str], present: set[str]) -> str | None:
     if relative.endswith(MANIFEST):
         blob = relative[: -len(MANIFEST)]
         if blob in referenced:
             return None
-        if (root / blob).exists():
+        if blob in present:
             return "the manifest of an unreferenced blob"
         return "a manifest whose blob is gone"
     if relative in referenced:
@@ -83,13 +90,14 @@ def _why(relative: str, referenced: set[str], root: Path) -> str | None:
     return "no backup, restore point, base backup or log segment refers to it"
 
 
-def _files(project_dir: Path) -> list[Path]:
-    """The files of a project's blob folders (``KINDS``), in order."""
-    found: list[Path] = []
-    for kind in KINDS:
-        folder = project_dir / kind
-        if folder.is_dir():
-            found.extend(sorted(p for p in folder.rglob("*") if p.is_file()))
+def _by_project(rt: Runtime) -> dict[str, list[ObjectInfo]]:
+    """The objects of each project's blob folders (``KINDS``), in name order."""
+    found: dict[str, list[ObjectInfo]] = defaultdict(list)
+    objects = rt.blobs.objects
+    for info in [*objects.list("projects/"), *objects.unfinished("projects/")]:
+        _, project_id, kind, *rest = [*info.name.split("/"), "", ""][:4]
+        if kind in KINDS and rest[0]:
+            found[project_id].append(info)
     return found
 
 
@@ -98,41 +106,28 @@ def collect_garbage(
 ) -> GarbageReport:
     """Find (and unless ``dry_run`` remove) the blob store's garbage; what it found."""
     report = GarbageReport(dry_run=dry_run)
-    root = rt.blobs.root
-    projects_dir = root / "projects"
-    if not projects_dir.is_dir():
-        return report
     known = {project.id for project in rt.store.list_projects()}
     oldest = rt.now().timestamp() - min_age.total_seconds()
-    for project_dir in sorted(projects_dir.iterdir()):
-        if not project_dir.is_dir():
-            continue
-        project_id = project_dir.name
+    for project_id, objects in sorted(_by_project(rt).items()):
         if project_id in known and rt.store.busy_jobs(project_id):
             report.busy_projects.append(project_id)
             continue
         referenced = _referenced(rt, project_id) if project_id in known else set()
+        present = {info.name for info in objects if not info.upload}
         gone = "" if project_id in known else f" (project {project_id} is gone)"
-        for path in _files(project_dir):
-            relative = path.relative_to(root).as_posix()
-            why = _why(relative, referenced, root)
+        for info in objects:
+            why = _why(info, referenced, present)
             if why is None:
                 continue
-            stat = path.stat()
-            if stat.st_mtime > oldest:
+            if info.modified > oldest:
                 report.young_files += 1
                 continue
-            report.garbage.append(Garbage(relative, stat.st_size, why + gone))
+            path = info.upload if info.upload.endswith(TMP) else info.name
+            report.garbage.append(Garbage(path, info.size, why + gone, info))
     if not dry_run:
-        _remove(root, report.garbage)
+        for item in report.garbage:
+            if item.found.upload:
+                rt.blobs.objects.drop_unfinished(item.found)
+            else:
+                rt.blobs.objects.delete(item.path)
     return report
-
-
-def _remove(root: Path, garbage: list[Garbage]) -> None:
-    folders = set()
-    for item in garbage:
-        path = root / item.path
-        path.unlink(missing_ok=True)
-        folders.add(path.parent)
-    for folder in sorted(folders):
-        fsync_directory(folder)

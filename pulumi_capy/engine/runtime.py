@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pulumi_capy.api.models import Job, JobProgress, JobType
-from pulumi_capy.engine.blobs import LocalBlobStore
+from pulumi_capy.engine.blobs import BlobStore
 from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.pitr import instance
 from pulumi_capy.engine.private import private_directory
@@ -75,7 +75,7 @@ class Meter:
 class Runtime:
     directory: Path
     store: Store
-    blobs: LocalBlobStore
+    blobs: BlobStore
     clock: Clock
     retry: JobRetryPolicy
     lease_seconds: float

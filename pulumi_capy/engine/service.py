@@ -62,7 +62,7 @@ from pulumi_capy.api.models import (
 )
 from pulumi_capy.api.validation import parse_request
 from pulumi_capy.engine import backups, gc, keys, previews, projects, restore_points, restores
-from pulumi_capy.engine.blobs import LocalBlobStore
+from pulumi_capy.engine.blobs import open_blob_store
 from pulumi_capy.engine.clock import Clock, SystemClock
 from pulumi_capy.engine.handlers import HANDLERS
 from pulumi_capy.engine.pitr import archive, control
@@ -117,7 +117,7 @@ class Engine:
         self.rt = Runtime(
             directory=root,
             store=store,
-            blobs=LocalBlobStore(root / "blobs"),
+            blobs=open_blob_store(root),
             clock=clock or SystemClock(),
             retry=retry or JobRetryPolicy(),
             lease_seconds=lease_seconds,

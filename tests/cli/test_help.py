@@ -53,6 +53,8 @@ def test_every_command_help_has_an_example() -> None:
         "wal-fetch",
         # issue 16, item 3
         "doctor",
+        # issue 17, item 3
+        "blob-key generate",
     } <= names
     for path in paths:
         result = runner.invoke(cli, [*path, "--help"])

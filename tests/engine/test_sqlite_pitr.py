@@ -40,6 +40,7 @@ from pulumi_capy.api.models import (
 from pulumi_capy.engine import Engine
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
 from pulumi_capy.engine.pitr.sqlite_replicate import parse_segment_name, sequence_of
+from tests.blobfiles import local_blobs
 
 WRITER = Path(__file__).with_name("sqlite_writer.py")
 # seconds: a row committed this long before T is always in a restore to T (measured: rows
@@ -331,7 +332,7 @@ def test_a_flipped_byte_in_a_segment_fails_the_restore_for_good_and_touches_no_t
     store = app.engine.rt.store
     segments = store.list_wal_segments(app.project_id, prefix="sqlite.")
     assert segments
-    blob = app.engine.rt.blobs.path(segments[-1].blob_key)
+    blob = local_blobs(app.engine).path(segments[-1].blob_key)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01
     blob.write_bytes(bytes(data))

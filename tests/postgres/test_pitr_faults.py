@@ -33,6 +33,7 @@ from pulumi_capy.engine.pitr import instance, server
 from pulumi_capy.engine.pitr.lsn import segment_name
 from pulumi_capy.engine.pitr.recovery import _check_space
 from pulumi_capy.engine.stores.contract import BaseBackupRecord
+from tests.blobfiles import local_blobs
 from tests.postgres.conftest import PgNamespace
 from tests.postgres.pitr_harness import PitrProject
 
@@ -165,7 +166,7 @@ def test_a_missing_segment_fails_the_restore_naming_the_gap_and_touches_nothing(
     assert record is not None
 
     # its blob is gone: the recovery cannot read it
-    blobs.path(record.blob_key).unlink()
+    local_blobs(blobs).path(record.blob_key).unlink()
     overwrite = {"target_kind": "project", "confirm_project_overwrite": True}
     job = pitr.restore(moment, **overwrite)
     assert job.state == "failed"

@@ -48,6 +48,7 @@ from pulumi_capy.engine.queue import JobRetryPolicy
 from pulumi_capy.engine.service import Engine
 from pulumi_capy.engine.stores.contract import JobRecord
 from pulumi_capy.resources.restore import RestoreProvider, preview_url
+from tests.blobfiles import local_blobs
 from tests.pg import PostgresServer
 from tests.postgres.conftest import (
     TABLES,
@@ -799,7 +800,7 @@ def test_a_pg_dump_that_fails_mid_backup_leaves_no_blob_behind(
     # pg_dump 15 says so; 18 that the user "may lack SELECT privilege"
     assert "permission denied" in stderr or "lack SELECT privilege" in stderr
     assert engine.list_backups(project.id) == []
-    leftovers = [path for path in engine.rt.blobs.root.rglob("*") if path.is_file()]
+    leftovers = list(engine.rt.blobs.objects.list(""))
     assert leftovers == []
 
 
@@ -1005,8 +1006,8 @@ def test_a_damaged_blob_or_manifest_fails_a_streamed_restore_before_it_loads_any
     a manifest whose layout names a path outside the dump is refused."""
     source_url = halved
     backup, _, _ = _backup(engine, project.id)
-    blob = engine.rt.blobs.path(backup.backup_key)
-    manifest_path = engine.rt.blobs.manifest_path(backup.backup_key)
+    blob = local_blobs(engine).path(backup.backup_key)
+    manifest_path = local_blobs(engine).manifest_path(backup.backup_key)
     good_blob, good_manifest = blob.read_bytes(), manifest_path.read_text()
     before = pg.databases()
 
