@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
 from obstore.store import S3Store
 
-from tests.s3 import SCRIPT, S3Server, free_port, running_s3_server
+from tests.s3 import SCRIPT, S3Server, free_port, running_s3_server, self_signed_certificate
 
 MIB = 1024 * 1024
 
@@ -186,3 +186,21 @@ def test_the_script_refuses_missing_credentials(
     assert f"{missing} is not set" in done.stderr
     assert "s3cr3t-value" not in done.stdout + done.stderr
     assert "serving" not in done.stdout
+
+
+def test_https_with_a_certificate(s3_server: S3Server, tmp_path: Path) -> None:
+    # s3_server first: it skips (or fails in CI) when versitygw is missing
+    cert, key = self_signed_certificate(tmp_path)
+    with running_s3_server(bucket="over-tls", tls=(cert, key)) as server:
+        assert server.endpoint_url.startswith("https://127.0.0.1:")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            region_name=server.region,
+            verify=str(cert),
+        )
+        s3.put_object(Bucket="over-tls", Key="k", Body=b"sealed in transit")
+        assert s3.get_object(Bucket="over-tls", Key="k")["Body"].read() == b"sealed in transit"
+        assert server.signed_request("GET", f"/{server.new_bucket()}").status_code == 200
