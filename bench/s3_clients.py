@@ -50,7 +50,7 @@ from botocore.config import Config
 from mypy_boto3_s3 import S3Client
 from obstore.store import S3Store
 
-from tests.s3 import S3Server, running_s3_server
+from tests.s3 import S3Server, running_s3_server, self_signed_certificate
 
 MIB = 1024 * 1024
 
@@ -160,6 +160,7 @@ class Boto3:
             aws_secret_access_key=server.secret_key,
             region_name=server.region,
             config=Config(max_pool_connections=concurrency + 2),
+            verify=str(server.ca_file) if server.ca_file else None,
         )
         self.transfer = TransferConfig(
             multipart_threshold=part_size,
@@ -182,15 +183,18 @@ class Boto3:
 
 class Obstore:
     name = "obstore"
+    unsigned_payload = False  # obstore hashes every body for SigV4 unless told not to
 
     def __init__(self, server: S3Server, bucket: str, concurrency: int, part_size: int) -> None:
+        # obstore takes no CA file: over https to the self-signed server it trusts any
         self.store = S3Store(
             bucket,
             endpoint=server.endpoint_url,
             access_key_id=server.access_key,
             secret_access_key=server.secret_key,
             region=server.region,
-            client_options={"allow_http": True},
+            unsigned_payload=self.unsigned_payload,
+            client_options={"allow_http": True, "allow_invalid_certificates": True},
         )
         self.bucket = bucket
         self.concurrency = concurrency
@@ -227,11 +231,19 @@ class ObstoreWriter(Obstore):
                 writer.write(chunk)
 
 
+class ObstoreUnsigned(Obstore):
+    """obstore sending UNSIGNED-PAYLOAD, as boto3 does over https (TLS protects the body)."""
+
+    name = "obstore-unsigned"
+    unsigned_payload = True
+
+
 Client = Boto3 | Obstore
 CLIENTS: dict[str, type[Boto3] | type[Obstore]] = {
     "boto3": Boto3,
     "obstore": Obstore,
     "obstore-writer": ObstoreWriter,
+    "obstore-unsigned": ObstoreUnsigned,
 }
 
 
@@ -366,10 +378,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--range-mib", type=int, default=8)
     parser.add_argument("--ranges", type=int, default=64)
     parser.add_argument("--seed", type=int, default=17)
-    parser.add_argument("--clients", default="boto3,obstore,obstore-writer")
+    parser.add_argument("--clients", default="boto3,obstore,obstore-writer,obstore-unsigned")
+    parser.add_argument("--tls", action="store_true", help="https (a self-signed certificate)")
     args = parser.parse_args(argv)
 
-    with running_s3_server() as server:
+    certificates = Path(tempfile.mkdtemp(prefix="capy-bench-cert-"))
+    tls = self_signed_certificate(certificates) if args.tls else None
+    try:
+        return run(args, tls)
+    finally:
+        shutil.rmtree(certificates, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, tls: tuple[Path, Path] | None) -> int:
+    with running_s3_server(tls=tls) as server:
         work = Path(tempfile.mkdtemp(prefix="capy-bench-s3-", dir=server.directory.parent))
         try:
             source = work / "source.bin"
@@ -389,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(server.directory / bucket / name, ignore_errors=True)
             print(
                 f"\n{args.size_mib} MiB incompressible, parts of {args.part_mib} MiB, "
-                f"{args.concurrency} in flight, versitygw on {server.directory}; "
+                f"{args.concurrency} in flight, versitygw on {server.directory} over "
+                f"{'https' if tls else 'http'}; "
                 f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
             )
             report(floor, results)
