@@ -263,6 +263,8 @@ def _require_engine(directory: Path) -> None:
     """A command that works on what is there (a read, a project's backup) makes no engine."""
     if directory.exists() and not directory.is_dir():
         return  # the engine says it is a file, naming it
+    if os.environ.get("CAPY_STORE_URL", "").strip():
+        return  # the metadata is in PostgreSQL: the directory is only this host's scratch
     if not (directory / "engine.db").exists():
         why = "no such directory" if not directory.exists() else "it has no engine.db"
         raise Failure(

@@ -68,6 +68,24 @@ def _problems(directory: Path) -> list[dict[str, Any]]:
     return problems
 
 
+def _store(directory: Path) -> dict[str, Any]:
+    """Which metadata store the engine uses (``CAPY_STORE_URL`` or ``engine.db``), and
+    whether it can be reached; a PostgreSQL URL is shown without its password."""
+    url = os.environ.get("CAPY_STORE_URL", "").strip()
+    if not url:
+        path = directory / "engine.db"
+        return {
+            "kind": "sqlite",
+            "location": str(path),
+            "reachable": path.is_file(),
+            "error": None if path.is_file() else "no engine.db yet",
+        }
+    from pulumi_capy.engine.stores.postgres_base import probe, redact
+
+    why = probe(url)
+    return {"kind": "postgresql", "location": redact(url), "reachable": why is None, "error": why}
+
+
 @click.command(
     epilog=example(
         "capy doctor --engine-dir .capy",
@@ -77,7 +95,8 @@ def _problems(directory: Path) -> list[dict[str, Any]]:
 @engine_dir_option
 @json_option
 def doctor() -> None:
-    """Check the engine directory: nothing in it readable by others (and the key file).
+    """Check the engine directory: nothing in it readable by others (and the key file);
+    say which metadata store is in use (CAPY_STORE_URL, password hidden) and if it answers.
 
     Prints each problem with the command that fixes it (such as `chmod -R go-rwx DIR`)
     and exits 1 when there is one; 0 when all is well.
@@ -85,13 +104,23 @@ def doctor() -> None:
     from pulumi_capy.engine.secret_keys import ENV_SECRET_KEY, KEY_FILE_NAME
 
     directory = engine_directory()
+    store = _store(directory)
     if not directory.is_dir():
         emit(
-            {"engine_dir": str(directory), "exists": False, "problems": []},
+            {"engine_dir": str(directory), "exists": False, "store": store, "problems": []},
             lambda: click.echo(f"no engine directory at {directory}: nothing to check"),
         )
         return
     problems = _problems(directory)
+    if store["kind"] == "postgresql" and not store["reachable"]:
+        problems.append(
+            {
+                "path": store["location"],
+                "mode": None,
+                "warning": f"the store {store['location']} cannot be reached: {store['error']}",
+                "fix": "check CAPY_STORE_URL (host, port, user, password, database)",
+            }
+        )
     key_source = (
         ENV_SECRET_KEY
         if os.environ.get(ENV_SECRET_KEY, "").strip()
@@ -100,6 +129,8 @@ def doctor() -> None:
 
     def human() -> None:
         click.echo(f"engine directory: {directory}")
+        reachable = "reachable" if store["reachable"] else f"not reachable ({store['error']})"
+        click.echo(f"metadata store: {store['kind']} {store['location']}, {reachable}")
         click.echo(f"secret keys from: {key_source}")
         for problem in problems:
             click.echo(f"warning: {problem['warning']}")
@@ -112,6 +143,7 @@ def doctor() -> None:
             "engine_dir": str(directory),
             "exists": True,
             "key_source": key_source,
+            "store": store,
             "problems": problems,
         },
         human,

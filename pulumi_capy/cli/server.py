@@ -116,8 +116,19 @@ def serve(
     )
 
 
-@click.command(epilog=example("capy worker --engine-dir /srv/capy --threads 2 --tick-interval 30"))
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
+@click.command(
+    epilog=example("capy worker --engine-dir /srv/capy --concurrency 2 --tick-interval 30")
+)
+@click.option(
+    "--concurrency",
+    "--threads",
+    "threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Jobs this worker runs at once, one thread each (--threads: the same).",
+)
 @click.option(
     "--tick-interval",
     type=click.FloatRange(min=0, min_open=True),
@@ -146,7 +157,7 @@ def worker(threads: int, tick_interval: float, poll_interval: float, log_level: 
 
     directory = engine_directory()
     _logging(log_level)
-    note(f"capy worker: engine {directory}, {threads} thread(s); SIGTERM or ctrl-C stops it")
+    note(f"capy worker: engine {directory}, {threads} job(s) at once; SIGTERM or ctrl-C stops it")
     stop = threading.Event()
     with stop_on_signals(stop):
         run_workers(directory, threads, tick_interval, stop, poll_interval=poll_interval)

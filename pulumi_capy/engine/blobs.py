@@ -5,7 +5,14 @@ bucket). A write streams the source through the compressor and the hasher into a
 upload that becomes visible whole or not at all (a ``.tmp`` file renamed into place,
 or a multipart upload completed): a crash leaves either no blob or a whole one. The
 manifest (``<key>.manifest.json``) is written before the blob is committed, so a blob
-that exists always has its manifest. A source may ask for frames to begin
+that exists always has its manifest.
+
+With blob keys (``CAPY_BLOB_KEY``/``CAPY_BLOB_KEY_FILE``, ``blob_keys``) the
+compressed stream is encrypted (``blob_crypto``: AES-256-GCM in segments) before it
+leaves the worker, and the manifest too; the SHA-256 is of the bytes as stored.
+Frames are then offsets in the compressed stream, read through the cipher's ranged
+reader. A reader tells an encrypted blob (or manifest) by its first bytes, so blobs
+written before a key was set stay readable. A source may ask for frames to begin
 at given offsets (``frames``): the manifest then records where each begins in
 the blob, and ``parts`` reads any range of the blob on its own, in parallel with
 others, once its checksum was checked. A read streams the blob back
@@ -29,6 +36,16 @@ from typing import IO, Any, BinaryIO, cast
 import zstandard
 
 from pulumi_capy.api.errors import ConfigError, EngineFailure
+from pulumi_capy.engine.blob_crypto import (
+    MAGIC,
+    DecryptingReader,
+    EncryptingWriter,
+    RangedReader,
+    decrypt_bytes,
+    encrypt_bytes,
+    is_encrypted,
+)
+from pulumi_capy.engine.blob_keys import BlobKeyRing, load_blob_keys
 from pulumi_capy.engine.objects import (
     LocalObjectStore,
     ObjectMissing,
@@ -80,8 +97,10 @@ class StagedBlob:
     info: BlobInfo
     upload: ObjectUpload
     level: int
-    # [offset in the source, offset in the blob] of every frame, when asked for
+    # [offset in the source, offset in the blob] of every frame, when asked for (in the
+    # compressed stream: the blob's own offsets unless it is encrypted)
     frames: list[list[int]] | None = None
+    encryption: dict[str, Any] | None = None  # for the manifest, when encrypted
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,8 @@ class BlobParts:
     sha256: str
     frames: list[tuple[int, int]]
     details: dict[str, Any]
+    keys: BlobKeyRing | None = None
+    stored_bytes: int | None = None  # set when the blob is encrypted
 
     def verify(self) -> None:
         digest = hashlib.sha256()
@@ -112,7 +133,7 @@ class BlobParts:
         source, offset = self.frames[max(index, 0)]
         after = bisect.bisect_left(self.frames, end, key=lambda frame: frame[0])
         stop = self.frames[after][1] if after < len(self.frames) else None
-        with _open(self.objects, self.key, offset, stop) as raw:
+        with self._compressed(offset, stop) as raw:
             reader = zstandard.ZstdDecompressor().stream_reader(
                 raw, read_size=CHUNK, read_across_frames=True, closefd=False
             )
@@ -128,12 +149,68 @@ class BlobParts:
                         if sink is not None:
                             sink.write(data)
 
+    def _compressed(self, start: int, end: int | None) -> BinaryIO:
+        """The compressed stream from ``start`` to ``end``: the blob's own bytes, or
+        through the cipher's ranged reader (fetching only the segments under the range)."""
+        if self.stored_bytes is None:
+            return _open(self.objects, self.key, start, end)
+
+        def fetch(first: int, stop: int) -> bytes:
+            with _open(self.objects, self.key, first, stop) as stream:
+                return stream.read()
+
+        ranged = RangedReader(self.keys, fetch, self.stored_bytes)
+        return cast(BinaryIO, _Stream(ranged.open(start, end)))
+
 
 def _open(objects: ObjectStore, key: str, start: int = 0, end: int | None = None) -> BinaryIO:
     try:
         return objects.open(key, start, end)
     except ObjectMissing:
         raise BlobMissing(f"blob {key} is missing from {objects.describe()}") from None
+
+
+class _Stream:
+    """A readable (``read``) as a stream to close and use in ``with``."""
+
+    def __init__(self, reader: Any, close: Callable[[], object] | None = None) -> None:
+        self.reader = reader
+        self._close = close
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.reader.read(size)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+    def __enter__(self) -> _Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Prefixed:
+    """``head`` (bytes already read from ``rest``), then the rest of ``rest``."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.head = head
+        self.rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if not self.head:
+            data: bytes = self.rest.read(size)
+            return data
+        if size < 0:
+            data, self.head = self.head + self.rest.read(), b""
+            return data
+        data, self.head = self.head[:size], self.head[size:]
+        return data
 
 
 class _HashingReader:
@@ -178,15 +255,17 @@ Counted = Callable[[int], None] | None
 
 
 class _HashingWriter:
-    """A file-like sink that hashes and counts what passes through it."""
+    """A file-like sink that hashes (unless ``hashing`` is off) and counts what passes."""
 
-    def __init__(self, target: BinaryIO) -> None:
+    def __init__(self, target: BinaryIO, *, hashing: bool = True) -> None:
         self.target = target
         self.digest = hashlib.sha256()
+        self.hashing = hashing
         self.count = 0
 
     def write(self, data: bytes) -> int:
-        self.digest.update(data)
+        if self.hashing:
+            self.digest.update(data)
         self.count += len(data)
         return self.target.write(data)
 
@@ -234,10 +313,18 @@ def _check_digest(key: str, expected: str, actual: str) -> None:
 class BlobStore:
     """Blobs in an object store: a local directory or an S3-compatible bucket."""
 
-    def __init__(self, objects: ObjectStore, *, level: int = ZSTD_LEVEL, threads: int = 2) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        *,
+        level: int = ZSTD_LEVEL,
+        threads: int = 2,
+        keys: BlobKeyRing | None = None,
+    ) -> None:
         self.objects = objects
         self.level = level
         self.threads = threads
+        self.keys = keys  # encrypt new blobs with keys.current; read with any of them
 
     def describe(self) -> str:
         return self.objects.describe()
@@ -280,24 +367,39 @@ class BlobStore:
         if counted is not None:
             reader = cast(IO[bytes], _CountingReader(reader, counted))
         try:
-            sink = _HashingWriter(cast(BinaryIO, upload))
+            stored = _HashingWriter(cast(BinaryIO, upload))  # the checksum: bytes as stored
+            cipher = None if self.keys is None else EncryptingWriter(self.keys, stored)
+            # the compressed stream, counted for the frames' offsets
+            sink = (
+                stored if cipher is None else _HashingWriter(cast(BinaryIO, cipher), hashing=False)
+            )
             if frames:
                 source_bytes, index = _compress_in_frames(compressor, reader, sink, frames)
             else:
                 source_bytes, _ = compressor.copy_stream(
                     reader, cast(IO[bytes], sink), read_size=CHUNK, write_size=CHUNK
                 )
+            if cipher is not None:
+                cipher.finish()
         except BaseException:
             upload.abort()
             raise
-        info = BlobInfo(key, sink.digest.hexdigest(), sink.count, int(source_bytes))
-        return StagedBlob(info, upload, level, index)
+        info = BlobInfo(key, stored.digest.hexdigest(), stored.count, int(source_bytes))
+        encryption = None
+        if cipher is not None:
+            encryption = {
+                "cipher": "aes-256-gcm",
+                "key_id": cipher.key_id,
+                "compressed_bytes": sink.count,
+            }
+        return StagedBlob(info, upload, level, index, encryption)
 
     def commit(self, staged: StagedBlob, manifest: dict[str, Any]) -> BlobInfo:
         """Write the manifest of a staged blob, then make the blob visible."""
         info = staged.info
         try:
             frames = {} if staged.frames is None else {"frames": staged.frames}
+            encryption = {} if staged.encryption is None else {"encryption": staged.encryption}
             self._write_manifest(
                 info.key,
                 {
@@ -306,6 +408,7 @@ class BlobStore:
                     "compression": "zstd",
                     "zstd_level": staged.level,
                     **frames,
+                    **encryption,
                 },
             )
             staged.upload.commit()
@@ -318,8 +421,10 @@ class BlobStore:
         staged.upload.abort()
 
     def _write_manifest(self, key: str, manifest: dict[str, Any]) -> None:
-        data = json.dumps(manifest, indent=2, sort_keys=True, default=str)
-        self.objects.put_bytes(check_name(key) + MANIFEST, data.encode())
+        data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        if self.keys is not None:  # it names tables and sizes: encrypted like the blob
+            data = encrypt_bytes(self.keys, data)
+        self.objects.put_bytes(check_name(key) + MANIFEST, data)
 
     def read_manifest(self, key: str) -> dict[str, Any]:
         try:
@@ -328,6 +433,8 @@ class BlobStore:
             raise BlobMissing(
                 f"the manifest of blob {key} is missing from {self.describe()}"
             ) from None
+        if is_encrypted(raw[: len(MAGIC)]):
+            raw = decrypt_bytes(self.keys, raw)
         data: dict[str, Any] = json.loads(raw)
         return data
 
@@ -339,12 +446,15 @@ class BlobStore:
         frames = manifest.get("frames")
         if not frames:
             return None
+        encrypted = manifest.get("encryption") is not None
         return BlobParts(
             key,
             self.objects,
             expected_sha256,
             [(int(source), int(offset)) for source, offset in frames],
             dict(manifest.get("details") or {}),
+            self.keys,
+            int(manifest["blob_bytes"]) if encrypted else None,
         )
 
     def read(
@@ -366,8 +476,12 @@ class BlobStore:
         with _open(self.objects, check_name(key)) as raw:
             source = _HashingReader(raw)
             try:
+                head = source.read(len(MAGIC))
+                compressed: Any = _Prefixed(head, source)
+                if is_encrypted(head):
+                    compressed = DecryptingReader(self.keys, compressed)
                 with decompressor.stream_reader(
-                    cast(IO[bytes], source), read_size=CHUNK, read_across_frames=True, closefd=False
+                    compressed, read_size=CHUNK, read_across_frames=True, closefd=False
                 ) as stream:
                     given = stream if counted is None else _CountingReader(stream, counted)
                     consume(cast(IO[bytes], given))
@@ -426,9 +540,16 @@ class BlobStore:
 class LocalBlobStore(BlobStore):
     """Blobs in a local directory (``<engine dir>/blobs``)."""
 
-    def __init__(self, root: Path, *, level: int = ZSTD_LEVEL, threads: int = 2) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        level: int = ZSTD_LEVEL,
+        threads: int = 2,
+        keys: BlobKeyRing | None = None,
+    ) -> None:
         self.local = LocalObjectStore(root)
-        super().__init__(self.local, level=level, threads=threads)
+        super().__init__(self.local, level=level, threads=threads, keys=keys)
         self.root = root
 
     def path(self, key: str) -> Path:
@@ -441,15 +562,17 @@ class LocalBlobStore(BlobStore):
 def open_blob_store(directory: Path, environ: Mapping[str, str] | None = None) -> BlobStore:
     """The blob store ``CAPY_BLOB_URL`` names: ``s3://bucket/prefix`` (S3-compatible
     storage, the AWS variables saying where and as whom), or when unset the
-    ``blobs/`` directory of the engine directory ``directory``."""
+    ``blobs/`` directory of the engine directory ``directory``; encrypting with the
+    keys of ``CAPY_BLOB_KEY``/``CAPY_BLOB_KEY_FILE`` when one is set."""
     environ = os.environ if environ is None else environ
+    keys = load_blob_keys(environ)
     url = environ.get("CAPY_BLOB_URL", "").strip()
     if not url:
-        return LocalBlobStore(directory / "blobs")
+        return LocalBlobStore(directory / "blobs", keys=keys)
     if url.startswith("s3://"):
         from pulumi_capy.engine.objects_s3 import S3ObjectStore
 
-        return BlobStore(S3ObjectStore.from_url(url, environ))
+        return BlobStore(S3ObjectStore.from_url(url, environ), keys=keys)
     raise ConfigError(
         "CAPY_BLOB_URL must be s3://bucket/prefix (S3-compatible storage), or unset for the "
         f"engine directory's blobs/; got a {url.split(':', 1)[0]!r} URL"

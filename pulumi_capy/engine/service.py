@@ -4,7 +4,9 @@ It implements the ``Backend`` protocol with the same models and errors as the
 HTTP client, so a caller cannot tell them apart. Everything lives in one
 directory: ``engine.db`` (the metadata store), ``blobs/`` (backups),
 ``previews/`` (SQLite preview databases) and ``tmp/``. Several processes may
-use one directory at once.
+use one directory at once. With ``store_url`` (default: ``CAPY_STORE_URL``), a
+``postgresql://`` URL, the metadata is in that PostgreSQL database instead, shared
+by engines on several hosts; the directory keeps the rest, as this host's.
 
 Calls that start work enqueue a job and return it ``pending``;
 ``wait_for_job`` runs pending work inline, so embedded mode needs no daemon.
@@ -17,6 +19,7 @@ worker and the waiting for jobs.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import datetime, timedelta
@@ -69,7 +72,8 @@ from pulumi_capy.engine.pitr import archive, control
 from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
-from pulumi_capy.engine.stores.sqlite import SqliteStore, open_store
+from pulumi_capy.engine.stores.contract import Store
+from pulumi_capy.engine.stores.sqlite import open_store
 from pulumi_capy.engine.ticks import TickReport, run_tick
 from pulumi_capy.engine.worker import Worker
 
@@ -80,11 +84,15 @@ POLL_START = 0.02
 POLL_CAP = 0.5
 MAX_JOBS_LISTED = 1000  # the most jobs one list_jobs answers
 STREAMS_INTERVAL = 1.0  # seconds between a worker's looks for a project's log to stream
+WAKE_SLICE = 0.1  # how long an idle worker waits for work at once (then looks at ``stop``)
+STORE_URL_ENV = "CAPY_STORE_URL"
 
 
-def _open_store(root: Path) -> SqliteStore:
-    """The store of the engine directory ``root`` (made when missing); ``ConfigError``
-    naming the path when ``root`` is not a directory or its ``engine.db`` not a database."""
+def _open_store(root: Path, store_url: str | None) -> Store:
+    """The store of the engine directory ``root`` (made when missing), or the PostgreSQL
+    store at ``store_url`` (the directory stays this host's scratch and blobs);
+    ``ConfigError`` naming the path when ``root`` is not a directory or its ``engine.db``
+    not a database, or naming the URL (never its password) when it cannot be opened."""
     if root.exists() and not root.is_dir():
         raise ConfigError(
             f"the engine directory {root} is a file, not a directory: give the directory "
@@ -96,6 +104,16 @@ def _open_store(root: Path) -> SqliteStore:
         raise ConfigError(
             f"cannot make the engine directory {root}: a part of that path is a file"
         ) from None
+    if store_url:
+        from pulumi_capy.engine.stores.postgres import is_postgres_url, open_postgres_store
+        from pulumi_capy.engine.stores.postgres_base import redact
+
+        if not is_postgres_url(store_url):
+            raise ConfigError(
+                f"{STORE_URL_ENV}={redact(store_url)} is not a postgresql:// URL: unset it to "
+                "keep the metadata in the engine directory (SQLite)"
+            )
+        return open_postgres_store(store_url)
     return open_store(root / "engine.db")
 
 
@@ -111,9 +129,12 @@ class Engine:
         retry: JobRetryPolicy | None = None,
         hooks: dict[str, Hook] | None = None,
         worker_id: str | None = None,
+        store_url: str | None = None,
     ) -> None:
         root = Path(directory).expanduser().resolve()
-        store = _open_store(root)
+        if store_url is None:
+            store_url = os.environ.get(STORE_URL_ENV, "").strip() or None
+        store = _open_store(root, store_url)
         self.rt = Runtime(
             directory=root,
             store=store,
@@ -360,9 +381,18 @@ class Engine:
                     streams.step()
                     next_streams = time.monotonic() + STREAMS_INTERVAL
                 if not self.worker.run_once():
-                    stop.wait(min(poll_interval, STREAMS_INTERVAL))
+                    self._idle(stop, min(poll_interval, STREAMS_INTERVAL))
         finally:
             streams.close()
+
+    def _idle(self, stop: threading.Event, seconds: float) -> None:
+        """Wait up to ``seconds`` for the store to say work may be claimable (PostgreSQL's
+        NOTIFY wakes at once; SQLite's store only sleeps), looking at ``stop`` between."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.rt.store.wait_for_work(min(WAKE_SLICE, remaining)):
+                return
 
     def tick(self, now: datetime | None = None) -> TickReport:
         """Time-driven work: due scheduled backups, retention, preview TTLs, lost leases,

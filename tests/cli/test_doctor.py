@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from tests.cli.conftest import Capy
+from tests.pg import PostgresServer
 
 
 def _fixes(output: str) -> list[str]:
@@ -58,3 +59,32 @@ def test_doctor_names_the_environment_key_and_a_missing_directory(
     result = capy("doctor", env={**os.environ, "CAPY_SECRET_KEY": "k" * 44})
     assert "secret keys from: CAPY_SECRET_KEY" in result.stdout
     assert "k" * 44 not in result.stdout
+
+
+def test_doctor_names_the_postgresql_store_without_its_password(
+    capy: Capy, project_id: str, debian_postgres: PostgresServer
+) -> None:
+    url = debian_postgres.url()
+    result = capy("doctor", env={"CAPY_STORE_URL": url})
+    assert debian_postgres.password not in result.stdout
+    host = f"{debian_postgres.host}:{debian_postgres.port}"
+    assert f"metadata store: postgresql postgresql://capy:***@{host}/postgres, reachable" in (
+        result.stdout
+    )
+
+    wrong = url.replace(debian_postgres.password, "not-the-password-42")
+    failed = capy("doctor", "--json", code=1, env={"CAPY_STORE_URL": wrong})
+    assert "not-the-password-42" not in failed.stdout
+    report = json.loads(failed.stdout)
+    assert report["store"]["reachable"] is False
+    assert "password authentication failed" in report["store"]["error"]
+
+
+def test_doctor_names_the_sqlite_store(capy: Capy, project_id: str) -> None:
+    report = capy.json("doctor")
+    assert report["store"] == {
+        "kind": "sqlite",
+        "location": str(capy.engine_dir / "engine.db"),
+        "reachable": True,
+        "error": None,
+    }

@@ -70,3 +70,4 @@ def test_the_parser_check_catches_a_bad_flag() -> None:
     with pytest.raises(click.BadParameter):
         _parse("worker", ["--log-level", "loud"])
     assert _parse("worker", ["--threads", "2"]).params["threads"] == 2
+    assert _parse("worker", ["--concurrency", "3"]).params["threads"] == 3

@@ -233,6 +233,11 @@ class Store(Protocol):
         """A number that changes whenever anyone (this process or another) commits."""
         ...
 
+    def wait_for_work(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a commit that may have made a job claimable;
+        True when woken by one (a store that cannot tell sleeps and returns False)."""
+        ...
+
     # ------------------------------------------------------------ organizations and keys
 
     def ensure_organization(self, organization_id: str, name: str, now: datetime) -> None: ...

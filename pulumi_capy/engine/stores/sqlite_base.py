@@ -9,119 +9,37 @@ it must see.
 
 from __future__ import annotations
 
-import functools
-import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-
 from pulumi_capy.engine.private import create_private_file, private_directory
 from pulumi_capy.engine.stores.contract import Transaction
+from pulumi_capy.engine.stores.sql_base import (
+    SqlConnections,
+    from_timestamp,
+    read_row,
+    read_rows,
+    stored,
+    to_timestamp,
+)
 from pulumi_capy.engine.stores.sqlite_migrations import migrate
 
-__all__ = ["SqliteConnections", "SqliteTransaction", "from_timestamp", "to_timestamp"]
+__all__ = [
+    "SqliteConnections",
+    "SqliteTransaction",
+    "from_timestamp",
+    "read_row",
+    "stored",
+    "to_timestamp",
+]
 
 BUSY_TIMEOUT_SECONDS = 30.0
-
-
-def to_timestamp(value: datetime | None) -> str | None:
-    """Fixed-width UTC text, so that text order is time order."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def from_timestamp(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    # fromisoformat reads our fixed format (Python >= 3.11) several times faster than strptime
-    return datetime.fromisoformat(value)
-
-
-_JSON_COLUMNS = {"payload", "result", "scopes", "notices", "generations", "progress"}
-_BOOL_COLUMNS = {"is_active", "enabled", "partial"}
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value)
-
-
-def _progress(value: Any) -> Any:
-    # a job's progress: an object; an engine of before it kept the step as plain text
-    return json.loads(value) if isinstance(value, str) and value.startswith("{") else value
-
-
-def _timestamp(value: Any) -> Any:
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
-
-
-@functools.cache
-def _column_reader(key: str) -> Callable[[Any], Any] | None:
-    """How a column's stored value becomes its model value (``None`` stays ``None``)."""
-    if key == "progress":
-        return _progress
-    if key in _JSON_COLUMNS:
-        return _json
-    if key in _BOOL_COLUMNS:
-        return bool
-    if key.endswith(("_at", "_time")):
-        return _timestamp
-    return None
-
-
-def read_row(row: sqlite3.Row) -> dict[str, Any]:
-    return read_rows([row])[0]
-
-
-def read_rows(rows: Sequence[sqlite3.Row]) -> list[dict[str, Any]]:
-    """Rows of one query as dicts, each column read as :func:`_column_reader` says (one plan
-    per query, not per cell: listing answers are the server's hottest path)."""
-    if not rows:
-        return []
-    plan = [(key, _column_reader(key)) for key in rows[0].keys()]  # noqa: SIM118 - no __iter__
-    out: list[dict[str, Any]] = []
-    for row in rows:
-        data: dict[str, Any] = {}
-        for (key, reader), value in zip(plan, row, strict=True):
-            data[key] = value if reader is None or value is None else reader(value)
-        out.append(data)
-    return out
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return to_timestamp(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-
-def stored(key: str, value: Any) -> Any:
-    """A value as its column keeps it."""
-    if isinstance(value, datetime):
-        return to_timestamp(value)
-    if key in _JSON_COLUMNS and value is not None:
-        return json.dumps(value, sort_keys=True, default=_json_default)
-    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
-        return value.value  # an enum member
-    return value
-
-
-_IDENT_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
-
-
-def _columns(fields: Mapping[str, Any]) -> list[str]:
-    names = list(fields)
-    for name in names:  # column names come from the store's own code; guard anyway
-        if not set(name) <= _IDENT_OK:
-            raise ValueError(f"bad column name {name!r}")
-    return names
 
 
 class SqliteTransaction:
@@ -133,8 +51,10 @@ class SqliteTransaction:
         self._db = db
 
 
-class SqliteConnections:
+class SqliteConnections(SqlConnections):
     """Connections, transactions and row plumbing of the SQLite store. Thread-safe."""
+
+    integrity_errors = (sqlite3.IntegrityError,)
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -251,6 +171,12 @@ class SqliteConnections:
         row = self._one("SELECT MAX(version) AS v FROM schema_migrations", {})
         return int(row["v"]) if row else 0
 
+    def wait_for_work(self, timeout: float) -> bool:
+        """SQLite has no way to say a job was queued: wait ``timeout`` and let the caller
+        look again (False: not woken)."""
+        time.sleep(timeout)
+        return False
+
     def data_version(self) -> int:
         """SQLite's ``PRAGMA data_version``, on a connection of its own that never writes:
         it moves with every commit of any other connection, this store's writer included."""
@@ -270,38 +196,3 @@ class SqliteConnections:
         with self._reading() as db:
             rows = db.execute(sql, params).fetchall()
         return read_rows(rows)
-
-    @staticmethod
-    def _insert(
-        db: sqlite3.Connection, table: str, fields: Mapping[str, Any], *, replace: bool = False
-    ) -> None:
-        """Insert a row (``replace``: in place of the one with its key, if any)."""
-        names = _columns(fields)
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
-        db.execute(
-            f"{verb} INTO {table} ({', '.join(names)}) "  # names are checked
-            f"VALUES ({', '.join(':' + n for n in names)})",
-            {name: stored(name, fields[name]) for name in names},
-        )
-
-    @staticmethod
-    def _set(
-        db: sqlite3.Connection,
-        table: str,
-        key: str,
-        fields: Mapping[str, Any],
-        *,
-        where: str = "",
-        params: Mapping[str, Any] | None = None,
-    ) -> int:
-        """Set ``fields`` of the row ``key`` (and ``where``); the number of rows changed."""
-        names = _columns(fields)
-        sets = ", ".join(f"{name} = :set_{name}" for name in names)
-        values = {f"set_{name}": stored(name, fields[name]) for name in names}
-        values.update(params or {})
-        values["key"] = key
-        cursor = db.execute(
-            f"UPDATE {table} SET {sets} WHERE id = :key {where}",  # noqa: S608
-            values,
-        )
-        return cursor.rowcount

@@ -5,10 +5,12 @@ Add a backend by adding its fixture name to ``BACKENDS``.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
 
+from pulumi_capy.engine.blob_keys import BlobKey, BlobKeyRing
 from pulumi_capy.engine.blobs import BlobStore
 from pulumi_capy.engine.objects import LocalObjectStore, ObjectStore
 from pulumi_capy.engine.objects_s3 import S3ObjectStore
@@ -36,6 +38,9 @@ def objects(request: pytest.FixtureRequest) -> ObjectStore:
     return store
 
 
-@pytest.fixture
-def blobs(objects: ObjectStore) -> BlobStore:
-    return BlobStore(objects)
+@pytest.fixture(params=["plain", "encrypted"])
+def blobs(request: pytest.FixtureRequest, objects: ObjectStore) -> BlobStore:
+    """A blob store over each backend, in the clear and with a blob key."""
+    if request.param == "plain":
+        return BlobStore(objects)
+    return BlobStore(objects, keys=BlobKeyRing([BlobKey(secrets.token_bytes(32))]))

@@ -17,6 +17,7 @@ import pytest
 from pulumi_capy.api.errors import JobFailed
 from pulumi_capy.api.models import CreateProject, RestoreRequest
 from pulumi_capy.engine import gc
+from pulumi_capy.engine.blob_keys import generate_blob_key
 from pulumi_capy.engine.service import Engine
 from tests.engine.conftest import (
     change_app_db,
@@ -116,3 +117,44 @@ def test_gc_finds_objects_no_record_names_in_the_bucket(s3_engine: Engine, tmp_p
     gc.collect_garbage(engine.rt, dry_run=False, min_age=timedelta(days=-3650))
     assert orphan not in _names(engine)
     assert backup.backup_key in _names(engine)
+
+
+def test_with_a_blob_key_the_bucket_holds_ciphertext_and_no_key_restores_nothing(
+    tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAPY_BLOB_KEY", generate_blob_key())
+    app = make_app_db(tmp_path / "app.db", rows=2000)
+    with Engine(tmp_path / ".capy") as engine:
+        project = engine.create_project(
+            CreateProject(name="app", database_url=sqlite_url(app))
+        ).project
+        at_backup = table_contents(app)
+        backup = take_backup(engine, project.id)
+        assert backup.verification_state == "verified"
+        stored = engine.rt.blobs.objects.get_bytes(backup.backup_key)
+        assert stored.startswith(b"CAPYENC1")
+        assert b"customer-1" not in stored
+        manifest = engine.rt.blobs.objects.get_bytes(f"{backup.backup_key}.manifest.json")
+        assert manifest.startswith(b"CAPYENC1")
+        job = engine.wait_for_job(
+            engine.create_restore(project.id, RestoreRequest(backup_key=backup.backup_key)).id
+        )
+        assert job.result is not None
+        preview = next(p for p in engine.list_preview_databases(project.id) if p.state == "ready")
+        assert preview.database_name is not None
+        assert table_contents(Path(preview.database_name)) == at_backup
+
+    change_app_db(app)
+    before = app.read_bytes()
+    monkeypatch.delenv("CAPY_BLOB_KEY")  # a worker without the key
+    with Engine(tmp_path / ".capy") as engine:
+        overwrite = RestoreRequest(
+            backup_key=backup.backup_key, target_kind="project", confirm_project_overwrite=True
+        )
+        failing = engine.create_restore(project.id, overwrite)
+        with pytest.raises(JobFailed, match="CAPY_BLOB_KEY") as raised:
+            engine.wait_for_job(failing.id)
+        assert raised.value.job.attempts == 1  # permanent: not retried
+    assert app.read_bytes() == before

@@ -7,16 +7,22 @@ Add a store by adding its harness to ``HARNESSES``; the suite in
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
+import psycopg_pool
 import pytest
+from cryptography.fernet import Fernet
 
 from pulumi_capy.engine.stores.contract import NewJob, ProjectRecord, Store
+from pulumi_capy.engine.stores.postgres import PostgresStore
 from pulumi_capy.engine.stores.sqlite import SqliteStore
+from tests.pg import PostgresServer
 
 
 class StoreHarness(Protocol):
@@ -30,22 +36,60 @@ class StoreHarness(Protocol):
 
 
 class SqliteHarness:
-    closed_error = sqlite3.ProgrammingError
+    closed_error: type[Exception] = sqlite3.ProgrammingError
 
     def __init__(self, tmp_path: Path) -> None:
         self.path = tmp_path / "engine.db"
+
+    @classmethod
+    def make(cls, request: pytest.FixtureRequest, tmp_path: Path) -> SqliteHarness:
+        return cls(tmp_path)
 
     def open(self) -> Store:
         return SqliteStore(self.path)
 
 
-HARNESSES = [SqliteHarness]
+def fresh_database(server: PostgresServer) -> str:
+    """The URL of a new, empty database on ``server``."""
+    name = f"capy_store_{secrets.token_hex(6)}"
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return server.url(name)
+
+
+def drop_database(server: PostgresServer, url: str) -> None:
+    name = url.rsplit("/", 1)[-1]
+    with psycopg.connect(server.url(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class PostgresHarness:
+    """A fresh database on the session's PostgreSQL (Debian's) for each test."""
+
+    closed_error: type[Exception] = psycopg_pool.PoolClosed
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.environ = {"CAPY_SECRET_KEY": Fernet.generate_key().decode()}
+
+    @classmethod
+    def make(cls, request: pytest.FixtureRequest, tmp_path: Path) -> PostgresHarness:
+        server: PostgresServer = request.getfixturevalue("debian_postgres")
+        url = fresh_database(server)
+        request.addfinalizer(lambda: drop_database(server, url))
+        return cls(url)
+
+    def open(self) -> Store:
+        return PostgresStore(self.url, environ=self.environ)
+
+
+HARNESSES = [SqliteHarness, PostgresHarness]
 
 
 @pytest.fixture(params=HARNESSES, ids=lambda factory: factory.__name__.removesuffix("Harness"))
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
     factory: Any = request.param
-    made: StoreHarness = factory(tmp_path)
+    made: StoreHarness = factory.make(request, tmp_path)
     return made
 
 

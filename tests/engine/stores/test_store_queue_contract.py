@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import Counter
 
 from pulumi_capy.api.models import JobState
@@ -296,3 +297,11 @@ def test_a_released_job_is_pending_and_claimable_at_once_its_attempt_not_counted
     assert (taken.id, taken.claimed_by, taken.attempts) == ("job_1", "worker-b", 1)
     # the stopped worker's fence is stale: it cannot hand back the job it no longer holds
     assert not store.release_job(claimed.fence, note="stale", now=now)
+
+
+def test_waiting_for_work_ends_by_its_timeout(store: Store) -> None:
+    for _ in range(2):  # a store that listens may answer the first call at once
+        started = time.monotonic()
+        woken = store.wait_for_work(0.05)
+        assert isinstance(woken, bool)
+        assert time.monotonic() - started < 2.0

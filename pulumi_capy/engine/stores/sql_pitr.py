@@ -1,5 +1,5 @@
-"""Point-in-time recovery's SQL in a SQLite store: the streaming lease, the log archive's
-catalogue and base backups.
+"""Point-in-time recovery's SQL, shared by the SQLite and the PostgreSQL store: the
+streaming lease, the log archive's catalogue and base backups.
 
 The streaming lease works as a job's: one ``UPDATE`` takes it when nobody holds an
 unexpired one, and every advance of the durable end of the log is fenced by the holder.
@@ -18,24 +18,24 @@ from pulumi_capy.engine.stores.contract import (
     Transaction,
     WalSegmentRecord,
 )
-from pulumi_capy.engine.stores.sqlite_base import (
-    SqliteConnections,
+from pulumi_capy.engine.stores.sql_base import (
+    SqlConnections,
     read_row,
     stored,
     to_timestamp,
 )
 
-__all__ = ["SqlitePitr"]
+__all__ = ["SqlPitr"]
 
 
-class SqlitePitr(SqliteConnections):
+class SqlPitr(SqlConnections):
     def get_pitr(self, project_id: str) -> PitrRecord | None:
         row = self._one("SELECT * FROM pitr WHERE project_id = ?", (project_id,))
         return PitrRecord.model_validate(row) if row else None
 
     def put_pitr(self, record: PitrRecord) -> None:
         with self._writing() as db:
-            self._insert(db, "pitr", record.model_dump(), replace=True)
+            self._insert(db, "pitr", record.model_dump(), replace=("project_id",))
 
     def update_pitr(self, project_id: str, fields: Mapping[str, Any]) -> None:
         names = list(fields)
@@ -50,7 +50,7 @@ class SqlitePitr(SqliteConnections):
             )
 
     def enabled_pitr(self) -> list[PitrRecord]:
-        rows = self._all("SELECT * FROM pitr WHERE enabled = 1 ORDER BY project_id", ())
+        rows = self._all("SELECT * FROM pitr WHERE enabled ORDER BY project_id", ())
         return [PitrRecord.model_validate(row) for row in rows]
 
     def pitr_records(self) -> list[PitrRecord]:
@@ -64,7 +64,7 @@ class SqlitePitr(SqliteConnections):
             cursor = db.execute(
                 "UPDATE pitr SET streamer_id = :worker, heartbeat_at = :now, "
                 "lease_expires_at = :until "
-                "WHERE project_id = :project AND enabled = 1 AND ("
+                "WHERE project_id = :project AND enabled AND ("
                 "streamer_id IS NULL OR streamer_id = :worker OR lease_expires_at < :now)",
                 {
                     "worker": worker_id,
@@ -104,7 +104,7 @@ class SqlitePitr(SqliteConnections):
                 "SELECT * FROM wal_segments WHERE project_id = ? AND name = ?",
                 (segment.project_id, segment.name),
             ).fetchone()
-            self._insert(db, "wal_segments", segment.model_dump(), replace=True)
+            self._insert(db, "wal_segments", segment.model_dump(), replace=("project_id", "name"))
         return WalSegmentRecord.model_validate(read_row(before)) if before else None
 
     def get_wal_segment(self, project_id: str, name: str) -> WalSegmentRecord | None:

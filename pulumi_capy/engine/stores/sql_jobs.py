@@ -1,14 +1,16 @@
-"""The job queue's SQL in a SQLite store.
+"""The job queue's SQL, shared by the SQLite and the PostgreSQL store.
 
 Claiming a job is one ``UPDATE … RETURNING`` that also refuses a job whose
-``locked_resource`` a running job holds (backed by a partial unique index).
+``locked_resource`` a running job holds (backed by a partial unique index). SQLite runs
+one writer at a time; on PostgreSQL the choice locks the job's row and skips rows other
+claimers hold (``FOR UPDATE SKIP LOCKED``), and a claim that lost a race for a lock to a
+concurrent one (the partial unique index refused it) looks again.
 Every write to a claimed job is fenced by ``(id, claimed_by, attempts)``: a
 worker whose lease was taken over changes nothing.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,9 +23,11 @@ from pulumi_capy.engine.stores.contract import (
     NewJob,
     Transaction,
 )
-from pulumi_capy.engine.stores.sqlite_base import SqliteConnections, read_row, to_timestamp
+from pulumi_capy.engine.stores.sql_base import Database, SqlConnections, read_row, to_timestamp
 
-__all__ = ["JOBS_USING_RESTORE_POINT", "SqliteJobQueue"]
+__all__ = ["SqlJobQueue"]
+
+CLAIM_ATTEMPTS = 5  # looks a claim takes when concurrent claims keep taking its job's lock
 
 CLAIM_JOB = """
 UPDATE jobs
@@ -49,8 +53,9 @@ WHERE id = (
               AND holder.locked_resource = candidate.locked_resource
         )
       )
-    ORDER BY candidate.created_at, candidate.rowid
+    ORDER BY candidate.created_at, candidate.{rowid}
     LIMIT 1
+    {skip_locked}
 )
 RETURNING *
 """
@@ -81,19 +86,18 @@ WHERE id = :id AND state = 'running' AND claimed_by = :worker AND attempts = :at
 JOBS_USING_RESTORE_POINT = """
 SELECT id FROM jobs
 WHERE state IN ('pending', 'running')
-  AND json_extract(payload, '$.request.restore_point_id') = :restore_point_id
+  AND {restore_point_id} = :restore_point_id
 """
 
 JOBS_USING_BACKUP = """
 SELECT id FROM jobs
 WHERE state IN ('pending', 'running')
-  AND (json_extract(payload, '$.backup_id') = :backup_id
-       OR json_extract(payload, '$.request.backup_key') = :backup_key)
+  AND ({backup_id} = :backup_id OR {backup_key} = :backup_key)
 """
 
 OUTSTANDING_JOBS = """
 SELECT id FROM jobs WHERE type = :type AND state IN ('pending', 'running')
-AND json_extract(payload, :path) = :value ORDER BY created_at, rowid
+AND {field} = :value ORDER BY created_at, {rowid}
 """
 
 
@@ -105,12 +109,21 @@ def _output(output: JobOutput) -> dict[str, Any]:
     }
 
 
-class SqliteJobQueue(SqliteConnections):
-    """The queue's operations of the SQLite store."""
+class SqlJobQueue(SqlConnections):
+    """The queue's operations of a SQL store."""
+
+    def _jobs_using_restore_point(self, db: Database, restore_point_id: str) -> list[str]:
+        sql = JOBS_USING_RESTORE_POINT.format(
+            restore_point_id=self.json_text("payload", "request", "restore_point_id")
+        )
+        rows = db.execute(sql, {"restore_point_id": restore_point_id}).fetchall()
+        return [str(row["id"]) for row in rows]
 
     def enqueue(self, tx: Transaction, job: NewJob) -> None:
+        db = self._connection(tx)
+        self._work_changed(db)
         self._insert(
-            self._connection(tx),
+            db,
             "jobs",
             {
                 "id": job.id,
@@ -135,31 +148,33 @@ class SqliteJobQueue(SqliteConnections):
 
     def list_jobs(self, project_id: str, limit: int) -> list[JobRecord]:
         rows = self._all(
-            "SELECT * FROM jobs WHERE project_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            "SELECT * FROM jobs WHERE project_id = ? "  # noqa: S608 - the dialect's column
+            f"ORDER BY created_at DESC, {self.ROWID} DESC LIMIT ?",
             (project_id, limit),
         )
         return [JobRecord.model_validate(row) for row in rows]
 
     def busy_jobs(self, project_id: str) -> list[JobRecord]:
         rows = self._all(
-            "SELECT * FROM jobs WHERE project_id = ? AND state IN ('pending', 'running') "
-            "ORDER BY created_at DESC, rowid DESC",
+            "SELECT * FROM jobs WHERE project_id = ? AND state IN ('pending', 'running') "  # noqa: S608
+            f"ORDER BY created_at DESC, {self.ROWID} DESC",
             (project_id,),
         )
         return [JobRecord.model_validate(row) for row in rows]
 
     def _outstanding(self, job_type: JobType, payload_key: str, value: str) -> list[str]:
-        rows = self._all(
-            OUTSTANDING_JOBS,
-            {"type": job_type.value, "path": f"$.{payload_key}", "value": value},
-        )
+        field = self.json_text("payload", payload_key)
+        sql = OUTSTANDING_JOBS.format(field=field, rowid=self.ROWID)
+        rows = self._all(sql, {"type": job_type.value, "value": value})
         return [str(row["id"]) for row in rows]
 
     def cancel_pending_job(
         self, tx: Transaction, job_id: str, *, error: str, now: datetime
     ) -> bool:
         stamp = to_timestamp(now)
-        updated = self._connection(tx).execute(
+        db = self._connection(tx)
+        self._work_changed(db)
+        updated = db.execute(
             "UPDATE jobs SET state = ?, error = ?, retry_classification = 'cancelled', "
             "completed_at = ?, updated_at = ? WHERE id = ? AND state = ?",
             (JobState.failed.value, error, stamp, stamp, job_id, JobState.pending.value),
@@ -178,7 +193,11 @@ class SqliteJobQueue(SqliteConnections):
         return jobs[0] if jobs else None
 
     def jobs_using_backup(self, backup_id: str, backup_key: str) -> list[str]:
-        rows = self._all(JOBS_USING_BACKUP, {"backup_id": backup_id, "backup_key": backup_key})
+        sql = JOBS_USING_BACKUP.format(
+            backup_id=self.json_text("payload", "backup_id"),
+            backup_key=self.json_text("payload", "request", "backup_key"),
+        )
+        rows = self._all(sql, {"backup_id": backup_id, "backup_key": backup_key})
         return [str(row["id"]) for row in rows]
 
     # ------------------------------------------------------------ claims and leases
@@ -187,20 +206,28 @@ class SqliteJobQueue(SqliteConnections):
         self, worker_id: str, now: datetime, lease_until: datetime, only_id: str | None = None
     ) -> JobRecord | None:
         """Claim the oldest runnable job (or ``only_id``) in one statement."""
-        with self._writing() as db:
-            row = db.execute(
-                CLAIM_JOB,
-                {
-                    "worker": worker_id,
-                    "now": to_timestamp(now),
-                    "lease_until": to_timestamp(lease_until),
-                    "only_id": only_id,
-                },
-            ).fetchone()
-        return JobRecord.model_validate(read_row(row)) if row is not None else None
+        sql = CLAIM_JOB.format(rowid=self.ROWID, skip_locked=self.SKIP_LOCKED)
+        params = {
+            "worker": worker_id,
+            "now": to_timestamp(now),
+            "lease_until": to_timestamp(lease_until),
+            "only_id": only_id,
+        }
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                with self._statement() as db:
+                    row = db.execute(sql, params).fetchone()
+            except self.integrity_errors:
+                # a concurrent claim took the lock of the job this one chose (PostgreSQL):
+                # that job now waits for it; look again
+                if attempt == CLAIM_ATTEMPTS - 1:
+                    return None
+                continue
+            return JobRecord.model_validate(read_row(row)) if row is not None else None
+        return None
 
     def renew_lease(self, fence: Fence, now: datetime, lease_until: datetime) -> bool:
-        with self._writing() as db:
+        with self._statement() as db:
             return (
                 db.execute(
                     RENEW_LEASE,
@@ -219,10 +246,10 @@ class SqliteJobQueue(SqliteConnections):
         with self._writing() as db:
             return self._update_claimed(db, fence, {"progress": progress, "updated_at": now})
 
-    def _update_claimed(
-        self, db: sqlite3.Connection, fence: Fence, fields: Mapping[str, Any]
-    ) -> bool:
+    def _update_claimed(self, db: Database, fence: Fence, fields: Mapping[str, Any]) -> bool:
         """Write a claimed job's fields; False when the lease was taken over."""
+        if "state" in fields:  # its lock is free again, or it is pending again
+            self._work_changed(db)
         return (
             self._set(
                 db,
@@ -306,6 +333,7 @@ class SqliteJobQueue(SqliteConnections):
     def rescue_expired_leases(self, now: datetime, error: str) -> list[tuple[JobRecord, JobState]]:
         rescued: list[tuple[JobRecord, JobState]] = []
         with self._writing() as db:
+            self._work_changed(db)
             for row in db.execute(EXPIRED_LEASES, {"now": to_timestamp(now)}).fetchall():
                 job = JobRecord.model_validate(read_row(row))
                 to_failed = job.attempts >= job.max_attempts
