@@ -67,8 +67,8 @@ def _app_database(server: PostgresServer, name: str, rows: int) -> str:
     url = server.url(name)
     with psycopg.connect(url, autocommit=True) as db:
         db.execute(
-            "CREATE TABLE orders AS SELECT n AS id, md5(n::text) AS token, n % 97 AS customer, "
-            "repeat('x', 40 + n % 60) AS note FROM generate_series(1, %s) AS n",
+            "CREATE TABLE orders AS SELECT n AS id, md5(n::text) AS token, n %% 97 AS customer, "
+            "repeat('x', 40 + n %% 60) AS note FROM generate_series(1, %s) AS n",
             (rows,),
         )
         db.execute("ALTER TABLE orders ADD PRIMARY KEY (id)")
