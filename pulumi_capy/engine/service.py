@@ -132,7 +132,7 @@ class Engine:
         hooks: dict[str, Hook] | None = None,
         worker_id: str | None = None,
         store_url: str | None = None,
-        sqlite_dirs: Sequence[str] | None = None,
+        sqlite_dirs: Sequence[str | Path] | None = None,
     ) -> None:
         root = Path(directory).expanduser().resolve()
         if store_url is None:
