@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from pulumi_capy.api.errors import CapyError
-from pulumi_capy.api.models import CreateProject, JobState
+from pulumi_capy.api.models import CreateProject, JobState, JobType
 from pulumi_capy.engine import Engine
 from pulumi_capy.engine.blobs import BlobMissing, ChecksumMismatch
 from pulumi_capy.engine.clock import ManualClock
 from pulumi_capy.engine.drivers import DriverFailure, Outcome
 from pulumi_capy.engine.jobs import PermanentFailure
-from pulumi_capy.engine.stores.contract import WorkerRecord
+from pulumi_capy.engine.stores.contract import ProjectRecord, WorkerRecord
 from pulumi_capy.engine.tarstream import TarDamaged
 from pulumi_capy.engine.worker import Worker
 from tests.engine.conftest import make_app_db, sqlite_url
@@ -58,7 +58,6 @@ def test_anything_else_is_transient_with_its_traceback(failure: Exception) -> No
 
 def test_job_types_and_states_keep_their_stored_values() -> None:
     """The enums are the stored values and the API's JSON: they must never change."""
-    from pulumi_capy.api.models import JobType
     from pulumi_capy.engine.handlers import HANDLERS
 
     assert [state.value for state in JobState] == ["pending", "running", "completed", "failed"]
@@ -144,3 +143,28 @@ def test_the_tick_forgets_workers_not_heard_of_for_a_day(
         )
     assert engine.tick(now).forgotten_workers == 1
     assert [w.id for w in engine.rt.store.list_workers()] == ["w-new"]
+
+
+def test_a_job_of_a_postgresql_project_carries_no_sqlite_directory(engine: Engine) -> None:
+    now = engine.rt.now()
+    engine.rt.store.insert_project(
+        ProjectRecord(
+            id="prj_pg",
+            organization_id="org_default",
+            name="pg",
+            environment="production",
+            database_url="postgresql://app@db.example/app",
+            database_kind="postgresql",
+            database_name="app",
+            state="active",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    with engine.rt.store.transaction() as tx:
+        job_id = engine.rt.enqueue(
+            tx, JobType.project_backup, project_id="prj_pg", payload={}, locked_resource=None
+        )
+    job = engine.rt.store.get_job(job_id)
+    assert job is not None
+    assert job.sqlite_dir is None
