@@ -117,3 +117,10 @@ def test_capy_workers_list_against_an_api_says_it_reads_the_store(capy: Capy) ->
     assert refused.exit_code == 1
     assert "reads the engine's metadata store directly" in refused.stderr
     assert "CAPY_STORE_URL" in refused.stderr
+
+
+def test_a_worker_given_both_no_sqlite_and_a_directory_is_refused(capy: Capy) -> None:
+    for command in ("worker", "serve"):
+        refused = capy.raw(command, "--no-sqlite", "--sqlite-dir", "/srv/apps")
+        assert refused.exit_code == 2, refused.output
+        assert "--no-sqlite and --sqlite-dir" in refused.stderr
