@@ -108,70 +108,76 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         workdir = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         workdir.mkdir(parents=True, exist_ok=True)
-        source = workdir / "app.db"
-        if not source.exists():
-            print(f"building a {args.size_mb} MB database…", flush=True)
-            build_database(source, args.size_mb)
-        size_mb = source.stat().st_size / 1e6
         environ = stack.enter_context(s3_server(workdir, args.endpoint))
-        objects = S3ObjectStore(BUCKET, f"run-{secrets.token_hex(4)}", environ=environ)
-        blobs = BlobStore(objects)
-        client = objects.client
-        blob_file, out = workdir / "blob.zst", workdir / "restored.db"
+        measure(workdir, args.size_mb, args.rounds, environ)
 
-        info = blobs.put_file("warm/blob", source, {})
-        with open(blob_file, "wb") as handle, objects.open("warm/blob") as stream:
-            for chunk in iter(lambda: stream.read(1 << 20), b""):
-                handle.write(chunk)
-        blob_mb = info.blob_bytes / 1e6
-        client.upload_file(str(source), BUCKET, objects.key("raw/source"))
-        client.upload_file(str(blob_file), BUCKET, objects.key("raw/blob"))
 
-        steps: dict[str, Callable[[], object]] = {
-            "ours: backup (zstd + sha256 + multipart)": lambda: blobs.put_file(
-                "bench/blob", source, {}
-            ),
-            "raw: upload the database": lambda: client.upload_file(
-                str(source), BUCKET, objects.key("raw/source")
-            ),
-            "raw: upload our blob's bytes": lambda: client.upload_file(
-                str(blob_file), BUCKET, objects.key("raw/blob")
-            ),
-            "ours: restore (ranged GET + sha256 + unzstd)": lambda: blobs.get_file(
-                "warm/blob", info.sha256, out.with_suffix(f".{secrets.token_hex(2)}"), durable=False
-            ),
-            "raw: download the database": lambda: client.download_file(
-                BUCKET, objects.key("raw/source"), str(workdir / "raw-source")
-            ),
-            "raw: download our blob's bytes": lambda: client.download_file(
-                BUCKET, objects.key("raw/blob"), str(workdir / "raw-blob")
-            ),
-        }
-        walls: dict[str, list[float]] = {name: [] for name in steps}
-        cpus: dict[str, list[float]] = {name: [] for name in steps}
-        names = list(steps)
-        for round_ in range(args.rounds):
-            for name in names if round_ % 2 == 0 else list(reversed(names)):
-                wall, cpu = timed(steps[name])
-                walls[name].append(wall)
-                cpus[name].append(cpu)
-                for leftover in workdir.glob("restored.*"):
-                    leftover.unlink()
-        best = {name: min(values) for name, values in walls.items()}
+def measure(workdir: Path, size_mb_asked: int, rounds: int, environ: dict[str, str]) -> None:
+    """Build (or reuse) ``workdir/app.db``, time every step against the S3 server of
+    ``environ`` (its bucket ``BUCKET`` exists), print the table and the ratios."""
+    source = workdir / "app.db"
+    if not source.exists():
+        print(f"building a {size_mb_asked} MB database…", flush=True)
+        build_database(source, size_mb_asked)
+    size_mb = source.stat().st_size / 1e6
+    objects = S3ObjectStore(BUCKET, f"run-{secrets.token_hex(4)}", environ=environ)
+    blobs = BlobStore(objects)
+    client = objects.client
+    blob_file, out = workdir / "blob.zst", workdir / "restored.db"
 
-        print(f"\ndatabase {size_mb:.0f} MB, blob {blob_mb:.0f} MB ({blob_mb / size_mb:.2f}x)")
-        print(f"{'step':48} {'best s':>7} {'MB/s':>7} {'CPU s':>6}")
-        for name in names:
-            print(
-                f"{name:48} {best[name]:7.2f} {size_mb / best[name]:7.0f} "
-                f"{statistics.median(cpus[name]):6.2f}"
-            )
-        backup, restore = best[names[0]], best[names[3]]
-        print("\nratios (raw time / ours; target >= 0.8):")
-        print(f"  backup  vs uploading the database:   {best[names[1]] / backup:.2f}x")
-        print(f"  backup  vs uploading our blob:       {best[names[2]] / backup:.2f}x")
-        print(f"  restore vs downloading the database: {best[names[4]] / restore:.2f}x")
-        print(f"  restore vs downloading our blob:     {best[names[5]] / restore:.2f}x")
+    info = blobs.put_file("warm/blob", source, {})
+    with open(blob_file, "wb") as handle, objects.open("warm/blob") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            handle.write(chunk)
+    blob_mb = info.blob_bytes / 1e6
+    client.upload_file(str(source), BUCKET, objects.key("raw/source"))
+    client.upload_file(str(blob_file), BUCKET, objects.key("raw/blob"))
+
+    steps: dict[str, Callable[[], object]] = {
+        "ours: backup (zstd + sha256 + multipart)": lambda: blobs.put_file(
+            "bench/blob", source, {}
+        ),
+        "raw: upload the database": lambda: client.upload_file(
+            str(source), BUCKET, objects.key("raw/source")
+        ),
+        "raw: upload our blob's bytes": lambda: client.upload_file(
+            str(blob_file), BUCKET, objects.key("raw/blob")
+        ),
+        "ours: restore (ranged GET + sha256 + unzstd)": lambda: blobs.get_file(
+            "warm/blob", info.sha256, out.with_suffix(f".{secrets.token_hex(2)}"), durable=False
+        ),
+        "raw: download the database": lambda: client.download_file(
+            BUCKET, objects.key("raw/source"), str(workdir / "raw-source")
+        ),
+        "raw: download our blob's bytes": lambda: client.download_file(
+            BUCKET, objects.key("raw/blob"), str(workdir / "raw-blob")
+        ),
+    }
+    walls: dict[str, list[float]] = {name: [] for name in steps}
+    cpus: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else list(reversed(names)):
+            wall, cpu = timed(steps[name])
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            for leftover in workdir.glob("restored.*"):
+                leftover.unlink()
+    best = {name: min(values) for name, values in walls.items()}
+
+    print(f"\ndatabase {size_mb:.0f} MB, blob {blob_mb:.0f} MB ({blob_mb / size_mb:.2f}x)")
+    print(f"{'step':48} {'best s':>7} {'MB/s':>7} {'CPU s':>6}")
+    for name in names:
+        print(
+            f"{name:48} {best[name]:7.2f} {size_mb / best[name]:7.0f} "
+            f"{statistics.median(cpus[name]):6.2f}"
+        )
+    backup, restore = best[names[0]], best[names[3]]
+    print("\nratios (raw time / ours; target >= 0.8):")
+    print(f"  backup  vs uploading the database:   {best[names[1]] / backup:.2f}x")
+    print(f"  backup  vs uploading our blob:       {best[names[2]] / backup:.2f}x")
+    print(f"  restore vs downloading the database: {best[names[4]] / restore:.2f}x")
+    print(f"  restore vs downloading our blob:     {best[names[5]] / restore:.2f}x")
 
 
 if __name__ == "__main__":

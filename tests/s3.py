@@ -18,6 +18,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -56,6 +57,7 @@ class S3Server:
     region: str
     directory: Path  # the POSIX backend's root: one directory per bucket
     log: Path  # what scripts/s3-server and versitygw printed
+    ca_file: Path | None = None  # the certificate to trust when it serves https
     _names: Iterator[int] = field(default_factory=itertools.count, repr=False)
 
     def new_bucket(self) -> str:
@@ -67,7 +69,9 @@ class S3Server:
         return name
 
     def env(self, bucket: str, prefix: str = "") -> dict[str, str]:
-        """The environment a capy process reads to keep its blobs in ``bucket/prefix``."""
+        """The environment a capy process reads to keep its blobs in ``bucket/prefix``.
+        ``AWS_ALLOW_HTTP``: obstore (Rust's object_store) refuses a plain-http endpoint
+        without it; boto3 ignores it."""
         url = f"s3://{bucket}/{prefix.strip('/')}" if prefix.strip("/") else f"s3://{bucket}"
         return {
             "CAPY_BLOB_URL": url,
@@ -75,6 +79,7 @@ class S3Server:
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_REGION": self.region,
+            "AWS_ALLOW_HTTP": "true",
         }
 
     def signed_request(
@@ -94,6 +99,7 @@ class S3Server:
                 region=self.region,
             ),
             timeout=10.0,
+            verify=ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True,
         )
 
 
@@ -133,6 +139,20 @@ def sign_v4(
     return headers
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by ``openssl`` in ``directory``."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+    command += ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"]
+    command += ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -151,18 +171,23 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def running_s3_server(*, bucket: str | None = None) -> Iterator[S3Server]:
+def running_s3_server(
+    *, bucket: str | None = None, tls: tuple[Path, Path] | None = None
+) -> Iterator[S3Server]:
     """``scripts/s3-server`` in a temp directory until the block ends (``bucket``: its
-    ``--bucket``). Raises ``RuntimeError`` with the server's output when it does not
-    come up within ``START_TIMEOUT`` seconds."""
+    ``--bucket``; ``tls``: a certificate and key, to serve https). Raises
+    ``RuntimeError`` with the server's output when it does not come up within
+    ``START_TIMEOUT`` seconds."""
     base = Path(tempfile.mkdtemp(prefix="capy-s3-"))
+    scheme = "https" if tls else "http"
     server = S3Server(
-        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        endpoint_url=f"{scheme}://127.0.0.1:{free_port()}",
         access_key=f"capy{secrets.token_hex(6)}",
         secret_key=secrets.token_urlsafe(30),
         region=REGION,
         directory=base / "data",
         log=base / "server.log",
+        ca_file=tls[0] if tls else None,
     )
     env = {
         **os.environ,
@@ -174,6 +199,8 @@ def running_s3_server(*, bucket: str | None = None) -> Iterator[S3Server]:
     command += ["--port", server.endpoint_url.rsplit(":", 1)[1]]
     if bucket is not None:
         command += ["--bucket", bucket]
+    if tls is not None:
+        command += ["--cert", str(tls[0]), "--key", str(tls[1])]
     with server.log.open("wb") as output:
         process = subprocess.Popen(
             command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True

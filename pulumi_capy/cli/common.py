@@ -259,6 +259,12 @@ def engine_directory() -> Path:
 _FLAGS = {"mode": "--mode", "api_url": "--api-url", "engine_dir": "--engine-dir"}
 
 
+def has_engine(directory: Path) -> bool:
+    """Whether an engine is there to work on: ``engine.db`` in ``directory``, or the
+    metadata in PostgreSQL (``CAPY_STORE_URL``), the directory only this host's scratch."""
+    return bool(os.environ.get("CAPY_STORE_URL", "").strip()) or (directory / "engine.db").is_file()
+
+
 def _require_engine(directory: Path) -> None:
     """A command that works on what is there (a read, a project's backup) makes no engine."""
     if directory.exists() and not directory.is_dir():

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from pulumi_capy.api.errors import CapyError
 from pulumi_capy.cli.common import emit, engine_dir_option, engine_directory, example, json_option
 
 __all__ = ["doctor"]
@@ -86,6 +87,30 @@ def _store(directory: Path) -> dict[str, Any]:
     return {"kind": "postgresql", "location": redact(url), "reachable": why is None, "error": why}
 
 
+def _blobs(directory: Path) -> dict[str, Any]:
+    """Where blobs go (``CAPY_BLOB_URL`` or the directory's ``blobs/``), whether the
+    place answers, and the blob keys' ids (never a key)."""
+    from pulumi_capy.engine.blob_keys import load_blob_keys
+    from pulumi_capy.engine.blobs import open_blob_store
+
+    found: dict[str, Any] = {"kind": None, "location": None, "reachable": False, "error": None}
+    try:
+        keys = load_blob_keys(os.environ)
+        found["encryption"] = [key.key_id_hex for key in keys] if keys is not None else []
+        blobs = open_blob_store(directory)
+    except CapyError as exc:
+        return {**found, "error": str(exc)}
+    s3 = os.environ.get("CAPY_BLOB_URL", "").strip()
+    found.update(kind="s3" if s3 else "local", location=blobs.describe())
+    try:
+        next(iter(blobs.objects.list("projects/")), None)  # one listing: reachable, allowed
+    except CapyError as exc:
+        return {**found, "error": str(exc)}
+    except OSError as exc:
+        return {**found, "error": f"{type(exc).__name__}: {exc}"}
+    return {**found, "reachable": True}
+
+
 @click.command(
     epilog=example(
         "capy doctor --engine-dir .capy",
@@ -112,6 +137,16 @@ def doctor() -> None:
         )
         return
     problems = _problems(directory)
+    blobs = _blobs(directory)
+    if not blobs["reachable"]:
+        problems.append(
+            {
+                "path": blobs["location"] or "CAPY_BLOB_URL",
+                "mode": None,
+                "warning": f"the blob store cannot be used: {blobs['error']}",
+                "fix": "check CAPY_BLOB_URL, the AWS_* variables and CAPY_BLOB_KEY",
+            }
+        )
     if store["kind"] == "postgresql" and not store["reachable"]:
         problems.append(
             {
@@ -132,6 +167,10 @@ def doctor() -> None:
         reachable = "reachable" if store["reachable"] else f"not reachable ({store['error']})"
         click.echo(f"metadata store: {store['kind']} {store['location']}, {reachable}")
         click.echo(f"secret keys from: {key_source}")
+        if blobs["reachable"]:
+            keys = blobs["encryption"]
+            sealed = f"encrypted (key ids {', '.join(keys)})" if keys else "not encrypted"
+            click.echo(f"blob store: {blobs['kind']} {blobs['location']}, reachable, {sealed}")
         for problem in problems:
             click.echo(f"warning: {problem['warning']}")
             click.echo(f"  fix: {problem['fix']}")
@@ -144,6 +183,7 @@ def doctor() -> None:
             "exists": True,
             "key_source": key_source,
             "store": store,
+            "blobs": blobs,
             "problems": problems,
         },
         human,

@@ -13,6 +13,7 @@ from pulumi_capy.cli.common import (
     engine_dir_option,
     engine_directory,
     example,
+    has_engine,
     json_option,
     note,
     show_table,
@@ -49,7 +50,7 @@ def gc(dry_run: bool, min_age_hours: float) -> None:
     from pulumi_capy.engine import Engine
 
     directory = engine_directory()
-    if not (directory / "engine.db").is_file():
+    if not has_engine(directory):
         raise Failure(
             f"no capy engine in {directory}: give its directory with --engine-dir "
             "(or CAPY_ENGINE_DIR)"

@@ -20,7 +20,14 @@ from pathlib import Path
 import click
 
 from pulumi_capy.api.errors import CapyError, NotFound
-from pulumi_capy.cli.common import Failure, engine_dir_option, engine_directory, example, note
+from pulumi_capy.cli.common import (
+    Failure,
+    engine_dir_option,
+    engine_directory,
+    example,
+    has_engine,
+    note,
+)
 
 __all__ = ["FATAL_EXIT", "wal_fetch", "wal_push"]
 
@@ -47,7 +54,7 @@ class _Missing(click.ClickException):
 
 def _engine_dir() -> Path:
     directory = engine_directory()
-    if not (directory / "engine.db").is_file():
+    if not has_engine(directory):
         raise Failure(
             f"no capy engine in {directory}: give its directory with --engine-dir (or "
             "CAPY_ENGINE_DIR) as an absolute path; PostgreSQL runs this command from its "

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pulumi_capy.api.models import Job, JobProgress, JobType
+from pulumi_capy.api.models import Job, JobProgress, JobState, JobType
 from pulumi_capy.engine.blobs import BlobStore
 from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.pitr import instance
@@ -43,6 +43,7 @@ def _me() -> str:
 
 # seconds between two writes of a step's bytes done: a few a second at most, never a chunk's
 PROGRESS_INTERVAL = 0.5
+JOB_SCRATCH_MIN_AGE = 60.0  # seconds: a verification's copy younger than this is kept
 
 
 class Meter:
@@ -104,6 +105,24 @@ class Runtime:
         path = self.directory / "tmp"
         return private_directory(path)
 
+    def _sweep_job_scratch(self, base: Path) -> None:
+        if not base.is_dir():
+            return
+        old = time.time() - JOB_SCRATCH_MIN_AGE
+        for leftover in base.glob("job_*.verify*"):
+            try:
+                if leftover.lstat().st_mtime > old:
+                    continue
+            except FileNotFoundError:
+                continue
+            job = self.store.get_job(leftover.name.split(".", 1)[0])
+            if job is not None and job.state == JobState.running:
+                continue
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
     @contextmanager
     def scratch_space(self) -> Iterator[Path]:
         """A private directory (mode 0700) under ``<engine dir>/tmp`` for a throwaway copy,
@@ -118,9 +137,13 @@ class Runtime:
 
     def sweep_scratch(self) -> None:
         """Remove scratch directories of processes that no longer run (killed workers), and
-        stop and remove their point-in-time recovery instances."""
+        stop and remove their point-in-time recovery instances; and the throwaway copies
+        of verifications (``<job>.verify``, named after the job so that its next attempt
+        finds them) whose job is no longer running, once a minute old: with several
+        workers, the next attempt may have run on another host."""
         base = self.directory / "tmp"
         instance.sweep(base)
+        self._sweep_job_scratch(base)
         if base.is_dir():
             for leftover in base.glob("capy-*-*"):
                 pid = leftover.name.split("-")[1]

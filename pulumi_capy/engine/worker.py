@@ -92,10 +92,14 @@ class Worker:
     def _execute(self, job: JobRecord) -> None:
         handler = HANDLERS.get(str(job.type))
         with Lease(self.rt.store, self.rt.clock, job.fence, self.rt.lease_seconds) as lease:
+            self.rt.hook("job.started", job)
             try:
                 if handler is None:
                     raise PermanentFailure(f"no handler for job type {job.type!r}")
-                done = handler.run(self.rt, job, lease)
+                try:
+                    done = handler.run(self.rt, job, lease)
+                finally:  # its work is over (its lock is freed by what is recorded next)
+                    self.rt.hook("job.ended", job)
             except LeaseLost:
                 log.warning("job %s: lease lost; leaving it to its new owner", job.id)
                 return
@@ -107,6 +111,7 @@ class Worker:
                 return
             try:
                 self._complete(job, done)
+                self.rt.hook("job.completed", job)
             except _Abandon:
                 log.warning("job %s: lease lost before completion; result discarded", job.id)
             except Exception as exc:  # recording the result failed: the job did not complete

@@ -9,6 +9,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from pulumi_capy.engine.blob_keys import BlobKey, generate_blob_key
 from tests.cli.conftest import Capy
 from tests.pg import PostgresServer
 
@@ -88,3 +89,29 @@ def test_doctor_names_the_sqlite_store(capy: Capy, project_id: str) -> None:
         "reachable": True,
         "error": None,
     }
+
+
+def test_doctor_names_the_blob_store_its_keys_and_a_refusal(
+    capy: Capy, project_id: str, s3_env: dict[str, str]
+) -> None:
+    local = capy.json("doctor")["blobs"]
+    assert local["kind"] == "local"
+    assert local["reachable"] is True
+    assert local["encryption"] == []
+
+    key = generate_blob_key()
+    result = capy("doctor", env={**s3_env, "CAPY_BLOB_KEY": key})
+    bucket_url = s3_env["CAPY_BLOB_URL"]
+    key_id = BlobKey.from_text(key).key_id_hex
+    assert f"blob store: s3 {bucket_url}/, reachable, encrypted (key ids {key_id})" in (
+        result.stdout
+    )
+    assert key not in result.stdout
+
+    wrong = {**s3_env, "AWS_SECRET_ACCESS_KEY": "not-the-secret-42"}
+    failed = capy("doctor", "--json", code=1, env=wrong)
+    assert "not-the-secret-42" not in failed.stdout
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in failed.stdout
+    report = json.loads(failed.stdout)
+    assert report["blobs"]["reachable"] is False
+    assert "SignatureDoesNotMatch" in report["blobs"]["error"]

@@ -11,12 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import obstore
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from mypy_boto3_s3 import S3Client
+from obstore.store import S3Store
 
-from tests.s3 import SCRIPT, S3Server, free_port, running_s3_server
+from tests.s3 import SCRIPT, S3Server, free_port, running_s3_server, self_signed_certificate
 
 MIB = 1024 * 1024
 
@@ -115,8 +117,21 @@ def test_env_points_a_process_at_a_bucket_and_prefix(s3_server: S3Server) -> Non
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
     }
     assert s3_server.env("backups")["CAPY_BLOB_URL"] == "s3://backups"
+
+
+def test_obstore_and_boto3_find_the_server_from_env(
+    s3_server: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_server.env(bucket, "team/a").items():
+        monkeypatch.setenv(name, value)
+    store = S3Store.from_url(os.environ["CAPY_BLOB_URL"])
+    obstore.put(store, "blob", b"from obstore")
+    s3 = boto3.client("s3")  # endpoint, credentials and region from the environment
+    got = s3.get_object(Bucket=bucket, Key="team/a/blob")["Body"].read()
+    assert got == b"from obstore"
 
 
 def test_a_wrong_secret_is_refused(s3_server: S3Server, bucket: str) -> None:
@@ -171,3 +186,21 @@ def test_the_script_refuses_missing_credentials(
     assert f"{missing} is not set" in done.stderr
     assert "s3cr3t-value" not in done.stdout + done.stderr
     assert "serving" not in done.stdout
+
+
+def test_https_with_a_certificate(s3_server: S3Server, tmp_path: Path) -> None:
+    # s3_server first: it skips (or fails in CI) when versitygw is missing
+    cert, key = self_signed_certificate(tmp_path)
+    with running_s3_server(bucket="over-tls", tls=(cert, key)) as server:
+        assert server.endpoint_url.startswith("https://127.0.0.1:")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint_url,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            region_name=server.region,
+            verify=str(cert),
+        )
+        s3.put_object(Bucket="over-tls", Key="k", Body=b"sealed in transit")
+        assert s3.get_object(Bucket="over-tls", Key="k")["Body"].read() == b"sealed in transit"
+        assert server.signed_request("GET", f"/{server.new_bucket()}").status_code == 200

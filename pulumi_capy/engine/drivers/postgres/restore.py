@@ -51,8 +51,9 @@ def check(dump: Path, url: str, details: Mapping[str, Any]) -> Outcome:
     """Restore ``dump`` into a throwaway database on ``url``'s server, compare its row
     counts with the ones ``details`` recorded, and drop it."""
     roles.check(url, details)
-    # named after the dump file, which is named after the job: a retry drops it first
-    throwaway = admin.scratch_name(database_of(url), "verify", str(dump.resolve()))
+    # named after the dump file, which is named after the job: a retry drops it first,
+    # on whichever host (engine directory) it runs
+    throwaway = admin.scratch_name(database_of(url), "verify", dump.name)
     admin.drop(url, throwaway)
     admin.create(url, throwaway, recorded(details))
     try:
