@@ -93,7 +93,7 @@ class Runtime:
     # the least time between two store writes of a running step's bytes
     progress_interval: float = PROGRESS_INTERVAL
     # the directories of the SQLite files this worker may open (``sqlite_dir_prefix``
-    # names): it claims no job of a SQLite file elsewhere; [] none; None: all (one host)
+    # names): it claims no job of a SQLite file elsewhere; () none; None: all (one host)
     sqlite_dirs: tuple[str, ...] | None = None
 
     @property

@@ -77,17 +77,16 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         now = self._clock.now()
-        self._store.record_worker(
-            WorkerRecord(
-                id=self.worker_id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                thread=threading.current_thread().name,
-                sqlite_dirs=list(self.sqlite_dirs) if self.sqlite_dirs is not None else None,
-                started_at=now,
-                heartbeat_at=now,
-            )
+        self._record = WorkerRecord(
+            id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            thread=threading.current_thread().name,
+            sqlite_dirs=list(self.sqlite_dirs) if self.sqlite_dirs is not None else None,
+            started_at=now,
+            heartbeat_at=now,
         )
+        self._store.record_worker(self._record)
         self._thread.start()
         return self
 
@@ -102,6 +101,10 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self._store.heartbeat_worker(self.worker_id, self._clock.now())
+                now = self._clock.now()
+                if not self._store.heartbeat_worker(self.worker_id, now):
+                    # forgotten meanwhile (the store was out of reach for longer than
+                    # FORGET_AFTER, or someone cleared the table): register again
+                    self._store.record_worker(self._record.model_copy(update={"heartbeat_at": now}))
             except Exception:
                 log.warning("worker %s: heartbeat failed; trying again", self.worker_id)

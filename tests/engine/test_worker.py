@@ -23,6 +23,7 @@ from pulumi_capy.engine.jobs import PermanentFailure
 from pulumi_capy.engine.stores.contract import ProjectRecord, WorkerRecord
 from pulumi_capy.engine.tarstream import TarDamaged
 from pulumi_capy.engine.worker import Worker
+from pulumi_capy.engine.workers import Heartbeat
 from tests.engine.conftest import make_app_db, sqlite_url
 
 
@@ -168,3 +169,19 @@ def test_a_job_of_a_postgresql_project_carries_no_sqlite_directory(engine: Engin
     job = engine.rt.store.get_job(job_id)
     assert job is not None
     assert job.sqlite_dir is None
+
+
+def test_a_forgotten_worker_registers_again_at_its_next_heartbeat(
+    engine: Engine, clock: ManualClock
+) -> None:
+    store = engine.rt.store
+    with Heartbeat(store, clock, "w-back", ("/srv/apps/",), interval=0.02):
+        assert store.forget_workers(clock.now() + timedelta(days=1)) == 1
+        deadline = time.monotonic() + 10
+        while not store.list_workers():
+            assert time.monotonic() < deadline, "not registered again"
+            time.sleep(0.02)
+        (again,) = store.list_workers()
+        assert (again.id, again.sqlite_dirs, again.stopped_at) == ("w-back", ["/srv/apps/"], None)
+    (stopped,) = store.list_workers()
+    assert stopped.stopped_at is not None
