@@ -29,6 +29,7 @@ from pulumi_capy.cli import (
     restores,
     server,
     wal,
+    workers,
 )
 from pulumi_capy.cli.common import (
     CapyGroup,
@@ -107,6 +108,7 @@ for group in (
     new.new,
     server.serve,
     server.worker,
+    workers.workers,
     projects.projects,
     keys.keys,
     blob_key.blob_key,

@@ -19,7 +19,13 @@ from pulumi_capy.engine.clock import Clock
 from pulumi_capy.engine.pitr import instance
 from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_id
-from pulumi_capy.engine.stores.contract import JobRecord, NewJob, Store, Transaction
+from pulumi_capy.engine.stores.contract import (
+    JobRecord,
+    NewJob,
+    Store,
+    Transaction,
+    sqlite_dir_of,
+)
 
 __all__ = ["DEFAULT_ORGANIZATION_ID", "PROGRESS_INTERVAL", "Hook", "Meter", "Runtime"]
 
@@ -86,6 +92,9 @@ class Runtime:
     progress_listeners: dict[str, Callable[[Job], None]] = field(default_factory=dict)
     # the least time between two store writes of a running step's bytes
     progress_interval: float = PROGRESS_INTERVAL
+    # the directories of the SQLite files this worker may open (``sqlite_dir_prefix``
+    # names): it claims no job of a SQLite file elsewhere; () none; None: all (one host)
+    sqlite_dirs: tuple[str, ...] | None = None
 
     @property
     def previews_dir(self) -> Path:
@@ -192,8 +201,16 @@ class Runtime:
         delay: float = 0.0,
         job_id: str | None = None,
     ) -> str:
-        """Insert a pending job inside the caller's transaction; return its id."""
+        """Insert a pending job inside the caller's transaction; return its id. A job of a
+        SQLite project carries the directory of its file: only a worker that can open it
+        claims it."""
         now = self.clock.now()
+        project = self.store.get_project(project_id)
+        sqlite_dir = None
+        if project is not None and project.database_kind == "sqlite":
+            from pulumi_capy.engine.drivers.sqlite import sqlite_path
+
+            sqlite_dir = sqlite_dir_of(sqlite_path(project.database_url))
         job_id = job_id or new_id("job")
         self.store.enqueue(
             tx,
@@ -208,6 +225,7 @@ class Runtime:
                 created_at=now,
                 run_after=now + timedelta(seconds=delay),
                 preview_database_id=preview_database_id,
+                sqlite_dir=sqlite_dir,
             ),
         )
         return job_id

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -72,10 +73,11 @@ from pulumi_capy.engine.pitr import archive, control
 from pulumi_capy.engine.private import private_directory
 from pulumi_capy.engine.queue import JobRetryPolicy, new_worker_id
 from pulumi_capy.engine.runtime import DEFAULT_ORGANIZATION_ID, Hook, Runtime
-from pulumi_capy.engine.stores.contract import Store
+from pulumi_capy.engine.stores.contract import Store, sqlite_dir_prefix
 from pulumi_capy.engine.stores.sqlite import open_store
 from pulumi_capy.engine.ticks import TickReport, run_tick
 from pulumi_capy.engine.worker import Worker
+from pulumi_capy.engine.workers import HEARTBEAT_INTERVAL, Heartbeat
 
 __all__ = ["Engine"]
 
@@ -130,6 +132,7 @@ class Engine:
         hooks: dict[str, Hook] | None = None,
         worker_id: str | None = None,
         store_url: str | None = None,
+        sqlite_dirs: Sequence[str | Path] | None = None,
     ) -> None:
         root = Path(directory).expanduser().resolve()
         if store_url is None:
@@ -144,6 +147,11 @@ class Engine:
             lease_seconds=lease_seconds,
             worker_id=worker_id or new_worker_id(),
             hooks=hooks or {},
+            sqlite_dirs=(
+                tuple(sqlite_dir_prefix(path) for path in sqlite_dirs)
+                if sqlite_dirs is not None
+                else None
+            ),
         )
         store.ensure_organization(DEFAULT_ORGANIZATION_ID, "default", self.rt.now())
         self.rt.sweep_scratch()
@@ -362,26 +370,39 @@ class Engine:
         return count
 
     def run_worker(
-        self, stop: threading.Event, poll_interval: float = 1.0, tick_interval: float = 60.0
+        self,
+        stop: threading.Event,
+        poll_interval: float = 1.0,
+        tick_interval: float = 60.0,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
     ) -> None:
         """The loop of a worker daemon: run jobs and ``tick`` until ``stop`` is set, and
-        stream the log of every project with PITR on whose lease this worker takes."""
+        stream the log of every project with PITR on whose lease this worker takes. It is
+        registered in the store meanwhile (``engine.workers``), heartbeating."""
         from pulumi_capy.engine.pitr.stream import StreamManager  # psycopg, workers only
 
         next_tick = self.rt.now()
         streams = StreamManager(self.rt)
         next_streams = 0.0
+        heartbeat = Heartbeat(
+            self.rt.store,
+            self.rt.clock,
+            self.rt.worker_id,
+            self.rt.sqlite_dirs,
+            heartbeat_interval,
+        )
         try:
-            while not stop.is_set():
-                now = self.rt.now()
-                if now >= next_tick:
-                    self.tick(now)
-                    next_tick = now + timedelta(seconds=tick_interval)
-                if time.monotonic() >= next_streams:
-                    streams.step()
-                    next_streams = time.monotonic() + STREAMS_INTERVAL
-                if not self.worker.run_once():
-                    self._idle(stop, min(poll_interval, STREAMS_INTERVAL))
+            with heartbeat:
+                while not stop.is_set():
+                    now = self.rt.now()
+                    if now >= next_tick:
+                        self.tick(now)
+                        next_tick = now + timedelta(seconds=tick_interval)
+                    if time.monotonic() >= next_streams:
+                        streams.step()
+                        next_streams = time.monotonic() + STREAMS_INTERVAL
+                    if not self.worker.run_once():
+                        self._idle(stop, min(poll_interval, STREAMS_INTERVAL))
         finally:
             streams.close()
 

@@ -1,4 +1,5 @@
-"""Time-driven work, run by ``Engine.tick(now)``: schedules, retention, TTLs, lost leases."""
+"""Time-driven work, run by ``Engine.tick(now)``: schedules, retention, TTLs, lost leases,
+and forgetting workers long gone."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pulumi_capy.engine.previews import enqueue_preview_delete
 from pulumi_capy.engine.queue import new_id
 from pulumi_capy.engine.runtime import Runtime
 from pulumi_capy.engine.worker import Worker
+from pulumi_capy.engine.workers import FORGET_AFTER
 
 __all__ = ["TickReport", "last_due", "run_tick"]
 
@@ -25,6 +27,7 @@ class TickReport:
     pitr_base_backup_jobs: list[str] = field(default_factory=list)  # scheduled base backups
     expired_base_backups: list[str] = field(default_factory=list)  # past retention
     expired_restore_points: int = 0  # pitr restore points the window left behind
+    forgotten_workers: int = 0  # workers stopped or silent for longer than FORGET_AFTER
 
 
 def last_due(schedule: ScheduledBackup, now: datetime) -> datetime:
@@ -85,4 +88,6 @@ def run_tick(rt: Runtime, worker: Worker, now: datetime) -> TickReport:
         with store.transaction() as tx:
             enqueue_preview_delete(rt, tx, preview)
         report.deleted_previews.append(preview.id)
+
+    report.forgotten_workers = store.forget_workers(now - FORGET_AFTER)
     return report

@@ -55,7 +55,11 @@ class Worker:
         self.rescue()
         now = self.rt.now()
         job = self.rt.store.claim_job(
-            self.rt.worker_id, now, now + timedelta(seconds=self.rt.lease_seconds), only_id
+            self.rt.worker_id,
+            now,
+            now + timedelta(seconds=self.rt.lease_seconds),
+            only_id,
+            sqlite_dirs=self.rt.sqlite_dirs,
         )
         if job is None:
             return False

@@ -55,6 +55,8 @@ def test_every_command_help_has_an_example() -> None:
         "doctor",
         # issue 17, item 3
         "blob-key generate",
+        # issue 17, item 5
+        "workers list",
     } <= names
     for path in paths:
         result = runner.invoke(cli, [*path, "--help"])

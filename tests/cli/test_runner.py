@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,33 @@ def test_signals_set_stop_and_a_second_one_quits() -> None:
             signal.raise_signal(signal.SIGTERM)
         assert exited.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def test_worker_threads_take_the_sqlite_directories_of_their_options(tmp_path: Path) -> None:
+    engine_dir = tmp_path / "engine"
+    app_db = make_app_db(tmp_path / "apps" / "app.db")
+    with Engine(engine_dir) as engine:
+        project = engine.create_project(CreateProject(name="a", database_url=sqlite_url(app_db)))
+        engine.create_backup(project.project.id, CreateBackup())
+
+    stop = threading.Event()
+    options = runner.WorkerOptions(
+        poll_interval=0.05, heartbeat_interval=0.05, sqlite_dirs=(str(tmp_path / "other"),)
+    )
+    workers = runner.start_workers(engine_dir, 2, stop, options=options)
+    try:
+        with Engine(engine_dir) as engine:
+            deadline = time.monotonic() + 10
+            while len(engine.rt.store.list_workers()) < 2:
+                assert time.monotonic() < deadline, "the threads did not register"
+                stop.wait(0.02)
+            listed = engine.rt.store.list_workers()
+            assert sorted(w.thread for w in listed) == ["capy-worker-1", "capy-worker-2"]
+            assert {tuple(w.sqlite_dirs or ()) for w in listed} == {(f"{tmp_path}/other/",)}
+    finally:
+        runner.stop_workers(workers, stop)
+    with Engine(engine_dir) as engine:
+        assert all(w.stopped_at is not None for w in engine.rt.store.list_workers())
+        # neither could open the project's file: its backup is still waiting for a worker
+        (backup,) = engine.list_jobs(project.project.id)
+        assert backup.state == "pending"

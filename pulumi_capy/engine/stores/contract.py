@@ -16,10 +16,12 @@ implementation against these rules.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -50,6 +52,9 @@ __all__ = [
     "Store",
     "Transaction",
     "WalSegmentRecord",
+    "WorkerRecord",
+    "sqlite_dir_of",
+    "sqlite_dir_prefix",
 ]
 
 # the PreviewDatabase fields that say how to reach it (a driver's ``connection_fields``)
@@ -84,9 +89,11 @@ class JobRecord(Job):
     payload: dict[str, Any] = {}
     run_after: datetime | None = None
     lease_expires_at: datetime | None = None
+    # the directory of its project's SQLite file ("/srv/app/"); None: any worker may claim it
+    sqlite_dir: str | None = None
 
     def public(self) -> Job:
-        return Job.model_validate(self.model_dump(exclude={"payload"}))
+        return Job.model_validate(self.model_dump(exclude={"payload", "sqlite_dir"}))
 
     @property
     def fence(self) -> Fence:
@@ -163,6 +170,32 @@ class BaseBackupRecord(BaseModel):
     created_at: datetime
 
 
+class WorkerRecord(BaseModel):
+    """A worker loop (one thread of a ``capy worker`` or ``capy serve``) as it registered
+    itself: alive while it heartbeats, ``stopped_at`` once it ended on its own."""
+
+    id: str  # its worker id, the ``claimed_by`` of the jobs it claims
+    host: str
+    pid: int
+    thread: str
+    # the directories of the SQLite files it may open ("/srv/app/"); None: all of them
+    sqlite_dirs: list[str] | None = None
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None = None
+
+
+def sqlite_dir_of(path: str | Path) -> str:
+    """The directory of a SQLite file as jobs and workers name it: absolute, with a
+    trailing ``/`` (so that ``/a/`` is no prefix of ``/ab/``)."""
+    return os.path.join(os.path.abspath(os.path.dirname(path)), "")
+
+
+def sqlite_dir_prefix(directory: str | Path) -> str:
+    """A directory a worker declares, named like ``sqlite_dir_of`` names a file's."""
+    return os.path.join(os.path.abspath(directory), "")
+
+
 @dataclass(frozen=True)
 class Fence:
     """Who may still write a claimed job: its id, the worker, the attempt."""
@@ -186,6 +219,8 @@ class NewJob:
     created_at: datetime
     run_after: datetime
     preview_database_id: str | None = None
+    # the directory of the project's SQLite file (``sqlite_dir_of``); None: not SQLite
+    sqlite_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -413,9 +448,24 @@ class Store(Protocol):
         ...
 
     def claim_job(
-        self, worker_id: str, now: datetime, lease_until: datetime, only_id: str | None = None
+        self,
+        worker_id: str,
+        now: datetime,
+        lease_until: datetime,
+        only_id: str | None = None,
+        *,
+        sqlite_dirs: Sequence[str] | None = None,
     ) -> JobRecord | None:
-        """Claim the oldest runnable job (or ``only_id``) whose lock no running job holds."""
+        """Claim the oldest runnable job (or ``only_id``) whose lock no running job holds.
+
+        ``sqlite_dirs`` (``sqlite_dir_prefix`` names) limits the claim to jobs of SQLite
+        files under one of them (and jobs of no SQLite file); ``[]``: none of a SQLite
+        file; None: any. The match is on whole path components, case-sensitive; ``only_id``
+        ignores it (the caller runs its own job)."""
+        ...
+
+    def running_jobs(self) -> list[JobRecord]:
+        """Every running job, oldest claim first (``claimed_by`` says whose)."""
         ...
 
     def set_job_progress(self, fence: Fence, progress: JobProgress, now: datetime) -> bool:
@@ -534,4 +584,27 @@ class Store(Protocol):
     def expire_pitr_restore_points(self, project_id: str, before: datetime, now: datetime) -> int:
         """Mark the project's active ``pitr`` restore points pinned before ``before``
         expired; how many."""
+        ...
+
+    # ------------------------------------------------------------ workers
+
+    def record_worker(self, worker: WorkerRecord) -> None:
+        """Register a worker that starts (replacing a record of that id)."""
+        ...
+
+    def heartbeat_worker(self, worker_id: str, now: datetime) -> bool:
+        """The worker is alive at ``now``; False when it has no record (forgotten)."""
+        ...
+
+    def stop_worker(self, worker_id: str, now: datetime) -> None:
+        """The worker ended on its own at ``now`` (its last heartbeat too)."""
+        ...
+
+    def list_workers(self, *, include_stopped: bool = True) -> list[WorkerRecord]:
+        """The registered workers, oldest start first."""
+        ...
+
+    def forget_workers(self, before: datetime) -> int:
+        """Drop the workers not heard of since ``before`` (stopped, or silent: killed or
+        lost with their machine); how many."""
         ...

@@ -218,6 +218,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE pitr ADD COLUMN generations JSONB NOT NULL DEFAULT '[]';
     """,
+    # 5: many workers: the directory of a SQLite project's file on its jobs (who may claim
+    # them), and the workers that run (or ran) on this store
+    """
+    ALTER TABLE jobs ADD COLUMN sqlite_dir TEXT;
+    CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        thread TEXT NOT NULL,
+        sqlite_dirs JSONB,
+        started_at TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL,
+        stopped_at TIMESTAMPTZ
+    );
+    """,
 )
 
 

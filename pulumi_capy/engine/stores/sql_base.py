@@ -66,7 +66,15 @@ def from_timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)
 
 
-_JSON_COLUMNS = {"payload", "result", "scopes", "notices", "generations", "progress"}
+_JSON_COLUMNS = {
+    "payload",
+    "result",
+    "scopes",
+    "notices",
+    "generations",
+    "progress",
+    "sqlite_dirs",
+}
 _BOOL_COLUMNS = {"is_active", "enabled", "partial"}
 
 

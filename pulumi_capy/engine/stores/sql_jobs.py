@@ -11,7 +11,7 @@ worker whose lease was taken over changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ WHERE id = (
     WHERE candidate.state = 'pending'
       AND candidate.run_after <= :now
       AND (:only_id IS NULL OR candidate.id = :only_id)
+      AND (:only_id IS NOT NULL OR candidate.sqlite_dir IS NULL OR {sqlite_dirs})
       AND (
         candidate.locked_resource IS NULL
         OR NOT EXISTS (
@@ -95,6 +96,14 @@ WHERE state IN ('pending', 'running')
   AND ({backup_id} = :backup_id OR {backup_key} = :backup_key)
 """
 
+# one directory a claimer may open: a case-sensitive prefix match in both dialects (LIKE is
+# case-insensitive on SQLite, and "_" or "%" in a path would be wildcards)
+SQLITE_DIR_MATCH = (
+    "substr(candidate.sqlite_dir, 1, length(CAST(:{name} AS TEXT))) = CAST(:{name} AS TEXT)"
+)
+
+RUNNING_JOBS = "SELECT * FROM jobs WHERE state = 'running' ORDER BY claimed_at, {rowid}"
+
 OUTSTANDING_JOBS = """
 SELECT id FROM jobs WHERE type = :type AND state IN ('pending', 'running')
 AND {field} = :value ORDER BY created_at, {rowid}
@@ -138,6 +147,7 @@ class SqlJobQueue(SqlConnections):
                 "organization_id": job.organization_id,
                 "project_id": job.project_id,
                 "preview_database_id": job.preview_database_id,
+                "sqlite_dir": job.sqlite_dir,
                 "payload": dict(job.payload),
             },
         )
@@ -203,16 +213,32 @@ class SqlJobQueue(SqlConnections):
     # ------------------------------------------------------------ claims and leases
 
     def claim_job(
-        self, worker_id: str, now: datetime, lease_until: datetime, only_id: str | None = None
+        self,
+        worker_id: str,
+        now: datetime,
+        lease_until: datetime,
+        only_id: str | None = None,
+        *,
+        sqlite_dirs: Sequence[str] | None = None,
     ) -> JobRecord | None:
         """Claim the oldest runnable job (or ``only_id``) in one statement."""
-        sql = CLAIM_JOB.format(rowid=self.ROWID, skip_locked=self.SKIP_LOCKED)
-        params = {
+        params: dict[str, Any] = {
             "worker": worker_id,
             "now": to_timestamp(now),
             "lease_until": to_timestamp(lease_until),
             "only_id": only_id,
         }
+        if sqlite_dirs is None:
+            may_open = "1 = 1"
+        elif not sqlite_dirs:
+            may_open = "1 = 0"
+        else:
+            matches = []
+            for number, directory in enumerate(sqlite_dirs):
+                params[f"sqlite_dir_{number}"] = directory
+                matches.append(SQLITE_DIR_MATCH.format(name=f"sqlite_dir_{number}"))
+            may_open = "(" + " OR ".join(matches) + ")"
+        sql = CLAIM_JOB.format(rowid=self.ROWID, skip_locked=self.SKIP_LOCKED, sqlite_dirs=may_open)
         for attempt in range(CLAIM_ATTEMPTS):
             try:
                 with self._statement() as db:
@@ -225,6 +251,10 @@ class SqlJobQueue(SqlConnections):
                 continue
             return JobRecord.model_validate(read_row(row)) if row is not None else None
         return None
+
+    def running_jobs(self) -> list[JobRecord]:
+        rows = self._all(RUNNING_JOBS.format(rowid=self.ROWID), {})
+        return [JobRecord.model_validate(row) for row in rows]
 
     def renew_lease(self, fence: Fence, now: datetime, lease_until: datetime) -> bool:
         with self._statement() as db:

@@ -22,11 +22,12 @@ from pulumi_capy.engine.stores.contract import (
 from pulumi_capy.engine.stores.sql_base import Database, stored, to_timestamp
 from pulumi_capy.engine.stores.sql_jobs import SqlJobQueue
 from pulumi_capy.engine.stores.sql_pitr import SqlPitr
+from pulumi_capy.engine.stores.sql_workers import SqlWorkers
 
 __all__ = ["SqlStore"]
 
 
-class SqlStore(SqlJobQueue, SqlPitr):
+class SqlStore(SqlJobQueue, SqlPitr, SqlWorkers):
     """A store's operations in SQL. Projects' ``database_url`` are kept sealed with
     ``secret_keys``; on open, a URL kept in plaintext (a store from before) or sealed by an
     older key is sealed anew (``_reseal``)."""

@@ -125,6 +125,7 @@ def new_job(
     payload: dict[str, Any] | None = None,
     preview_id: str | None = None,
     max_attempts: int = 3,
+    sqlite_dir: str | None = None,
 ) -> NewJob:
     return NewJob(
         id=job_id,
@@ -137,6 +138,7 @@ def new_job(
         created_at=now,
         run_after=now if run_after is None else run_after,
         preview_database_id=preview_id,
+        sqlite_dir=sqlite_dir,
     )
 
 

@@ -305,3 +305,95 @@ def test_waiting_for_work_ends_by_its_timeout(store: Store) -> None:
         woken = store.wait_for_work(0.05)
         assert isinstance(woken, bool)
         assert time.monotonic() - started < 2.0
+
+
+# ---------------------------------------------------------------- SQLite affinity
+
+
+def _claimed_by(store: Store, worker: str, sqlite_dirs: list[str] | None) -> str | None:
+    now = ManualClock().now()
+    job = store.claim_job(worker, now, later(now, LEASE), sqlite_dirs=sqlite_dirs)
+    return job.id if job is not None else None
+
+
+def test_a_sqlite_job_is_claimed_only_by_a_worker_that_can_open_its_file(store: Store) -> None:
+    now = ManualClock().now()
+    enqueue(store, new_job("job_a", now, lock=None, sqlite_dir="/a/"))
+    job = store.get_job("job_a")
+    assert job is not None
+    assert job.sqlite_dir == "/a/"
+    assert "sqlite_dir" not in job.public().model_dump()
+
+    assert _claimed_by(store, "worker-b", ["/b/"]) is None
+    assert _claimed_by(store, "worker-none", []) is None
+    assert _claimed_by(store, "worker-ab", ["/ab/", "/A/"]) is None  # no prefix, no case folding
+    assert _claimed_by(store, "worker-a", ["/b/", "/a/"]) == "job_a"
+
+
+def test_a_worker_that_declares_nothing_claims_every_sqlite_job(store: Store) -> None:
+    now = ManualClock().now()
+    enqueue(store, new_job("job_a", now, lock=None, sqlite_dir="/a/"))
+    assert _claimed_by(store, "worker-any", None) == "job_a"
+
+
+def test_a_declared_directory_takes_the_files_of_its_subdirectories(store: Store) -> None:
+    now = ManualClock().now()
+    enqueue(store, new_job("job_deep", now, lock=None, sqlite_dir="/srv/apps/shop_1/"))
+    # "_" and "%" are no wildcards
+    assert _claimed_by(store, "worker-x", ["/srv/apps/shop%/", "/srv/apps/shop_/"]) is None
+    assert _claimed_by(store, "worker-srv", ["/srv/"]) == "job_deep"
+
+
+def test_a_job_of_no_sqlite_file_is_claimed_by_any_worker(store: Store) -> None:
+    now = ManualClock().now()
+    enqueue(
+        store,
+        new_job("job_pg_1", now, lock=None),
+        new_job("job_pg_2", later(now, 1), lock=None, run_after=now),
+        new_job("job_pg_3", later(now, 2), lock=None, run_after=now),
+    )
+    assert _claimed_by(store, "worker-b", ["/b/"]) == "job_pg_1"
+    assert _claimed_by(store, "worker-none", []) == "job_pg_2"
+    assert _claimed_by(store, "worker-any", None) == "job_pg_3"
+
+
+def test_a_sqlite_job_the_worker_cannot_open_does_not_hide_the_next(store: Store) -> None:
+    now = ManualClock().now()
+    enqueue(
+        store,
+        new_job("job_a", now, lock=None, sqlite_dir="/a/"),
+        new_job("job_b", later(now, 1), lock=None, run_after=now, sqlite_dir="/b/"),
+    )
+    assert _claimed_by(store, "worker-b", ["/b/"]) == "job_b"
+    assert _claimed_by(store, "worker-b", ["/b/"]) is None
+
+
+def test_a_claim_of_one_job_by_its_id_ignores_the_directories(store: Store) -> None:
+    now = ManualClock().now()
+    enqueue(store, new_job("job_a", now, lock=None, sqlite_dir="/a/"))
+    job = store.claim_job("embedded", now, later(now, LEASE), only_id="job_a", sqlite_dirs=[])
+    assert job is not None
+    assert job.id == "job_a"
+
+
+def test_running_jobs_are_every_running_job_and_who_claimed_it(store: Store) -> None:
+    now = ManualClock().now()
+    enqueue(
+        store,
+        new_job("job_1", now, lock=None),
+        new_job("job_2", later(now, 1), lock=None, run_after=now),
+        new_job("job_3", later(now, 2), lock=None, run_after=now),
+    )
+    assert store.running_jobs() == []
+    first = store.claim_job("worker-a", now, later(now, LEASE))
+    second = store.claim_job("worker-b", later(now, 1), later(now, LEASE))
+    assert first is not None
+    assert second is not None
+    running = store.running_jobs()
+    assert [(job.id, job.claimed_by) for job in running] == [
+        ("job_1", "worker-a"),
+        ("job_2", "worker-b"),
+    ]
+    with store.transaction() as tx:
+        assert store.complete_job(tx, first.fence, result={}, output=NO_OUTPUT, now=now)
+    assert [job.id for job in store.running_jobs()] == ["job_2"]
