@@ -87,7 +87,8 @@ class Writer:
         """Its commits, once it ends (``now``: stop it first)."""
         if now and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        assert self.process.wait(timeout=120) == 0
+        errors = self.out.with_suffix(".err")
+        assert self.process.wait(timeout=120) == 0, errors.read_text(errors="replace")[-3000:]
         data: dict[str, object] = json.loads(self.out.read_text())
         return data
 
@@ -104,7 +105,10 @@ class App:
     def write(self, *extra: str) -> Writer:
         self.writers += 1
         out = self.tmp / f"writer-{self.writers}.json"
-        process = subprocess.Popen([sys.executable, str(WRITER), str(self.db), str(out), *extra])
+        with out.with_suffix(".err").open("wb") as errors:
+            process = subprocess.Popen(
+                [sys.executable, str(WRITER), str(self.db), str(out), *extra], stderr=errors
+            )
         return Writer(process, out)
 
     def wait(self, what: str, done: Callable[[], bool], timeout: float = 60.0) -> None:
