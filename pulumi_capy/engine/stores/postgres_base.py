@@ -235,6 +235,13 @@ class PostgresConnections(SqlConnections):
     def _statement(self) -> AbstractContextManager[Database]:
         return self._reading()
 
+    def _prepared(self, db: Database, sql: str, params: Mapping[str, Any]) -> Cursor:
+        # bound on the server (not ``ClientCursor``), so the statement can be prepared:
+        # planning a claim costs about what running it does
+        assert isinstance(db, _Statements)
+        cursor: psycopg.Cursor[Any] = psycopg.Cursor(db.conn)
+        return cursor.execute(to_pyformat(sql), params, prepare=True)
+
     def _connection(self, tx: Transaction) -> Database:
         held: _Statements | None = getattr(self._local, "db", None)
         if not isinstance(tx, PostgresTransaction) or held is None or tx._db is not held:

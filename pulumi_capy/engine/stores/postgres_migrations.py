@@ -143,9 +143,10 @@ MIGRATIONS: tuple[str, ...] = (
     -- two jobs holding one lock never run at once
     CREATE UNIQUE INDEX jobs_running_lock ON jobs (locked_resource)
         WHERE state = 'running' AND locked_resource IS NOT NULL;
-    CREATE INDEX jobs_claimable ON jobs (state, run_after, created_at);
     -- a claim walks the pending jobs in its order and stops at the first it may take
-    CREATE INDEX jobs_pending_order ON jobs (created_at, seq) WHERE state = 'pending';
+    -- (SQLite's (state, run_after, created_at) would have PostgreSQL sort them all)
+    CREATE INDEX jobs_claimable ON jobs (created_at, seq) WHERE state = 'pending';
+    CREATE INDEX jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
     CREATE INDEX jobs_project ON jobs (project_id, created_at);
     """,
     # 2: API keys of a self-hosted server: only a SHA-256 of each key is kept

@@ -184,6 +184,11 @@ class SqlConnections(ABC):
         transaction; PostgreSQL's autocommit, which spares a claim two round trips."""
         return self._writing()
 
+    def _prepared(self, db: Database, sql: str, params: Mapping[str, Any]) -> Cursor:
+        """Run a hot statement (a claim) as one the server keeps planned (PostgreSQL's
+        prepared statements); SQLite's connection caches its statements anyway."""
+        return db.execute(sql, params)
+
     @abstractmethod
     def _connection(self, tx: Transaction) -> Database:
         """The connection behind ``tx``, which must be one of this store's transactions."""

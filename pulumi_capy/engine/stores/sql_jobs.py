@@ -44,8 +44,8 @@ WHERE id = (
     SELECT candidate.id FROM jobs AS candidate
     WHERE candidate.state = 'pending'
       AND candidate.run_after <= :now
-      AND (:only_id IS NULL OR candidate.id = :only_id)
-      AND (:only_id IS NOT NULL OR candidate.sqlite_dir IS NULL OR {sqlite_dirs})
+      AND (CAST(:only_id AS TEXT) IS NULL OR candidate.id = :only_id)
+      AND (CAST(:only_id AS TEXT) IS NOT NULL OR candidate.sqlite_dir IS NULL OR {sqlite_dirs})
       AND (
         candidate.locked_resource IS NULL
         OR NOT EXISTS (
@@ -242,7 +242,7 @@ class SqlJobQueue(SqlConnections):
         for attempt in range(CLAIM_ATTEMPTS):
             try:
                 with self._statement() as db:
-                    row = db.execute(sql, params).fetchone()
+                    row = self._prepared(db, sql, params).fetchone()
             except self.integrity_errors:
                 # a concurrent claim took the lock of the job this one chose (PostgreSQL):
                 # that job now waits for it; look again

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -53,12 +54,14 @@ def store(url: str) -> Iterator[PostgresStore]:
         yield opened
 
 
-def _claim_all(args: tuple[str, str, str]) -> list[str]:
-    """One process's claims until the queue is empty (run in a child process)."""
-    url, key, worker = args
+def _claim_all(url: str, key: str, worker: str, ready: Any, start: Any, out: Any) -> None:
+    """One process's claims until the queue is empty (run in a child process), from the
+    moment every process is ready: none takes the whole queue before the others start."""
     now = datetime.now(UTC)
     mine: list[str] = []
     with contextlib.closing(PostgresStore(url, environ={"CAPY_SECRET_KEY": key})) as store:
+        ready.put(worker)
+        start.wait()
         idle = 0
         while idle < 3:  # a None may only mean the rest are held by others' claims
             job = store.claim_job(worker, now, now + timedelta(seconds=LEASE))
@@ -68,7 +71,7 @@ def _claim_all(args: tuple[str, str, str]) -> list[str]:
                 continue
             idle = 0
             mine.append(job.id)
-    return mine
+    out.put((worker, mine))
 
 
 def test_claimers_in_four_processes_take_500_jobs_each_exactly_once(
@@ -77,17 +80,31 @@ def test_claimers_in_four_processes_take_500_jobs_each_exactly_once(
     now = datetime.now(UTC) - timedelta(seconds=1)
     ids = [f"job_{n:03d}" for n in range(500)]
     enqueue(store, *(new_job(job_id, now, lock=None) for job_id in ids))
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        claimed = pool.map(_claim_all, [(url, KEY, f"worker-{n}") for n in range(4)])
-    taken = [job_id for mine in claimed for job_id in mine]
+    context = multiprocessing.get_context("spawn")
+    ready, out, start = context.Queue(), context.Queue(), context.Event()
+    processes = [
+        context.Process(target=_claim_all, args=(url, KEY, f"worker-{n}", ready, start, out))
+        for n in range(4)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for _ in processes:
+            ready.get(timeout=60)
+        start.set()
+        claimed = dict(out.get(timeout=120) for _ in processes)
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+    taken = [job_id for mine in claimed.values() for job_id in mine]
     assert Counter(taken).most_common(1)[0][1] == 1
     assert sorted(taken) == ids
-    assert sum(1 for mine in claimed if mine) >= 2  # the processes really shared the work
-    for worker, mine in enumerate(claimed):
+    assert sum(1 for mine in claimed.values() if mine) >= 2  # they really shared the work
+    for worker, mine in claimed.items():
         for job_id in mine[:5]:
             record = store.get_job(job_id)
             assert record is not None
-            assert (record.state, record.claimed_by) == (JobState.running, f"worker-{worker}")
+            assert (record.state, record.claimed_by) == (JobState.running, worker)
 
 
 def test_one_running_job_holds_a_lock_across_handles(store: PostgresStore, url: str) -> None:
