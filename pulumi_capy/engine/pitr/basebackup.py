@@ -91,13 +91,18 @@ def run_base_backup(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
             returncode = process.wait()
         errors.seek(0)
         stderr = errors.read().decode(errors="replace")
-    if returncode != 0:
-        rt.blobs.discard(staged)
-        done = subprocess.CompletedProcess(command, returncode, "", stderr)
-        raise command_failure("pg_basebackup (a base backup for point-in-time recovery)", done, url)
-    after = _position(url)
+    try:
+        if returncode != 0:
+            done = subprocess.CompletedProcess(command, returncode, "", stderr)
+            raise command_failure(
+                "pg_basebackup (a base backup for point-in-time recovery)", done, url
+            )
+        after = _position(url)
+        lease.check()
+    except BaseException:
+        rt.blobs.discard(staged)  # nothing of it becomes a blob
+        raise
     ended_at = after.at
-    lease.check()
     info = rt.blobs.commit(
         staged,
         {

@@ -206,7 +206,11 @@ def run_snapshot(rt: Runtime, job: JobRecord, lease: Lease) -> JobDone:
         stop, ended_at = _read_past(rt, lease, project.id, generation, began)
         with copy.open("rb") as reader:
             staged = rt.blobs.stage(key, reader, level=SNAPSHOT_ZSTD_LEVEL)
-    lease.check()
+    try:
+        lease.check()
+    except BaseException:
+        rt.blobs.discard(staged)  # nothing of it becomes a blob
+        raise
     info = rt.blobs.commit(
         staged,
         {
