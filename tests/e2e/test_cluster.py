@@ -74,6 +74,7 @@ def cluster() -> Iterator[tuple[Path, subprocess.Popen[str], list[str]]]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 raise
+        process.stdout.close()
         shutil.rmtree(base, ignore_errors=True)
 
 
