@@ -165,7 +165,16 @@ def test_jobs_survive_workers_killed_at_random(
         for record in records:
             if record["event"] == "done":
                 completions[record["job"]] += 1
-        assert {job.id: completions[job.id] for job in jobs} == {job.id: 1 for job in jobs}
+        assert [job.id for job in jobs if completions[job.id] > 1] == []  # never twice
+        # a job's completion is committed, then recorded: a worker killed in between leaves
+        # the job completed (the store says so above) with no record, and only then
+        killed_after = {
+            job.id
+            for job in jobs
+            if completions[job.id] == 0
+            and any(r["job"] == job.id and r["pid"] in workers.killed for r in records)
+        }
+        assert {job.id for job in jobs if completions[job.id] == 0} == killed_after
 
         # the spans of each lock's holders, a killed holder's ending when it died
         ends = {claim(r): r["t"] for r in records if r["event"] == "end"}
