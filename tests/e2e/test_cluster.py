@@ -38,6 +38,8 @@ def cluster() -> Iterator[tuple[Path, subprocess.Popen[str], list[str]]]:
     if bindir() is None or find_versitygw() is None:
         if os.environ.get("CI"):
             pytest.fail("CI must have PostgreSQL and versitygw (scripts/test installs both)")
+        # never reached in CI (CI=true fails above, and scripts/test installs both): only a
+        # developer running pytest by hand before scripts/test gets this skip
         pytest.skip("needs PostgreSQL and versitygw (scripts/test installs both)")
     # not under pytest's tmp_path: as root PostgreSQL runs as postgres, which must reach it
     base = Path(tempfile.mkdtemp(prefix="capy-cluster-"))
