@@ -115,5 +115,9 @@ func (p *capyProvider) Resources(_ context.Context) []func() resource.Resource {
 }
 
 func (p *capyProvider) DataSources(_ context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{}
+	return []func() datasource.DataSource{
+		NewRestorePointsDataSource,
+		NewBackupsDataSource,
+		NewJobsDataSource,
+	}
 }
