@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -113,6 +114,28 @@ func gone(t *testing.T, projectID string) resource.TestCheckFunc {
 	}
 }
 
+// jobResultNames checks that a completed backup job's result (a JSON string) names the
+// backup's key.
+func jobResultNames(jobs, backup string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		want := s.RootModule().Resources[backup].Primary.Attributes["backup_key"]
+		attributes := s.RootModule().Resources[jobs].Primary.Attributes
+		for name, value := range attributes {
+			if !strings.HasSuffix(name, ".result") || value == "" {
+				continue
+			}
+			var result map[string]any
+			if err := json.Unmarshal([]byte(value), &result); err != nil {
+				return fmt.Errorf("%s.%s is not JSON: %v", jobs, name, err)
+			}
+			if result["backup_key"] == want && attributes[strings.TrimSuffix(name, ".result")+".type"] == "project.backup" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no project.backup job of %s has a result naming backup_key %s", jobs, want)
+	}
+}
+
 func restorePointConfig(projectID string) string {
 	return accProviderConfig() + fmt.Sprintf(`
 resource "capy_backup" "b" {
@@ -206,6 +229,7 @@ func testRestorePointLifecycle(t *testing.T, projectID string) {
 					resource.TestCheckTypeSetElemNestedAttrs("data.capy_jobs.recent", "jobs.*", map[string]string{
 						"type": "backup.verify", "state": "completed",
 					}),
+					jobResultNames("data.capy_jobs.recent", "capy_backup.b"),
 				),
 			},
 			{ // deleted behind Terraform's back: the plan creates it again, the apply heals it
