@@ -495,3 +495,88 @@ resource "capy_restore_point" "many" {
 		},
 	})
 }
+
+// accEnablePitr turns point-in-time recovery on for a SQLite project (switching its
+// database to WAL mode: set_wal, which the client does not send, so a PUT of its own)
+// and waits until the window holds a moment one second old; it returns that moment.
+func accEnablePitr(t *testing.T, projectID string) time.Time {
+	t.Helper()
+	body := strings.NewReader(`{"enabled": true, "set_wal": true}`)
+	request, err := http.NewRequest(http.MethodPut, strings.TrimRight(os.Getenv("CAPY_TF_API_URL"), "/")+"/v1/projects/"+projectID+"/pitr", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	request.Header.Set("Authorization", "Bearer "+os.Getenv("CAPY_TF_API_KEY"))
+	request.Header.Set("Content-Type", "application/json")
+	response, err := http.DefaultClient.Do(request)
+	if err != nil {
+		t.Fatalf("turn PITR on: %v", err)
+	}
+	_ = response.Body.Close()
+	if response.StatusCode >= 300 {
+		t.Fatalf("turn PITR on: HTTP %d", response.StatusCode)
+	}
+	c := accClient(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		pitr, err := c.GetPitr(context.Background(), projectID)
+		if err != nil {
+			t.Fatalf("PITR status: %v", err)
+		}
+		if pitr.WindowStart != nil && pitr.WindowEnd != nil && pitr.WindowEnd.Sub(*pitr.WindowStart) > 2*time.Second {
+			return pitr.WindowEnd.Add(-time.Second)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the PITR window did not open within 60 s: %+v", pitr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestAccRestorePointPitr: restore points of kind pitr on a SQLite project with PITR
+// on: one at the moment of creation (pitr_time unset), one at a moment spelled with
+// "+00:00" (the same instant in state: no diff); a no-change plan; import with no diff.
+func TestAccRestorePointPitr(t *testing.T) {
+	accStart(t)
+	projectID := accProject(t, "sqlite")
+	moment := accEnablePitr(t, projectID).UTC()
+	spelled := moment.Format("2006-01-02T15:04:05.000000-07:00") // …+00:00
+	config := accProviderConfig() + fmt.Sprintf(`
+resource "capy_restore_point" "now" {
+  project_id = %[1]q
+  label      = "acc-pitr-now"
+  kind       = "pitr"
+}
+
+resource "capy_restore_point" "then" {
+  project_id = %[1]q
+  label      = "acc-pitr-then"
+  kind       = "pitr"
+  pitr_time  = %[2]q
+}
+`, projectID, spelled)
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 func() { accPreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config: config,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("capy_restore_point.then", "pitr_time", spelled),
+					resource.TestCheckResourceAttr("capy_restore_point.then", "state", "active"),
+					resource.TestCheckNoResourceAttr("capy_restore_point.then", "backup_key"),
+					resource.TestMatchResourceAttr("capy_restore_point.now", "pitr_time", regexp.MustCompile(`^\d{4}-\d\d-\d\dT.*Z$`)),
+					resource.TestCheckResourceAttr("capy_restore_point.now", "kind", "pitr"),
+				),
+			},
+			{
+				ResourceName:      "capy_restore_point.now",
+				ImportState:       true,
+				ImportStateVerify: true,
+				ImportStateIdFunc: func(s *terraform.State) (string, error) {
+					return projectID + "/" + s.RootModule().Resources["capy_restore_point.now"].Primary.ID, nil
+				},
+			},
+		},
+	})
+}
