@@ -329,7 +329,7 @@ func (c *Client) message(data []byte, status int) string {
 		}
 	} else {
 		// redacted before it is cut, or a key across the cut would leave its head
-		message = c.redact(strings.TrimSpace(strings.ToValidUTF8(string(data), "�")))
+		message = c.redact(strings.TrimSpace(strings.ToValidUTF8(string(data), "\uFFFD")))
 		if len(message) > 300 {
 			if runes := []rune(message); len(runes) > 300 {
 				message = string(runes[:300]) + "…"
