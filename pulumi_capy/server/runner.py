@@ -13,6 +13,7 @@ Importing this module does not import the web stack: ``serve`` does.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import signal
 import threading
@@ -143,6 +144,8 @@ def run_workers(
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT and SIGTERM set ``stop``; a second one quits at once (exit 128 + signal).
+    SIGUSR1 prints every thread's stack to stderr (what a worker that does not stop is
+    waiting for).
 
     Only in the main thread (signal handlers cannot be set elsewhere).
     """
@@ -164,9 +167,11 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         yield
     finally:
+        faulthandler.unregister(signal.SIGUSR1)
         for sig, old in previous.items():
             signal.signal(sig, old)
 

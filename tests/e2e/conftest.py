@@ -185,6 +185,8 @@ def worker_process(stack: Stack, log: Path) -> Iterator[subprocess.Popen[bytes]]
             try:
                 process.wait(60)
             except subprocess.TimeoutExpired:
+                process.send_signal(signal.SIGUSR1)  # its threads' stacks, into the log
+                time.sleep(1)
                 process.kill()
                 process.wait(30)
 
