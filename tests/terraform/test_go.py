@@ -97,15 +97,16 @@ def test_go_acceptance_tests(
     secrets = {"the API key": capy_serve.key, "the PostgreSQL password": debian_postgres.password}
     arguments = ["-count=1", "-timeout", "30m", "-run", "TestAcc", "-v", "./internal/provider/"]
     code, output = _go_test(go_bin, arguments, acceptance_env, ACCEPTANCE_TIMEOUT)
-    context = (
-        f"{_redacted(_tail(output), secrets.values())}\n"
-        f"--- capy serve (last lines)\n{capy_serve.log_tail()}"
+    context = _redacted(
+        f"{_tail(output)}\n--- capy serve (last lines)\n{capy_serve.log_tail()}",
+        secrets.values(),
     )
 
     # anywhere in the output, not just its tail (the failure says which, never what)
     leaked = _leaked(output, secrets)
     if leaked:
-        pytest.fail(f"{' and '.join(leaked)} appear(s) in the go test output:\n{context}")
+        verb = "appears" if len(leaked) == 1 else "appear"
+        pytest.fail(f"{' and '.join(leaked)} {verb} in the go test output:\n{context}")
     if code != 0:
         pytest.fail(f"go test -run TestAcc exited {code}:\n{context}")
 
