@@ -108,7 +108,9 @@ func (p *capyProvider) Configure(ctx context.Context, req provider.ConfigureRequ
 }
 
 func (p *capyProvider) Resources(_ context.Context) []func() resource.Resource {
-	return []func() resource.Resource{}
+	return []func() resource.Resource{
+		NewProjectResource,
+	}
 }
 
 func (p *capyProvider) DataSources(_ context.Context) []func() datasource.DataSource {
