@@ -1,8 +1,5 @@
 package provider
 
-// TEMPORARY: a verbatim copy of the harness helper's acc_helpers_test.go (branch h18-harness),
-// so these acceptance tests run before it lands on main; delete this file once main has it.
-
 // Helpers of the acceptance tests. They run under `pytest tests/terraform` (the README's
 // test command), which starts a real `capy serve` on loopback, mints a key with every
 // scope, starts a PostgreSQL server and sets this environment (see tests/terraform/conftest.py):
