@@ -99,3 +99,12 @@ output "restore_state" {
 output "preview_database_id" {
   value = capy_restore.inspect.preview_database_id
 }
+
+# a SQLite preview is a file: sqlite3 "$(tofu output -raw preview_path)" 'select * from customers'
+output "preview_path" {
+  value = capy_restore.inspect.preview_database_name
+}
+
+output "preview_state" {
+  value = capy_restore.inspect.preview_state
+}
