@@ -357,11 +357,17 @@ func Tail(text string, n int) string {
 func (c *Client) WaitForJob(ctx context.Context, jobID string, onUpdate func(*Job)) (*Job, error) {
 	interval := c.cfg.PollStart
 	seen := ""
+	state := "unknown"
 	for {
 		job, err := c.GetJob(ctx, jobID)
 		if err != nil {
+			if ctx.Err() != nil {
+				// the timeout struck mid-call: say which job goes on, as below
+				return nil, fmt.Errorf("job %s is still %s: %w (it goes on on the server; see `capy jobs get %s`)", jobID, state, ctx.Err(), jobID)
+			}
 			return nil, err
 		}
+		state = job.State
 		if onUpdate != nil {
 			now := fmt.Sprintf("%s/%d/%v", job.State, job.Attempts, progressText(job.Progress))
 			if now != seen {

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	mathrand "math/rand/v2"
 	"net/http"
 	"net/url"
@@ -174,9 +175,17 @@ func newIdempotencyKey() string {
 
 // do sends one call, with retries, and decodes the JSON answer into out (when not nil).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
-	target := c.base.JoinPath(strings.Split(path, "/")...)
+	// JoinPath takes its elements as already escaped: an id is escaped first, or "50%"
+	// would lose the whole path and "a%2Fb" or "%2e%2e" would name another resource.
+	segments := strings.Split(path, "/")
+	for i, part := range segments {
+		segments[i] = url.PathEscape(part)
+	}
+	target := c.base.JoinPath(segments...)
 	target.RawQuery = query.Encode()
-	display := redactURL(target.Scheme + "://" + target.Host + target.EscapedPath())
+	// String() puts the "/" between host and path that JoinPath leaves out of Path
+	// when the base URL has none (concatenated, "http://host:8080v1/…" did not parse)
+	display := redactURL((&url.URL{Scheme: target.Scheme, Host: target.Host, Path: target.Path, RawPath: target.RawPath}).String())
 	var payload []byte
 	if body != nil {
 		var err error
@@ -214,12 +223,14 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 			}
 			failure = &UnreachableError{Method: method, URL: display, Err: c.scrub(err)}
 		} else {
-			data, readErr := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+			data, readErr := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
 			_ = resp.Body.Close()
 			c.debug(ctx, "capy API call", map[string]any{"method": method, "url": display, "status": resp.StatusCode, "attempt": attempt})
 			switch {
 			case readErr != nil:
 				failure = &UnreachableError{Method: method, URL: display, Err: c.scrub(readErr)}
+			case resp.StatusCode < 400 && len(data) > maxAnswer:
+				return fmt.Errorf("%s %s: the answer is larger than %d MiB", method, display, maxAnswer>>20)
 			case resp.StatusCode < 400:
 				if out == nil || len(bytes.TrimSpace(data)) == 0 {
 					return nil
@@ -253,6 +264,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	}
 }
 
+// maxAnswer is the largest answer body read.
+const maxAnswer = 64 << 20
+
 // nextDelay is how long to wait before the next attempt, or false to give up.
 func (c *Client) nextDelay(failed int, elapsed, retryAfter time.Duration) (time.Duration, bool) {
 	if failed >= c.cfg.MaxAttempts {
@@ -260,13 +274,16 @@ func (c *Client) nextDelay(failed int, elapsed, retryAfter time.Duration) (time.
 	}
 	wait := retryAfter
 	if wait < 0 {
-		ceiling := c.cfg.BaseDelay << (failed - 1)
-		if ceiling > c.cfg.MaxDelay || ceiling <= 0 {
-			ceiling = c.cfg.MaxDelay
+		// BaseDelay << shift is computed only where it cannot overflow: a wrapped
+		// shift can come out positive and small (a 17 s ceiling falling to 2 s).
+		ceiling := c.cfg.MaxDelay
+		if shift := failed - 1; shift < 63 && c.cfg.BaseDelay <= c.cfg.MaxDelay>>shift {
+			ceiling = c.cfg.BaseDelay << shift
 		}
 		wait = ceiling/2 + time.Duration(mathrand.Int64N(int64(ceiling/2)+1))
 	}
-	if elapsed+wait > c.cfg.Deadline {
+	// compared without adding: elapsed + a huge Retry-After overflows to negative
+	if wait > c.cfg.Deadline-elapsed {
 		return 0, false
 	}
 	return wait, true
@@ -279,7 +296,16 @@ func parseRetryAfter(value string, now time.Time) time.Duration {
 		return -1
 	}
 	if seconds, err := strconv.ParseFloat(value, 64); err == nil {
-		return max(time.Duration(seconds*float64(time.Second)), 0)
+		switch {
+		case math.IsNaN(seconds):
+			return -1
+		case seconds <= 0:
+			return 0
+		case seconds >= float64(math.MaxInt64/int64(time.Second)):
+			// converted, it would overflow (to a negative: no wait at all)
+			return time.Duration(math.MaxInt64)
+		}
+		return time.Duration(seconds * float64(time.Second))
 	}
 	if when, err := http.ParseTime(value); err == nil {
 		return max(when.Sub(now), 0)
@@ -302,9 +328,12 @@ func (c *Client) message(data []byte, status int) string {
 			message = string(encoded)
 		}
 	} else {
-		message = strings.TrimSpace(string(data))
+		// redacted before it is cut, or a key across the cut would leave its head
+		message = c.redact(strings.TrimSpace(strings.ToValidUTF8(string(data), "\uFFFD")))
 		if len(message) > 300 {
-			message = message[:300] + "…"
+			if runes := []rune(message); len(runes) > 300 {
+				message = string(runes[:300]) + "…"
+			}
 		}
 	}
 	message = c.redact(message)
@@ -345,6 +374,10 @@ func redactURL(raw string) string {
 		return "(an unreadable URL)"
 	}
 	u.User = nil
+	if at := strings.LastIndex(u.Opaque, "@"); at >= 0 {
+		// "admin:secret@host:8080" parses as scheme "admin", opaque "secret@host:8080"
+		u.Opaque = u.Opaque[at+1:]
+	}
 	u.RawQuery = ""
 	u.Fragment = ""
 	return u.String()

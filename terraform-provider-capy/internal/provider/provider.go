@@ -111,9 +111,15 @@ func (p *capyProvider) Resources(_ context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		NewProjectResource,
 		NewRestoreResource,
+		NewRestorePointResource,
+		NewBackupResource,
 	}
 }
 
 func (p *capyProvider) DataSources(_ context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{}
+	return []func() datasource.DataSource{
+		NewRestorePointsDataSource,
+		NewBackupsDataSource,
+		NewJobsDataSource,
+	}
 }

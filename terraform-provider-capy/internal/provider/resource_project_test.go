@@ -113,12 +113,12 @@ func testSQLiteWAL(t *testing.T, path string) {
 }
 
 func TestAccProject_sqlite(t *testing.T) {
+	accStart(t)
 	_, url := accSQLiteDatabase(t, 10)
 	_, otherURL := accSQLiteDatabase(t, 3)
 	name := accName(t, "prj")
 	var projectID string
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testProjectGone(t),
 		Steps: []resource.TestStep{
@@ -186,11 +186,11 @@ func TestAccProject_sqlite(t *testing.T) {
 }
 
 func TestAccProject_postgres(t *testing.T) {
+	accStart(t)
 	url := accPostgresDatabase(t)
 	name := accName(t, "prj")
 	var projectID string
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testProjectGone(t),
 		Steps: []resource.TestStep{
@@ -240,12 +240,12 @@ func TestAccProject_postgres(t *testing.T) {
 }
 
 func TestAccProject_sqlitePitr(t *testing.T) {
+	accStart(t)
 	path, url := accSQLiteDatabase(t, 5)
 	testSQLiteWAL(t, path)
 	name := accName(t, "prj")
 	var projectID string
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testProjectGone(t),
 		Steps: []resource.TestStep{
@@ -292,7 +292,8 @@ func TestAccProject_sqlitePitr(t *testing.T) {
 }
 
 func TestAccProject_planTimeRefusals(t *testing.T) {
-	resource.UnitTest(t, resource.TestCase{
+	accStart(t)
+	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{

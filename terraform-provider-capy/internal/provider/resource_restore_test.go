@@ -106,11 +106,13 @@ func captureAttr(name, attribute string, into *string) resource.TestCheckFunc {
 }
 
 func TestAccRestore_sqlite(t *testing.T) {
+	accStart(t)
 	_, databaseURL := accSQLiteDatabase(t, 12)
 	testAccRestore(t, databaseURL, 12, `^sqlite:///`)
 }
 
 func TestAccRestore_postgres(t *testing.T) {
+	accStart(t)
 	testAccRestore(t, accPostgresDatabase(t), 20, `^postgresql://[^:@/]+@`)
 }
 
@@ -123,7 +125,6 @@ func testAccRestore(t *testing.T, databaseURL string, rows int, urlPattern strin
 	_, backupKey := testBackup(t, projectID)
 	var firstPreview, secondPreview, thirdPreview, jobID string
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy: func(s *terraform.State) error {
 			return testPreviewGone(t, projectID, &thirdPreview)(s)
@@ -215,6 +216,7 @@ func testAccRestore(t *testing.T, databaseURL string, rows int, urlPattern strin
 // An imported restore plans no new restore: what the server does not record (triggers)
 // is recorded in place by the first apply.
 func TestAccRestore_importThenPlan(t *testing.T) {
+	accStart(t)
 	_, databaseURL := accSQLiteDatabase(t, 4)
 	projectID := testProject(t, databaseURL)
 	_, backupKey := testBackup(t, projectID)
@@ -231,7 +233,6 @@ func TestAccRestore_importThenPlan(t *testing.T) {
 	required := "terraform {\n  required_providers {\n    capy = { source = \"capy/capy\" }\n  }\n}\n"
 	config := required + restoreConfig(fmt.Sprintf("  project_id   = %q\n  backup_key   = %q\n  preview_name = \"imported-preview\"\n  ttl_hours    = 5\n  triggers     = { version = \"1\" }\n", projectID, backupKey))
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{
@@ -276,13 +277,13 @@ func TestAccRestore_importThenPlan(t *testing.T) {
 // A restore whose job fails fails the apply with the job's error, keeps nothing in state
 // and leaves no preview behind.
 func TestAccRestore_failing(t *testing.T) {
+	accStart(t)
 	_, databaseURL := accSQLiteDatabase(t, 6)
 	projectID := testProject(t, databaseURL)
 	_, backupKey := testBackup(t, projectID)
 	accHelper(t, "corrupt-blob", backupKey)
 	config := restoreFromBackup(projectID, backupKey, "1")
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{
@@ -310,10 +311,11 @@ func TestAccRestore_failing(t *testing.T) {
 }
 
 func TestAccRestore_planTimeRefusals(t *testing.T) {
+	accStart(t)
 	refused := func(body, pattern string) resource.TestStep {
 		return resource.TestStep{Config: restoreConfig(body), PlanOnly: true, ExpectError: regexp.MustCompile(pattern)}
 	}
-	resource.UnitTest(t, resource.TestCase{
+	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			refused("  project_id = \"prj_1\"\n  backup_key = \"k\"\n  restore_point_id = \"rp_1\"\n",
