@@ -335,3 +335,94 @@ func TestAccRestore_planTimeRefusals(t *testing.T) {
 		},
 	})
 }
+
+// A SQLite project with PITR on: a restore to a moment inside the window lands in a new
+// preview; the same instant spelt otherwise runs no new restore. Then a restore into
+// the project itself (confirmed) is kept while its job exists and only forgotten by
+// destroy.
+func TestAccRestore_sqliteRestoreTimeAndProject(t *testing.T) {
+	accStart(t)
+	path, databaseURL := accSQLiteDatabase(t, 7)
+	testSQLiteWAL(t, path)
+	projectID := testProject(t, databaseURL)
+	c := accClient(t)
+	ctx := context.Background()
+	if _, _, err := c.PutPitr(ctx, projectID, true); err != nil {
+		t.Fatalf("turn PITR on: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	var moment time.Time
+	for {
+		pitr, err := c.GetPitr(ctx, projectID)
+		if err != nil {
+			t.Fatalf("read PITR: %v", err)
+		}
+		if pitr.WindowStart != nil && pitr.WindowEnd != nil && pitr.WindowEnd.After(*pitr.WindowStart) {
+			moment = *pitr.WindowEnd
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the PITR window did not open within 2 minutes (does capy serve run workers?)")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	withOffset := moment.UTC().Format("2006-01-02T15:04:05.999999999") + "+00:00"
+	inZ := moment.UTC().Format(time.RFC3339Nano)
+	atMoment := func(spelt string) string {
+		return restoreConfig(fmt.Sprintf("  project_id   = %q\n  restore_time = %q\n  ttl_hours    = 2\n", projectID, spelt))
+	}
+	_, backupKey := testBackup(t, projectID)
+	intoProject := restoreConfig(fmt.Sprintf("  project_id = %q\n  backup_key = %q\n  target_kind = \"project\"\n  confirm_project_overwrite = true\n", projectID, backupKey))
+	var previewID string
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config: atMoment(withOffset),
+				Check: resource.ComposeTestCheckFunc(
+					resource.TestCheckResourceAttr("capy_restore.test", "restore_time", withOffset),
+					resource.TestCheckResourceAttr("capy_restore.test", "ttl_hours", "2"),
+					resource.TestCheckResourceAttr("capy_restore.test", "state", "completed"),
+					testPreviewRows(t, databaseURL, 7),
+					captureAttr("capy_restore.test", "preview_database_id", &previewID),
+				),
+			},
+			{ // the same instant in another spelling: recorded in place, no new restore
+				Config: atMoment(inZ),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("capy_restore.test", plancheck.ResourceActionUpdate)},
+				},
+				Check: resource.ComposeTestCheckFunc(
+					resource.TestCheckResourceAttrPtr("capy_restore.test", "preview_database_id", &previewID),
+					resource.TestCheckResourceAttr("capy_restore.test", "restore_time", inZ),
+				),
+			},
+			{ // into the project: the preview of the restore above goes with it
+				Config: intoProject,
+				Check: resource.ComposeTestCheckFunc(
+					resource.TestCheckResourceAttr("capy_restore.test", "target_kind", "project"),
+					resource.TestCheckResourceAttr("capy_restore.test", "state", "completed"),
+					resource.TestCheckNoResourceAttr("capy_restore.test", "preview_database_id"),
+					resource.TestCheckNoResourceAttr("capy_restore.test", "preview_database_url"),
+					testPreviewGone(t, projectID, &previewID),
+					func(*terraform.State) error {
+						if got := accHelper(t, "rows", path, "customers"); got != "7" {
+							return fmt.Errorf("the project's database has %s customers after the restore, want 7", got)
+						}
+						return nil
+					},
+				),
+			},
+			{
+				Config: intoProject,
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+			},
+		},
+	})
+	// destroy only forgot the restore into the project: the project is still there
+	if _, err := c.GetProject(ctx, projectID); err != nil {
+		t.Fatalf("the project after destroying a restore into it: %v", err)
+	}
+}
