@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,4 +313,38 @@ func TestAccProject_planTimeRefusals(t *testing.T) {
 			},
 		},
 	})
+}
+
+// Against hosted CapyDB (a /v1/me without our server's name), create fails before
+// sending anything, saying where projects are made there.
+func TestAccProject_refusedByHostedCapyDB(t *testing.T) {
+	accStart(t)
+	var others atomic.Int32
+	hosted := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/me" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"organization":{"id":"org_1"},"principal":{"organization_id":"org_1","scopes":["projects:write"]}}`))
+			return
+		}
+		others.Add(1)
+		http.Error(w, `{"error":"not expected"}`, http.StatusInternalServerError)
+	}))
+	defer hosted.Close()
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config: fmt.Sprintf("provider \"capy\" {\n  api_url = %q\n}\n", hosted.URL) + `
+resource "capy_project" "test" {
+  name         = "hosted"
+  database_url = "postgresql://u@h/db"
+}
+`,
+				ExpectError: regexp.MustCompile(`(?s)hosted CapyDB creates projects itself.*capydb_project`),
+			},
+		},
+	})
+	if n := others.Load(); n != 0 {
+		t.Fatalf("%d call(s) besides GET /v1/me reached hosted CapyDB", n)
+	}
 }
