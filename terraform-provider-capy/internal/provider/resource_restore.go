@@ -576,7 +576,7 @@ func (r *restoreResource) Read(ctx context.Context, req resource.ReadRequest, re
 			return
 		}
 		index := slices.IndexFunc(previews, func(p client.PreviewDatabase) bool { return p.ID == previewID })
-		if false && (index < 0 || previewLost(&previews[index], time.Now())) {
+		if index < 0 || previewLost(&previews[index], time.Now()) {
 			tflog.Info(ctx, fmt.Sprintf("restore %s: its preview %s is gone or expired; the next apply restores again", id, previewID))
 			resp.State.RemoveResource(ctx)
 			return
