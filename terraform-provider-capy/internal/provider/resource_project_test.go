@@ -348,3 +348,49 @@ resource "capy_project" "test" {
 		t.Fatalf("%d call(s) besides GET /v1/me reached hosted CapyDB", n)
 	}
 }
+
+// An imported project has no database_url in state (the server never returns it): the
+// first plan updates it in place, nothing else; after that apply the plan is empty.
+func TestAccProject_importThenPlan(t *testing.T) {
+	accStart(t)
+	_, url := accSQLiteDatabase(t, 2)
+	projectID := testProject(t, url)
+	project, err := accClient(t).GetProject(context.Background(), projectID)
+	if err != nil {
+		t.Fatalf("read project: %v", err)
+	}
+	// the provider named in full: an import step's configuration gets no generated source
+	config := "terraform {\n  required_providers {\n    capy = { source = \"capy/capy\" }\n  }\n}\n" +
+		projectConfig(project.Name, "")
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config:             config,
+				ConfigVariables:    configVariables(url),
+				ResourceName:       "capy_project.test",
+				ImportState:        true,
+				ImportStateId:      projectID,
+				ImportStatePersist: true,
+			},
+			{
+				Config:          config,
+				ConfigVariables: configVariables(url),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{
+						plancheck.ExpectResourceAction("capy_project.test", plancheck.ResourceActionUpdate),
+						plancheck.ExpectKnownValue("capy_project.test", tfjsonpath.New("database_kind"), knownvalue.StringExact("sqlite")),
+					},
+				},
+				Check: resource.TestCheckResourceAttr("capy_project.test", "id", projectID),
+			},
+			{
+				Config:          config,
+				ConfigVariables: configVariables(url),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
+			},
+		},
+	})
+}
