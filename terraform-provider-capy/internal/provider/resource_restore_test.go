@@ -426,3 +426,45 @@ func TestAccRestore_sqliteRestoreTimeAndProject(t *testing.T) {
 		t.Fatalf("the project after destroying a restore into it: %v", err)
 	}
 }
+
+// A restore that outlives its create timeout fails the apply but stays in state,
+// tainted: the next apply replaces it, deleting the preview it made, rather than leave
+// a preview nobody knows of.
+func TestAccRestore_createTimeout(t *testing.T) {
+	accStart(t)
+	_, databaseURL := accSQLiteDatabase(t, 3)
+	projectID := testProject(t, databaseURL)
+	_, backupKey := testBackup(t, projectID)
+	body := fmt.Sprintf("  project_id = %q\n  backup_key = %q\n", projectID, backupKey)
+	var firstPreview, secondPreview string
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		CheckDestroy: func(s *terraform.State) error {
+			return testPreviewGone(t, projectID, &secondPreview)(s)
+		},
+		Steps: []resource.TestStep{
+			{
+				Config:      restoreConfig(body + "  timeouts {\n    create = \"1ms\"\n  }\n"),
+				ExpectError: regexp.MustCompile(`(?s)did not finish in 1ms`),
+			},
+			{
+				Config: restoreConfig(body),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("capy_restore.test", plancheck.ResourceActionDestroyBeforeCreate)},
+				},
+				PreConfig: func() {
+					previews, err := accClient(t).ListPreviews(context.Background(), projectID)
+					if err != nil || len(previews) != 1 {
+						t.Fatalf("the timed-out restore's preview: %d previews, %v", len(previews), err)
+					}
+					firstPreview = previews[0].ID
+				},
+				Check: resource.ComposeTestCheckFunc(
+					captureAttr("capy_restore.test", "preview_database_id", &secondPreview),
+					resource.TestCheckResourceAttr("capy_restore.test", "state", "completed"),
+					testPreviewGone(t, projectID, &firstPreview),
+				),
+			},
+		},
+	})
+}
