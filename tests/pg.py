@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SUPERUSER = "capy"
@@ -34,7 +34,7 @@ class PostgresServer:
     host: str
     port: int
     user: str
-    password: str
+    password: str = field(repr=False)  # a secret: no repr, no assertion text
     bindir: Path  # the server's binaries, and the pg_dump/pg_restore/psql of its release
     version: str  # "15.20"
 

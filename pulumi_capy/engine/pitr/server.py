@@ -61,6 +61,23 @@ def drop_receiver_slots(conn: psycopg.Connection, project_id: str) -> None:
     _drop_receivers(conn, slot_name(project_id))
 
 
+def drop_own_receiver(
+    conn: psycopg.Connection, project_id: str, receiver: str, *, timeout: float = 10.0
+) -> None:
+    """Drop this streamer's receiver slot once the server has let it go (its walsender
+    stays active for a moment after ``pg_receivewal`` exits; an active slot cannot be
+    dropped and would stay behind), and any other free receiver slot of the project."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (receiver,)
+        ).fetchone()
+        if row is None or not row[0]:
+            break
+        time.sleep(0.05)
+    drop_receiver_slots(conn, project_id)
+
+
 def _drop_receivers(conn: psycopg.Connection, slot: str) -> None:
     prefix = f"{slot}_rx_"
     for row in conn.execute(

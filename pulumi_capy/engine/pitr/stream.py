@@ -146,7 +146,7 @@ class Streamer(LeaseHolder):
             finally:
                 stop_process(process)
                 with contextlib.suppress(psycopg.Error):
-                    server.drop_receiver_slots(conn, self.project_id)
+                    server.drop_own_receiver(conn, self.project_id, self.receiver)
 
     @staticmethod
     def _one(conn: psycopg.Connection, query: str, params: tuple[object, ...] = ()) -> object:

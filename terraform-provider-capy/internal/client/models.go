@@ -105,6 +105,7 @@ type PreviewDatabase struct {
 	ID                string     `json:"id"`
 	ProjectID         string     `json:"project_id"`
 	Name              string     `json:"name"`
+	Mode              *string    `json:"mode"`
 	State             *string    `json:"state"`
 	DatabaseName      *string    `json:"database_name"`
 	RoleName          *string    `json:"role_name"`
@@ -116,6 +117,7 @@ type PreviewDatabase struct {
 	SourceKind        *string    `json:"source_kind"`
 	SourceBackupKey   *string    `json:"source_backup_key"`
 	SourceRestoreTime *time.Time `json:"source_restore_time"`
+	CreatedAt         *time.Time `json:"created_at"`
 }
 
 // Pitr is a project's point-in-time recovery status ([ours], self-hosted only).
@@ -124,6 +126,8 @@ type Pitr struct {
 	Method      *string    `json:"method"`
 	WindowStart *time.Time `json:"window_start"`
 	WindowEnd   *time.Time `json:"window_end"`
+	// Notices is [ours]: what needs a person's attention (nobody streams the log, a gap in it)
+	Notices []string `json:"notices"`
 }
 
 // Identity is who the key is, and which server answers.

@@ -108,9 +108,17 @@ func (p *capyProvider) Configure(ctx context.Context, req provider.ConfigureRequ
 }
 
 func (p *capyProvider) Resources(_ context.Context) []func() resource.Resource {
-	return []func() resource.Resource{}
+	return []func() resource.Resource{
+		NewProjectResource,
+		NewRestorePointResource,
+		NewBackupResource,
+	}
 }
 
 func (p *capyProvider) DataSources(_ context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{}
+	return []func() datasource.DataSource{
+		NewRestorePointsDataSource,
+		NewBackupsDataSource,
+		NewJobsDataSource,
+	}
 }
