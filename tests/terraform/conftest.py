@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -42,6 +43,8 @@ CAPY = [sys.executable, "-m", "pulumi_capy.cli"]
 SERVE_WORKERS = 2  # restores of tests running in parallel do not wait on each other
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+# uvicorn's access log line of a request answered without error
+ANSWERED = re.compile(r'^INFO: +\S+ - ".*" [23]\d\d ')
 
 
 def _missing(tool: str, how: str) -> None:
@@ -90,8 +93,10 @@ class CapyServe:
         return f"CapyServe(url={self.url!r}, engine_dir={str(self.engine_dir)!r})"
 
     def log_tail(self, lines: int = 60) -> str:
+        """Its last lines, but for the access log's 2xx/3xx answers (what went wrong stays)."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:]).replace(self.key, "<api key>")
+        kept = [line for line in text.splitlines() if not ANSWERED.search(line)]
+        return "\n".join(kept[-lines:]).replace(self.key, "<api key>")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

@@ -123,3 +123,4 @@ def test_go_acceptance_tests(
     if skipped and os.environ.get("CI"):
         # in CI every tool and service is there: a skipped acceptance test hides a gap
         pytest.fail(f"acceptance tests skipped in CI: {', '.join(skipped)}\n{context}")
+    print(f"acceptance tests passed: {', '.join(passed)}; skipped: {', '.join(skipped) or 'none'}")
