@@ -110,6 +110,7 @@ func (p *capyProvider) Configure(ctx context.Context, req provider.ConfigureRequ
 func (p *capyProvider) Resources(_ context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		NewProjectResource,
+		NewRestoreResource,
 		NewRestorePointResource,
 		NewBackupResource,
 	}

@@ -313,6 +313,11 @@ func (r *projectResource) Update(ctx context.Context, req resource.UpdateRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
+	if plan.DatabaseURL.Equal(state.DatabaseURL) && plan.Pitr.Equal(state.Pitr) {
+		// force_destroy alone: recorded in state, no call (the plan kept every computed value)
+		resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
+		return
+	}
 	c := r.data.client
 	id := state.ID.ValueString()
 	what := fmt.Sprintf("Could not update project %s", plan.Name.ValueString())

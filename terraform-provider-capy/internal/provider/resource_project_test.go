@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,12 +116,12 @@ func testSQLiteWAL(t *testing.T, path string) {
 }
 
 func TestAccProject_sqlite(t *testing.T) {
+	accStart(t)
 	_, url := accSQLiteDatabase(t, 10)
 	_, otherURL := accSQLiteDatabase(t, 3)
 	name := accName(t, "prj")
 	var projectID string
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testProjectGone(t),
 		Steps: []resource.TestStep{
@@ -186,11 +189,11 @@ func TestAccProject_sqlite(t *testing.T) {
 }
 
 func TestAccProject_postgres(t *testing.T) {
+	accStart(t)
 	url := accPostgresDatabase(t)
 	name := accName(t, "prj")
 	var projectID string
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testProjectGone(t),
 		Steps: []resource.TestStep{
@@ -240,12 +243,12 @@ func TestAccProject_postgres(t *testing.T) {
 }
 
 func TestAccProject_sqlitePitr(t *testing.T) {
+	accStart(t)
 	path, url := accSQLiteDatabase(t, 5)
 	testSQLiteWAL(t, path)
 	name := accName(t, "prj")
 	var projectID string
 	resource.Test(t, resource.TestCase{
-		PreCheck:                 func() { accPreCheck(t) },
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		CheckDestroy:             testProjectGone(t),
 		Steps: []resource.TestStep{
@@ -292,7 +295,8 @@ func TestAccProject_sqlitePitr(t *testing.T) {
 }
 
 func TestAccProject_planTimeRefusals(t *testing.T) {
-	resource.UnitTest(t, resource.TestCase{
+	accStart(t)
+	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
 		Steps: []resource.TestStep{
 			{
@@ -306,6 +310,86 @@ func TestAccProject_planTimeRefusals(t *testing.T) {
 				ConfigVariables: configVariables("sqlite:////tmp/x.db"),
 				PlanOnly:        true,
 				ExpectError:     regexp.MustCompile(`(?s)environment.*production`),
+			},
+		},
+	})
+}
+
+// Against hosted CapyDB (a /v1/me without our server's name), create fails before
+// sending anything, saying where projects are made there.
+func TestAccProject_refusedByHostedCapyDB(t *testing.T) {
+	accStart(t)
+	var others atomic.Int32
+	hosted := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/v1/me" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"organization":{"id":"org_1"},"principal":{"organization_id":"org_1","scopes":["projects:write"]}}`))
+			return
+		}
+		others.Add(1)
+		http.Error(w, `{"error":"not expected"}`, http.StatusInternalServerError)
+	}))
+	defer hosted.Close()
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config: fmt.Sprintf("provider \"capy\" {\n  api_url = %q\n}\n", hosted.URL) + `
+resource "capy_project" "test" {
+  name         = "hosted"
+  database_url = "postgresql://u@h/db"
+}
+`,
+				ExpectError: regexp.MustCompile(`(?s)hosted CapyDB creates projects itself.*capydb_project`),
+			},
+		},
+	})
+	if n := others.Load(); n != 0 {
+		t.Fatalf("%d call(s) besides GET /v1/me reached hosted CapyDB", n)
+	}
+}
+
+// An imported project has no database_url in state (the server never returns it): the
+// first plan updates it in place, nothing else; after that apply the plan is empty.
+func TestAccProject_importThenPlan(t *testing.T) {
+	accStart(t)
+	_, url := accSQLiteDatabase(t, 2)
+	projectID := testProject(t, url)
+	project, err := accClient(t).GetProject(context.Background(), projectID)
+	if err != nil {
+		t.Fatalf("read project: %v", err)
+	}
+	// the provider named in full: an import step's configuration gets no generated source
+	config := "terraform {\n  required_providers {\n    capy = { source = \"capy/capy\" }\n  }\n}\n" +
+		projectConfig(project.Name, "")
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config:             config,
+				ConfigVariables:    configVariables(url),
+				ResourceName:       "capy_project.test",
+				ImportState:        true,
+				ImportStateId:      projectID,
+				ImportStatePersist: true,
+			},
+			{
+				Config:          config,
+				ConfigVariables: configVariables(url),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{
+						plancheck.ExpectResourceAction("capy_project.test", plancheck.ResourceActionUpdate),
+						plancheck.ExpectKnownValue("capy_project.test", tfjsonpath.New("database_kind"), knownvalue.StringExact("sqlite")),
+					},
+				},
+				Check: resource.TestCheckResourceAttr("capy_project.test", "id", projectID),
+			},
+			{
+				Config:          config,
+				ConfigVariables: configVariables(url),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{plancheck.ExpectEmptyPlan()},
+				},
 			},
 		},
 	})

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -113,6 +114,28 @@ func gone(t *testing.T, projectID string) resource.TestCheckFunc {
 	}
 }
 
+// jobResultNames checks that a completed backup job's result (a JSON string) names the
+// backup's key.
+func jobResultNames(jobs, backup string) resource.TestCheckFunc {
+	return func(s *terraform.State) error {
+		want := s.RootModule().Resources[backup].Primary.Attributes["backup_key"]
+		attributes := s.RootModule().Resources[jobs].Primary.Attributes
+		for name, value := range attributes {
+			if !strings.HasSuffix(name, ".result") || value == "" {
+				continue
+			}
+			var result map[string]any
+			if err := json.Unmarshal([]byte(value), &result); err != nil {
+				return fmt.Errorf("%s.%s is not JSON: %v", jobs, name, err)
+			}
+			if result["backup_key"] == want && attributes[strings.TrimSuffix(name, ".result")+".type"] == "project.backup" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no project.backup job of %s has a result naming backup_key %s", jobs, want)
+	}
+}
+
 func restorePointConfig(projectID string) string {
 	return accProviderConfig() + fmt.Sprintf(`
 resource "capy_backup" "b" {
@@ -206,6 +229,7 @@ func testRestorePointLifecycle(t *testing.T, projectID string) {
 					resource.TestCheckTypeSetElemNestedAttrs("data.capy_jobs.recent", "jobs.*", map[string]string{
 						"type": "backup.verify", "state": "completed",
 					}),
+					jobResultNames("data.capy_jobs.recent", "capy_backup.b"),
 				),
 			},
 			{ // deleted behind Terraform's back: the plan creates it again, the apply heals it
@@ -466,6 +490,91 @@ resource "capy_restore_point" "many" {
 						return fmt.Errorf("a refresh listed the backups %d times, want once", n)
 					}
 					return nil
+				},
+			},
+		},
+	})
+}
+
+// accEnablePitr turns point-in-time recovery on for a SQLite project (switching its
+// database to WAL mode: set_wal, which the client does not send, so a PUT of its own)
+// and waits until the window holds a moment one second old; it returns that moment.
+func accEnablePitr(t *testing.T, projectID string) time.Time {
+	t.Helper()
+	body := strings.NewReader(`{"enabled": true, "set_wal": true}`)
+	request, err := http.NewRequest(http.MethodPut, strings.TrimRight(os.Getenv("CAPY_TF_API_URL"), "/")+"/v1/projects/"+projectID+"/pitr", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	request.Header.Set("Authorization", "Bearer "+os.Getenv("CAPY_TF_API_KEY"))
+	request.Header.Set("Content-Type", "application/json")
+	response, err := http.DefaultClient.Do(request)
+	if err != nil {
+		t.Fatalf("turn PITR on: %v", err)
+	}
+	_ = response.Body.Close()
+	if response.StatusCode >= 300 {
+		t.Fatalf("turn PITR on: HTTP %d", response.StatusCode)
+	}
+	c := accClient(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		pitr, err := c.GetPitr(context.Background(), projectID)
+		if err != nil {
+			t.Fatalf("PITR status: %v", err)
+		}
+		if pitr.WindowStart != nil && pitr.WindowEnd != nil && pitr.WindowEnd.Sub(*pitr.WindowStart) > 2*time.Second {
+			return pitr.WindowEnd.Add(-time.Second)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the PITR window did not open within 60 s: %+v", pitr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestAccRestorePointPitr: restore points of kind pitr on a SQLite project with PITR
+// on: one at the moment of creation (pitr_time unset), one at a moment spelled with
+// "+00:00" (the same instant in state: no diff); a no-change plan; import with no diff.
+func TestAccRestorePointPitr(t *testing.T) {
+	accStart(t)
+	projectID := accProject(t, "sqlite")
+	moment := accEnablePitr(t, projectID).UTC()
+	spelled := moment.Format("2006-01-02T15:04:05.000000-07:00") // …+00:00
+	config := accProviderConfig() + fmt.Sprintf(`
+resource "capy_restore_point" "now" {
+  project_id = %[1]q
+  label      = "acc-pitr-now"
+  kind       = "pitr"
+}
+
+resource "capy_restore_point" "then" {
+  project_id = %[1]q
+  label      = "acc-pitr-then"
+  kind       = "pitr"
+  pitr_time  = %[2]q
+}
+`, projectID, spelled)
+	resource.ParallelTest(t, resource.TestCase{
+		PreCheck:                 func() { accPreCheck(t) },
+		ProtoV6ProviderFactories: testAccProtoV6ProviderFactories,
+		Steps: []resource.TestStep{
+			{
+				Config: config,
+				Check: resource.ComposeAggregateTestCheckFunc(
+					resource.TestCheckResourceAttr("capy_restore_point.then", "pitr_time", spelled),
+					resource.TestCheckResourceAttr("capy_restore_point.then", "state", "active"),
+					resource.TestCheckNoResourceAttr("capy_restore_point.then", "backup_key"),
+					resource.TestMatchResourceAttr("capy_restore_point.now", "pitr_time", regexp.MustCompile(`^\d{4}-\d\d-\d\dT.*Z$`)),
+					resource.TestCheckResourceAttr("capy_restore_point.now", "kind", "pitr"),
+				),
+			},
+			{
+				ResourceName:      "capy_restore_point.now",
+				ImportState:       true,
+				ImportStateVerify: true,
+				ImportStateIdFunc: func(s *terraform.State) (string, error) {
+					return projectID + "/" + s.RootModule().Resources["capy_restore_point.now"].Primary.ID, nil
 				},
 			},
 		},

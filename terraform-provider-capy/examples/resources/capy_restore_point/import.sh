@@ -1,0 +1,2 @@
+# PROJECT_ID/RESTORE_POINT_ID
+tofu import capy_restore_point.before_migration prj_5f2c81d04be97a13/rp_0a1b2c3d4e5f6a7b
