@@ -1,5 +1,5 @@
-"""Fixtures of the Terraform provider's tests (``test_go.py``), which run ``go test`` in
-``terraform-provider-capy/`` against real things:
+"""Fixtures of the Terraform provider's tests (``test_go.py``, ``test_acc_helper.py``), which
+run ``go test`` in ``terraform-provider-capy/`` against real things:
 
 - ``go_bin``, ``tofu_bin``: the Go toolchain (PATH) and OpenTofu (``.tools/bin/tofu``,
   built by ``scripts/install-tofu``, else PATH). In CI a missing one fails; elsewhere it skips.
