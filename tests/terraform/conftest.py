@@ -1,5 +1,5 @@
-"""Fixtures of the Terraform provider's tests (``test_go.py``), which run ``go test`` in
-``terraform-provider-capy/`` against real things:
+"""Fixtures of the Terraform provider's tests (``test_go.py``, ``test_acc_helper.py``), which
+run ``go test`` in ``terraform-provider-capy/`` against real things:
 
 - ``go_bin``, ``tofu_bin``: the Go toolchain (PATH) and OpenTofu (``.tools/bin/tofu``,
   built by ``scripts/install-tofu``, else PATH). In CI a missing one fails; elsewhere it skips.
@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -111,6 +112,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(STOP_TIMEOUT)
 
 
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM when pytest dies (a run killed from outside
+    skips the fixture's teardown, and would leave the server running)."""
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _wait_until_serving(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while True:
@@ -169,7 +177,12 @@ def capy_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CapyServe]:
     command += ["--port", str(port), "--workers", str(SERVE_WORKERS)]
     with log.open("wb") as output:
         process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT
+            command,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     try:
         _wait_until_serving(process, url, log)

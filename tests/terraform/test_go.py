@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,22 +46,29 @@ def _go_test(
     into stdout, in order)."""
     if not (PROVIDER_DIR / "go.mod").is_file():
         pytest.fail(f"{PROVIDER_DIR} holds no Go module (go.mod)")
+    # a session of its own: on a timeout the test binary and tofu go with `go test`
+    process = subprocess.Popen(
+        [str(go), "test", *arguments],
+        cwd=PROVIDER_DIR,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
     try:
-        done = subprocess.run(
-            [str(go), "test", *arguments],
-            cwd=PROVIDER_DIR,
-            env=dict(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        output = exc.output if isinstance(exc.output, str) else (exc.output or b"").decode()
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
         return -1, f"{output}\n(go test killed after {timeout} s)"
-    return done.returncode, done.stdout
+    finally:
+        if process.poll() is None:  # interrupted (Ctrl-C): nothing of it stays behind
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode, output
 
 
 def _go_environment() -> dict[str, str]:
