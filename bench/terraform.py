@@ -5,8 +5,7 @@ directory, a key minted with ``capy keys create``), over a SQLite project with o
 verified backup made before the first round (not timed):
 
 - tofu: ``--points`` (200) ``capy_restore_point`` resources pinned to that backup's
-  ``backup_key``, with the provider built from ``terraform-provider-capy/``
-  (``scripts/build-terraform-provider`` when it is there, else ``go build``) and
+  ``backup_key``, with the provider built by ``scripts/build-terraform-provider`` and
   installed by a CLI config of its own (``dev_overrides``; no ``tofu init``);
 - pulumi: as many ``RestorePoint`` resources of the Pulumi package, local file
   backend, in API mode (``CAPYDB_API_URL``/``CAPYDB_API_KEY``: the same server).
@@ -26,7 +25,8 @@ listing (``internal/provider/listcache.go``): one list call per project, not one
 per restore point. The count is printed as "list calls per project during refresh".
 
 Run: ``.venv/bin/python bench/terraform.py [--points 200] [--rounds 2]``
-(``tofu`` and ``pulumi`` from ``.tools/bin`` or PATH; Go to build the provider).
+(``tofu`` and ``pulumi`` from ``.tools/bin`` or PATH: ``scripts/install-tofu``,
+``scripts/install-pulumi``; Go to build the provider).
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from pulumi_capy.api.client import CapyClient
 from pulumi_capy.api.models import CreateBackup, CreateProject
 
 REPO = Path(__file__).resolve().parents[1]
-PROVIDER_DIR = REPO / "terraform-provider-capy"
 CAPY = [sys.executable, "-m", "pulumi_capy.cli"]
 PASSPHRASE = "bench-passphrase"  # noqa: S105 - a throwaway local state backend
 OPERATIONS = ("apply", "refresh", "destroy")
@@ -228,33 +227,17 @@ def seed(client: CapyClient, work: Path) -> tuple[str, str]:
 # ---------------------------------------------------------------- the two tools
 
 
-def build_provider(work: Path, env: dict[str, str]) -> Path:
-    """The directory that holds ``terraform-provider-capy``."""
+def build_provider(env: dict[str, str]) -> Path:
+    """The directory that holds ``terraform-provider-capy``, as the script builds it."""
     script = REPO / "scripts" / "build-terraform-provider"
-    if script.exists():
-        done = subprocess.run(
-            [str(script)], env=env, capture_output=True, text=True, check=False, cwd=REPO
-        )
-        if done.returncode != 0:
-            sys.exit(f"{script} exited {done.returncode}:\n{done.stderr[-4000:]}")
-        directory = Path(done.stdout.strip().splitlines()[-1])
-    else:
-        directory = work / "provider"
-        go = shutil.which("go")
-        if go is None:
-            sys.exit("go is not installed: the provider is built with Go 1.26")
-        done = subprocess.run(
-            [go, "build", "-trimpath", "-o", str(directory / "terraform-provider-capy"), "."],
-            cwd=PROVIDER_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            sys.exit(f"go build exited {done.returncode}:\n{done.stderr[-4000:]}")
+    done = subprocess.run(
+        [str(script)], env=env, capture_output=True, text=True, check=False, cwd=REPO
+    )
+    if done.returncode != 0:
+        sys.exit(f"{script} exited {done.returncode}:\n{done.stderr[-4000:]}")
+    directory = Path(done.stdout.strip())
     if not (directory / "terraform-provider-capy").exists():
-        sys.exit(f"no terraform-provider-capy in {directory}")
+        sys.exit(f"{script} printed {directory}, which holds no terraform-provider-capy")
     return directory
 
 
@@ -380,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         env["PATH"] = os.pathsep.join(
             [str(Path(pulumi_bin).parent), str(Path(sys.executable).parent), env["PATH"]]
         )
-        provider_dir = build_provider(work, env)
+        provider_dir = build_provider(env)
         # the Pulumi program imports this checkout's package, compiled as pip would
         compileall.compile_dir(REPO / "pulumi_capy", quiet=1)
         env["PYTHONPATH"] = str(REPO)

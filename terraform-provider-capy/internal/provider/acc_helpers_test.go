@@ -89,11 +89,22 @@ func accProviderConfig() string {
 	return fmt.Sprintf("provider \"capy\" {\n  api_url = %q\n}\n", os.Getenv("CAPY_TF_API_URL"))
 }
 
+// skipWithoutAcc skips an acceptance test without TF_ACC, as resource.Test would, before
+// it prepares anything (`go test ./...` alone runs the unit tests; pytest tests/terraform
+// runs these with TF_ACC=1 against a real capy serve).
+func skipWithoutAcc(t *testing.T) {
+	t.Helper()
+	if os.Getenv("TF_ACC") == "" {
+		t.Skip("acceptance test: runs with TF_ACC=1 under pytest tests/terraform")
+	}
+}
+
 // accHelper runs tests/terraform/acc_helper.py with args and returns its stdout,
 // trimmed. Its output may be a secret (pg-db prints a URL with a password): it is never
 // logged, and a failure shows only the helper's stderr.
 func accHelper(t *testing.T, args ...string) string {
 	t.Helper()
+	skipWithoutAcc(t)
 	var argv []string
 	if err := json.Unmarshal([]byte(os.Getenv("CAPY_TF_HELPER")), &argv); err != nil || len(argv) == 0 {
 		t.Fatalf("CAPY_TF_HELPER must be a JSON array of strings (the helper's argv prefix): %v", err)
@@ -117,6 +128,7 @@ func accHelper(t *testing.T, args ...string) string {
 // back (deleting a restore point, reading a job).
 func accClient(t *testing.T) *client.Client {
 	t.Helper()
+	skipWithoutAcc(t)
 	c, err := client.New(client.Config{
 		BaseURL:   os.Getenv("CAPY_TF_API_URL"),
 		APIKey:    os.Getenv("CAPY_TF_API_KEY"),
