@@ -392,8 +392,9 @@ func TestGivesUpAfterTheDeadlineWithTheLastError(t *testing.T) {
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != 502 || apiErr.Message != fmt.Sprintf("upstream %d", seen) {
 		t.Fatalf("err = %v, want the last (%d-th) answer", err, seen)
 	}
-	// waits of 20-40 ms within 300 ms: 8 to 16 attempts, never all 1000
-	if seen < 8 || seen > 17 {
+	// waits of 20-40 ms within 300 ms: at most 16 attempts, never all 1000; at least two
+	// (how many more depends on how fast a loaded machine answers)
+	if seen < 2 || seen > 16 {
 		t.Errorf("the server saw %d requests within the deadline", seen)
 	}
 	if took > time.Second {
