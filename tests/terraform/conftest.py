@@ -43,6 +43,7 @@ HELPER = Path(__file__).with_name("acc_helper.py")
 CAPY = [sys.executable, "-m", "pulumi_capy.cli"]
 SERVE_WORKERS = 2  # restores of tests running in parallel do not wait on each other
 START_TIMEOUT = 60.0
+TOFU_BUILD_WAIT = 45 * 60.0  # a cold build on 2 busy cores took 25 min
 STOP_TIMEOUT = 30.0
 # uvicorn's access log line of a request answered without error
 ANSWERED = re.compile(r'^INFO: +\S+ - ".*" [23]\d\d ')
@@ -72,8 +73,28 @@ def find_tofu() -> Path | None:
     return Path(found) if found else None
 
 
+def _wait_for_tofu_build() -> None:
+    """scripts/test builds OpenTofu in the background while the first tests run: wait
+    for its exit status (CAPY_TOFU_BUILD_STATUS), and fail with its log if it failed."""
+    status = os.environ.get("CAPY_TOFU_BUILD_STATUS")
+    if not status:
+        return  # pytest run by hand: tofu is there or not
+    path = Path(status)
+    log = path.parent / "install-tofu.log"
+    deadline = time.monotonic() + TOFU_BUILD_WAIT
+    while not path.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"scripts/install-tofu did not finish in {TOFU_BUILD_WAIT:.0f} s: {log}")
+        time.sleep(1)
+    code = path.read_text().strip()
+    if code != "0":
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
+        pytest.fail(f"scripts/install-tofu failed (exit {code}):\n{tail}")
+
+
 @pytest.fixture(scope="session")
 def tofu_bin() -> Path:
+    _wait_for_tofu_build()
     found = find_tofu()
     if found is None:
         _missing("tofu", "run scripts/install-tofu (it builds OpenTofu into .tools/bin)")
