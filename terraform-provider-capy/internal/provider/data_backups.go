@@ -58,7 +58,7 @@ func (d *backupsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest
 }
 
 func (d *backupsDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	if data := configureDataSource(req, resp); data != nil {
+	if data := providerDataOf(req.ProviderData, &resp.Diagnostics); data != nil {
 		d.data = data
 	}
 }

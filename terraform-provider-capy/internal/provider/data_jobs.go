@@ -75,7 +75,7 @@ func (d *jobsDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, r
 }
 
 func (d *jobsDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	if data := configureDataSource(req, resp); data != nil {
+	if data := providerDataOf(req.ProviderData, &resp.Diagnostics); data != nil {
 		d.data = data
 	}
 }

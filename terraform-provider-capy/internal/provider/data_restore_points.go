@@ -18,18 +18,6 @@ func NewRestorePointsDataSource() datasource.DataSource { return &restorePointsD
 
 type restorePointsDataSource struct{ data *providerData }
 
-// configureDataSource takes the provider's data (nil before the provider is configured).
-func configureDataSource(req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) *providerData {
-	if req.ProviderData == nil {
-		return nil
-	}
-	data, ok := req.ProviderData.(*providerData)
-	if !ok {
-		resp.Diagnostics.AddError("Unexpected provider data", fmt.Sprintf("expected *providerData, got %T", req.ProviderData))
-	}
-	return data
-}
-
 func computedString(text string) schema.StringAttribute {
 	return schema.StringAttribute{Computed: true, Description: text, MarkdownDescription: text}
 }
@@ -76,7 +64,7 @@ func (d *restorePointsDataSource) Schema(_ context.Context, _ datasource.SchemaR
 }
 
 func (d *restorePointsDataSource) Configure(_ context.Context, req datasource.ConfigureRequest, resp *datasource.ConfigureResponse) {
-	if data := configureDataSource(req, resp); data != nil {
+	if data := providerDataOf(req.ProviderData, &resp.Diagnostics); data != nil {
 		d.data = data
 	}
 }

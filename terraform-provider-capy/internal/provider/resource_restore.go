@@ -228,15 +228,9 @@ func restoreFlag(text string) schema.BoolAttribute {
 }
 
 func (r *restoreResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	if req.ProviderData == nil {
-		return
+	if data := providerDataOf(req.ProviderData, &resp.Diagnostics); data != nil {
+		r.data = data
 	}
-	data, ok := req.ProviderData.(*providerData)
-	if !ok {
-		resp.Diagnostics.AddError("Unexpected provider data", fmt.Sprintf("capy_restore got %T from the provider", req.ProviderData))
-		return
-	}
-	r.data = data
 }
 
 // ValidateConfig checks the rules over several arguments at plan time; a value not known

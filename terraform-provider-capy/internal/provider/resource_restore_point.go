@@ -101,15 +101,9 @@ func (r *restorePointResource) Schema(_ context.Context, _ resource.SchemaReques
 }
 
 func (r *restorePointResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {
-	if req.ProviderData == nil {
-		return
+	if data := providerDataOf(req.ProviderData, &resp.Diagnostics); data != nil {
+		r.data = data
 	}
-	data, ok := req.ProviderData.(*providerData)
-	if !ok {
-		resp.Diagnostics.AddError("Unexpected provider data", fmt.Sprintf("expected *providerData, got %T", req.ProviderData))
-		return
-	}
-	r.data = data
 }
 
 // checkPastInstant parses an RFC 3339 timestamp that must not be in the future.
