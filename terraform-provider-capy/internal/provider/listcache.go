@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/pulumi-capy/terraform-provider-capy/internal/client"
 )
 
 // listTTL is how long a project's listing answers reads. Terraform calls Read once per
@@ -78,4 +80,28 @@ func cachedList[T any](ctx context.Context, c *listCache, kind, projectID string
 		return nil, entry.err
 	}
 	return entry.value.([]T), nil
+}
+
+// listed is the item of a listing whose id is id, or nil.
+func listed[T any](items []T, id string, idOf func(*T) string) *T {
+	for i := range items {
+		if idOf(&items[i]) == id {
+			return &items[i]
+		}
+	}
+	return nil
+}
+
+// findListed is the object id in the project's listing of kind, read through the cache;
+// nil and no error when it is not listed or the project itself is gone (404): a Read
+// forgets it either way.
+func findListed[T any](ctx context.Context, c *listCache, kind, projectID, id string, fetch func(context.Context, string) ([]T, error), idOf func(*T) string) (*T, error) {
+	items, err := cachedList(ctx, c, kind, projectID, fetch)
+	if client.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return listed(items, id, idOf), nil
 }

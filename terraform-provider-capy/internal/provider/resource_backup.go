@@ -167,25 +167,19 @@ func (r *backupResource) Read(ctx context.Context, req resource.ReadRequest, res
 		return
 	}
 	projectID, id := state.ProjectID.ValueString(), state.ID.ValueString()
-	backups, err := cachedList(ctx, r.data.lists, "backups", projectID, r.data.client.ListBackups)
-	if client.IsNotFound(err) {
-		tflog.Info(ctx, "the backup's project is gone: removing it from state", map[string]any{"id": id, "project_id": projectID})
-		resp.State.RemoveResource(ctx)
-		return
-	}
+	backup, err := findListed(ctx, r.data.lists, "backups", projectID, id, r.data.client.ListBackups,
+		func(b *client.Backup) string { return b.ID })
 	if err != nil {
 		resp.Diagnostics.AddError("Could not read backup", fmt.Sprintf("backup %s: %v", id, err))
 		return
 	}
-	for i := range backups {
-		if backups[i].ID == id {
-			state.fill(&backups[i])
-			resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
-			return
-		}
+	if backup == nil {
+		tflog.Info(ctx, "the backup (or its project) is gone: removing it from state", map[string]any{"id": id, "project_id": projectID})
+		resp.State.RemoveResource(ctx)
+		return
 	}
-	tflog.Info(ctx, "the backup is gone: removing it from state", map[string]any{"id": id, "project_id": projectID})
-	resp.State.RemoveResource(ctx)
+	state.fill(backup)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
 // Update is never called with a change to make: every argument replaces the backup,

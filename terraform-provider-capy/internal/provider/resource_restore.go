@@ -448,11 +448,7 @@ func (r *restoreResource) fill(ctx context.Context, model *restoreModel, job *cl
 		if err != nil {
 			tflog.Warn(ctx, fmt.Sprintf("could not read preview %s: %s", previewID, err))
 		}
-		for i := range previews {
-			if previews[i].ID == previewID {
-				preview = &previews[i]
-			}
-		}
+		preview = listed(previews, previewID, previewIDOf)
 	}
 	restoreFillPreview(model, preview)
 	newPreview := model.TargetKind.ValueString() == "new_preview"
@@ -532,6 +528,8 @@ func previewExpired(preview *client.PreviewDatabase, now time.Time) bool {
 	return preview.TTLExpiresAt != nil && !preview.TTLExpiresAt.After(now)
 }
 
+func previewIDOf(p *client.PreviewDatabase) string { return p.ID }
+
 // previewLost says whether a restore's preview is gone or going (as PREVIEW_LOST of the
 // Pulumi package, plus deleted): a new restore replaces it.
 func previewLost(preview *client.PreviewDatabase, now time.Time) bool {
@@ -560,22 +558,18 @@ func (r *restoreResource) Read(ctx context.Context, req resource.ReadRequest, re
 	previewID := state.PreviewDatabaseID.ValueString()
 	if state.TargetKind.ValueString() == "new_preview" && previewID != "" {
 		// one listing per project for every restore of a refresh; the job ended already
-		previews, err := cachedList(ctx, r.data.lists, "previews", projectID, c.ListPreviews)
-		if client.IsNotFound(err) { // the project is gone, and its previews with it
-			resp.State.RemoveResource(ctx)
-			return
-		}
+		// (a project gone takes its previews with it)
+		preview, err := findListed(ctx, r.data.lists, "previews", projectID, previewID, c.ListPreviews, previewIDOf)
 		if err != nil {
 			resp.Diagnostics.AddError(fmt.Sprintf("Could not read preview %s of restore %s", previewID, id), err.Error())
 			return
 		}
-		index := slices.IndexFunc(previews, func(p client.PreviewDatabase) bool { return p.ID == previewID })
-		if index < 0 || previewLost(&previews[index], time.Now()) {
+		if preview == nil || previewLost(preview, time.Now()) {
 			tflog.Info(ctx, fmt.Sprintf("restore %s: its preview %s is gone or expired; the next apply restores again", id, previewID))
 			resp.State.RemoveResource(ctx)
 			return
 		}
-		restoreFillPreview(&state, &previews[index])
+		restoreFillPreview(&state, preview)
 		resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 		return
 	}
@@ -664,11 +658,7 @@ func (r *restoreResource) readImported(ctx context.Context, state *restoreModel,
 			resp.Diagnostics.AddError(what, err.Error())
 			return
 		}
-		for i := range previews {
-			if previews[i].ID == *job.PreviewDatabaseID {
-				preview = &previews[i]
-			}
-		}
+		preview = listed(previews, *job.PreviewDatabaseID, previewIDOf)
 		if target == "new_preview" && (preview == nil || previewLost(preview, time.Now())) {
 			resp.Diagnostics.AddError(what, fmt.Sprintf("the preview %s restore %s made is gone: there is nothing to import", *job.PreviewDatabaseID, id))
 			return

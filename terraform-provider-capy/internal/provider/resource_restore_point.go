@@ -243,25 +243,19 @@ func (r *restorePointResource) Read(ctx context.Context, req resource.ReadReques
 		return
 	}
 	projectID, id := state.ProjectID.ValueString(), state.ID.ValueString()
-	points, err := cachedList(ctx, r.data.lists, "restore-points", projectID, r.data.client.ListRestorePoints)
-	if client.IsNotFound(err) {
-		tflog.Info(ctx, "the restore point's project is gone: removing it from state", map[string]any{"id": id, "project_id": projectID})
-		resp.State.RemoveResource(ctx)
-		return
-	}
+	point, err := findListed(ctx, r.data.lists, "restore-points", projectID, id, r.data.client.ListRestorePoints,
+		func(p *client.RestorePoint) string { return p.ID })
 	if err != nil {
 		resp.Diagnostics.AddError("Could not read restore point", fmt.Sprintf("restore point %s: %v", id, err))
 		return
 	}
-	for i := range points {
-		if points[i].ID == id {
-			state.fill(&points[i])
-			resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
-			return
-		}
+	if point == nil {
+		tflog.Info(ctx, "the restore point (or its project) is gone: removing it from state", map[string]any{"id": id, "project_id": projectID})
+		resp.State.RemoveResource(ctx)
+		return
 	}
-	tflog.Info(ctx, "the restore point is gone: removing it from state", map[string]any{"id": id, "project_id": projectID})
-	resp.State.RemoveResource(ctx)
+	state.fill(point)
+	resp.Diagnostics.Append(resp.State.Set(ctx, &state)...)
 }
 
 // Update is never called with a change to make: every argument replaces the restore
