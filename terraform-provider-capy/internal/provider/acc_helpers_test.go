@@ -91,12 +91,22 @@ func accProviderConfig() string {
 
 // skipWithoutAcc skips an acceptance test without TF_ACC, as resource.Test would, before
 // it prepares anything (`go test ./...` alone runs the unit tests; pytest tests/terraform
-// runs these with TF_ACC=1 against a real capy serve).
+// runs these with TF_ACC=1 against a real capy serve). This skip cannot happen in CI:
+// tests/terraform/test_go.py always sets TF_ACC for the acceptance run, and fails it
+// when CI is set and any TestAcc test reports SKIP.
 func skipWithoutAcc(t *testing.T) {
 	t.Helper()
 	if os.Getenv("TF_ACC") == "" {
 		t.Skip("acceptance test: runs with TF_ACC=1 under pytest tests/terraform")
 	}
+}
+
+// accStart begins an acceptance test: skipped without TF_ACC, failed when the
+// acceptance environment is incomplete.
+func accStart(t *testing.T) {
+	t.Helper()
+	skipWithoutAcc(t)
+	accPreCheck(t)
 }
 
 // accHelper runs tests/terraform/acc_helper.py with args and returns its stdout,

@@ -22,17 +22,6 @@ import (
 	"github.com/pulumi-capy/terraform-provider-capy/internal/client"
 )
 
-// accStart skips the test without TF_ACC, as resource.Test would (the unit-test run of
-// `go test ./...` sets no TF_ACC; pytest tests/terraform runs these with it), and
-// otherwise fails it when the acceptance environment is incomplete.
-func accStart(t *testing.T) {
-	t.Helper()
-	if os.Getenv("TF_ACC") == "" {
-		t.Skip("acceptance test: runs with TF_ACC=1 under pytest tests/terraform")
-	}
-	accPreCheck(t)
-}
-
 // accProject creates a project on the test server behind Terraform's back (capy_project
 // is another resource's business) over a SQLite ("sqlite") or PostgreSQL ("pg")
 // database, removed with its backups when the test ends; it returns the project's id.
