@@ -15,6 +15,7 @@ import argparse
 import json
 import signal
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -45,13 +46,18 @@ def main() -> None:
     db.execute(
         "CREATE TABLE IF NOT EXISTS ticks (id INTEGER PRIMARY KEY, before REAL NOT NULL, pad BLOB)"
     )
-    truncated = {"done": 0, "busy": 0}
+    truncated = {"done": 0, "busy": 0, "longest": 0.0}
 
     def truncating() -> None:
         other = sqlite3.connect(args.db, isolation_level=None, timeout=30)
         while not stop.wait(args.truncate_every):
+            started = time.monotonic()
             busy = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            took = time.monotonic() - started
             truncated["busy" if busy else "done"] += 1
+            truncated["longest"] = max(truncated["longest"], took)
+            if took > 1.0:
+                print(f"a TRUNCATE checkpoint took {took:.1f} s (busy={busy})", file=sys.stderr)
         other.close()
 
     if args.truncate_every:
@@ -64,7 +70,11 @@ def main() -> None:
         # BEGIN IMMEDIATE, as an application that checkpoints from another connection must:
         # a deferred write whose snapshot a TRUNCATE checkpoint reset meanwhile gets
         # SQLITE_BUSY at once, without waiting (SQLite's busy handler is not called)
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            waited = time.time() - before
+            raise SystemExit(f"BEGIN IMMEDIATE failed after {waited:.1f} s: {error}") from error
         cursor = db.execute("INSERT INTO ticks (before, pad) VALUES (?, ?)", (before, pad))
         db.execute("COMMIT")
         commits.append([float(cursor.lastrowid or 0), before, time.time()])
