@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,7 @@ from pulumi_capy.api.models import (
     RestoreRequest,
 )
 from pulumi_capy.engine import Engine
+from pulumi_capy.engine.pitr import archive
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
 from pulumi_capy.engine.pitr.sqlite_replicate import parse_segment_name, sequence_of
 from tests.blobfiles import local_blobs
@@ -318,6 +320,51 @@ def test_checkpoints_of_the_application_cannot_make_it_lose_or_invent_a_row(
     for moment in [*moments, commits[-1][2] + 0.5]:
         check_prefix(app.rows_at(moment), commits, moment)
     assert len(app.rows_at(commits[-1][2] + 0.5)) == len(commits)
+    assert [g.number for g in app.engine.get_pitr(app.project_id).generations] == [1]
+
+
+def test_a_shipment_that_hangs_never_holds_up_the_applications_own_truncate_or_its_writes(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application's RESTART/TRUNCATE checkpoint waits, holding SQLite's write lock,
+    until no reader uses the log: the replicator's polls must go on taking fresh readers
+    while a shipment waits on its blob store (it stalled the application's writes for
+    as long as the shipment took, when one thread did both)."""
+    app.engine.put_pitr(app.project_id, PutPitr(enabled=True))
+    app.worker.start()
+    app.window_open()
+    hanging = threading.Event()
+    release = threading.Event()
+    keep_stream = archive.keep_stream
+
+    def slow_blob_store(*args: Any, **kwargs: Any) -> Any:
+        hanging.set()
+        assert release.wait(120)
+        return keep_stream(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "keep_stream", slow_blob_store)
+    db = sqlite3.connect(app.db, isolation_level=None, timeout=10)
+    try:
+        db.execute("INSERT INTO ticks (before) VALUES (?)", (time.time(),))
+        assert hanging.wait(30), "no shipment started"
+        for _ in range(3):
+            db.execute("INSERT INTO ticks (before) VALUES (?)", (time.time(),))
+            busy, log_frames, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert busy == 0, "the application's TRUNCATE checkpoint waited 10 s in vain"
+            assert log_frames == 0
+        assert os.path.getsize(f"{app.db}-wal") == 0
+        # a moment before the hanging shipment is catalogued: its segment and the next
+        # one (what the polls read meanwhile) hold every row committed by then
+        moment = time.time()
+        end = app.engine.get_pitr(app.project_id).window_end
+        assert end is not None
+        assert end.timestamp() < moment
+    finally:
+        release.set()
+        db.close()
+    app.covered(moment)
+    rows = app.rows_at(moment)
+    assert [row[0] for row in rows] == [1, 2, 3, 4]  # read before each reset: all shipped
     assert [g.number for g in app.engine.get_pitr(app.project_id).generations] == [1]
 
 

@@ -352,7 +352,12 @@ def _choose(
     last = sequence_of(part.end_position)
     segments: list[WalSegmentRecord] = []
     expected = first
-    past = False  # reached a segment holding a transaction after the moment
+    # The replicator ships one segment at a time, while its polls go on reading: the
+    # transactions of the segment after the next one were all read after this one was
+    # catalogued. So past the one after the first segment catalogued after the moment,
+    # none can hold a transaction at or before it.
+    late = False  # seen a segment catalogued after the moment
+    past = False  # no later segment is needed
     for item in rt.store.list_wal_segments(project_id, prefix=f"sqlite.{part.generation:08d}."):
         parsed = parse_segment_name(item.name)
         if parsed is None or parsed[2] <= first:
@@ -361,9 +366,10 @@ def _choose(
             break
         segments.append(item)
         expected = parsed[2]
-        if item.created_at > moment:
+        if late:
             past = True
             break
+        late = item.created_at > moment
     if not past and expected < last:
         raise PermanentFailure(
             f"the log archive of project {project_id} misses frames from {expected} of "

@@ -17,12 +17,15 @@ made by then (to the clock's resolution), and the window's end is such a moment.
 
 Every ``FLUSH`` seconds the whole transactions read since the last shipment go out as
 one segment (compressed, checksummed, catalogued), with their labels; then the store
-records, fenced by the lease, how far the log is shipped and the latest poll's moment:
-the window's end.
+records, fenced by the lease, how far the log is shipped and the latest shipped poll's
+moment: the window's end. Shipping (and renewing the lease) runs in a thread of its own,
+one segment at a time, while the polls go on: an application's own RESTART or TRUNCATE
+checkpoint waits for the replicator's reader while it holds the write lock, so nothing
+but a poll may keep a reader waiting.
 
 Readers only ever look at the log: they keep it from being reset, and the log grows.
 The engine checkpoints it itself, once it holds ``CHECKPOINT_FRAMES`` frames: it takes
-the write lock (``BEGIN IMMEDIATE``: nothing more can be committed), ships the tail,
+the write lock (``BEGIN IMMEDIATE``: nothing more can be committed), reads the tail,
 ends its readers, copies the log into the database (a PASSIVE checkpoint: the
 application's readers are waited for by nobody), begins a reader again and lets go of
 the lock. The log is then wholly in the database and read, so the next writer may reset
@@ -96,6 +99,9 @@ CHECKPOINT_EVERY = 1.0
 CHECKPOINT_MAX_FRAMES = 20000
 CHECKPOINT_LOCK_WAIT = 0.2  # seconds to wait for the write lock before trying next time
 MAX_BUFFERED = 32 * 1024 * 1024  # bytes of pages read but not shipped: ship early past this
+# ... and past this, stop polling until the shipper caught up (the reader held meanwhile
+# keeps the log; only an application's own RESTART/TRUNCATE checkpoint waits for it)
+MAX_UNSHIPPED = 4 * MAX_BUFFERED
 BUSY_SECONDS = 30.0
 GENERATION_SHIFT = 40
 MARK_TRIES = 5  # reads of the wal-index for a moment no commit was published in
@@ -342,9 +348,14 @@ class Replicator(LeaseHolder):
         super().__init__(rt, project_id, stop)
         self.generation = 0
         self.sequence = 0  # frames of this generation shipped
+        # what the polls read and the shipper has not shipped yet, and the latest poll's
+        # moment: written by the polls, taken by the shipper, under _buffer_lock
         self.buffer: list[tuple[Frames, datetime]] = []
         self.buffered = 0
-        self.covered: datetime | None = None  # the latest poll's moment
+        self.covered: datetime | None = None
+        self._buffer_lock = threading.Lock()
+        self._ship_now = threading.Event()  # wakes the shipper early (or to halt)
+        self._ship_error: BaseException | None = None
         self._next_checkpoint = CHECKPOINT_FRAMES  # the log's length that calls for one
         self._checkpointed = 0.0  # time.monotonic() of the last engine checkpoint
         self.held: int | None = None  # which reader holds a read transaction
@@ -436,20 +447,54 @@ class Replicator(LeaseHolder):
         enqueue_base_backup(self.rt, self.project_id)
 
     def _loop(self) -> None:
+        """Poll (and checkpoint) in this thread, ship and renew the lease in another: a
+        shipment or a renewal waiting on its blob store or its store never keeps this
+        thread from taking a fresh reader, which an application's own RESTART or
+        TRUNCATE checkpoint waits for while it holds the write lock."""
+        halt = threading.Event()
+        shipper = threading.Thread(
+            target=self._ship, args=(halt,), name=f"capy-ship-{self.project_id}", daemon=True
+        )
+        shipper.start()
+        try:
+            while not halt.is_set() and not self.stop.is_set():
+                if self.buffered < MAX_UNSHIPPED:  # else hold: the shipper catches up
+                    self._poll()
+                    if self._checkpoint_due():
+                        self._checkpoint()
+                    if self.buffered >= MAX_BUFFERED:
+                        self._ship_now.set()
+                self.stop.wait(POLL)
+        finally:
+            halt.set()
+            self._ship_now.set()
+            shipper.join()
+        if self._ship_error is not None:
+            raise self._ship_error
+        raise StreamStopped("the worker stops")
+
+    def _ship(self, halt: threading.Event) -> None:
+        """The shipper: renews the lease, ships what the polls read every ``FLUSH``
+        seconds (sooner past ``MAX_BUFFERED``). Its failure (a lost lease included)
+        halts the polls and is raised by ``_loop``."""
         flushed = time.monotonic()
         announced = False
-        while True:
-            self.renew(every=HEARTBEAT)
-            self._poll()
-            if self._checkpoint_due():
-                self._checkpoint()
-            if time.monotonic() - flushed >= FLUSH or self.buffered >= MAX_BUFFERED:
+        try:
+            while not halt.is_set():
+                self.renew(every=HEARTBEAT)
+                due = flushed + FLUSH - time.monotonic()
+                if due > 0 and not self._ship_now.is_set():
+                    self._ship_now.wait(min(due, HEARTBEAT))
+                    continue
+                self._ship_now.clear()
                 flushed = time.monotonic()
-                self._flush()
-                if not announced:
+                if self._flush() and not announced:
                     announced = True
                     clear_failure(self.rt, self.project_id)
-            self.stop.wait(POLL)
+        except BaseException as error:  # raised again by _loop
+            self._ship_error = error
+        finally:
+            halt.set()
 
     # ------------------------------------------------------------ reading
 
@@ -474,10 +519,11 @@ class Replicator(LeaseHolder):
         self.held = newer
         if self.cursor.header is not None:
             self.page_size = self.cursor.header.page_size
-        if found is not None and found.transactions:
-            self.buffer.append((found, moment))
-            self.buffered += len(found) * self.page_size
-        self.covered = moment
+        with self._buffer_lock:
+            if found is not None and found.transactions:
+                self.buffer.append((found, moment))
+                self.buffered += len(found) * self.page_size
+            self.covered = moment
 
     def _mark(self) -> tuple[IndexHeader, datetime] | None:
         for _ in range(MARK_TRIES):
@@ -534,8 +580,13 @@ class Replicator(LeaseHolder):
 
     # ------------------------------------------------------------ shipping
 
-    def _flush(self) -> None:
-        buffer, self.buffer, self.buffered = self.buffer, [], 0
+    def _flush(self) -> bool:
+        """Ship what the polls read since the last shipment; False before the first poll."""
+        with self._buffer_lock:
+            buffer, self.buffer, self.buffered = self.buffer, [], 0
+            covered = self.covered
+        if covered is None:
+            return False
         if buffer:
             end = self.sequence + sum(len(found) for found, _ in buffer)
             name = segment_name(self.generation, self.sequence, end)
@@ -543,11 +594,11 @@ class Replicator(LeaseHolder):
             stream = encode_parts(self.generation, self.sequence, buffer)
             archive.keep_stream(self.rt, self.project_id, name, key, stream)
             self.sequence = end
-        assert self.covered is not None
         if not self.rt.store.record_streamed(
             self.project_id,
             self.rt.worker_id,
             position(self.generation, self.sequence),
-            self.covered,
+            covered,
         ):
             raise StreamStopped("the lease is gone")
+        return True
