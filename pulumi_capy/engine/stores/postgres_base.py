@@ -46,8 +46,6 @@ from pulumi_capy.engine.stores.sql_base import (
     Database,
     SqlConnections,
     checked_names,
-    read_row,
-    read_rows,
     to_timestamp,
 )
 
@@ -310,15 +308,3 @@ class PostgresConnections(SqlConnections):
         finally:
             self._listen_lock.release()
         return False
-
-    # ------------------------------------------------------------ rows
-
-    def _one(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any] | None:
-        with self._reading() as db:
-            row = db.execute(sql, params).fetchone()
-        return read_row(row) if row is not None else None
-
-    def _all(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
-        with self._reading() as db:
-            rows = db.execute(sql, params).fetchall()
-        return read_rows(rows)

@@ -194,12 +194,19 @@ class SqlConnections(ABC):
         """The connection behind ``tx``, which must be one of this store's transactions."""
 
     @abstractmethod
-    def _one(
-        self, sql: str, params: Mapping[str, Any] | Sequence[Any]
-    ) -> dict[str, Any] | None: ...
+    def _reading(self) -> AbstractContextManager[Database]:
+        """The connection a read uses: inside this thread's transaction, that
+        transaction's (to see its own writes); otherwise one to read with."""
 
-    @abstractmethod
-    def _all(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]: ...
+    def _one(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any] | None:
+        with self._reading() as db:
+            row = db.execute(sql, params).fetchone()
+        return read_row(row) if row is not None else None
+
+    def _all(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
+        with self._reading() as db:
+            rows = db.execute(sql, params).fetchall()
+        return read_rows(rows)
 
     @staticmethod
     def json_text(column: str, *path: str) -> str:

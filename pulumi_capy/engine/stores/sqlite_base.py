@@ -12,11 +12,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pulumi_capy.engine.private import create_private_file, private_directory
 from pulumi_capy.engine.stores.contract import Transaction
@@ -24,7 +23,6 @@ from pulumi_capy.engine.stores.sql_base import (
     SqlConnections,
     from_timestamp,
     read_row,
-    read_rows,
     stored,
     to_timestamp,
 )
@@ -184,15 +182,3 @@ class SqliteConnections(SqlConnections):
             if self._version_db is None:
                 self._version_db = self._open_reader()
             return int(self._version_db.execute("PRAGMA data_version").fetchone()[0])
-
-    # ------------------------------------------------------------ rows
-
-    def _one(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any] | None:
-        with self._reading() as db:
-            row = db.execute(sql, params).fetchone()
-        return read_row(row) if row is not None else None
-
-    def _all(self, sql: str, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
-        with self._reading() as db:
-            rows = db.execute(sql, params).fetchall()
-        return read_rows(rows)
