@@ -25,6 +25,7 @@ returned, so a bad blob touches no target.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
 import os
@@ -125,6 +126,29 @@ class BlobParts:
             for chunk in iter(lambda: raw.read(CHUNK), b""):
                 digest.update(chunk)
         _check_digest(self.key, self.sha256, digest.hexdigest())
+
+    def verified(self, scratch: Path) -> BlobParts:
+        """``verify``, and the parts to read the ranges from: these, when the blob is in
+        local files; else the copy the check downloaded into ``scratch`` (a private
+        directory of the caller's), so that an object store is read once, not once to
+        check and again by ranges."""
+        if isinstance(self.objects, LocalObjectStore):
+            self.verify()
+            return self
+        local = LocalObjectStore(scratch)
+        copy = local.begin(self.key)
+        try:
+            digest = hashlib.sha256()
+            with _open(self.objects, self.key) as raw:
+                for chunk in iter(lambda: raw.read(CHUNK), b""):
+                    digest.update(chunk)
+                    copy.write(chunk)
+            _check_digest(self.key, self.sha256, digest.hexdigest())
+        except BaseException:
+            copy.abort()
+            raise
+        copy.commit()
+        return dataclasses.replace(self, objects=local)
 
     def copy(self, start: int, end: int, out: IO[bytes]) -> None:
         """Bytes ``start`` to ``end`` of the source, decompressed from the frame that

@@ -11,6 +11,7 @@ from typing import IO
 import pytest
 
 from pulumi_capy.engine.blobs import MANIFEST, BlobMissing, BlobStore, ChecksumMismatch
+from pulumi_capy.engine.objects import LocalObjectStore
 
 KEY = "projects/prj_1/backups/bk_1"
 
@@ -118,6 +119,40 @@ def test_a_damaged_framed_blob_fails_verify(blobs: BlobStore) -> None:
     assert parts is not None
     with pytest.raises(ChecksumMismatch):
         parts.verify()
+
+
+def test_verified_checks_the_whole_blob_once_and_reads_ranges_from_a_copy_if_remote(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
+    data = _source(6_000_000)
+    frames = [5000, 1_000_000, 3_000_000, len(data) - 100]
+    info = blobs.commit(blobs.stage(KEY, io.BytesIO(data), frames=frames), {})
+    parts = blobs.parts(KEY, info.sha256)
+    assert parts is not None
+    copy = tmp_path / "copy"
+    checked = parts.verified(copy)
+    if isinstance(blobs.objects, LocalObjectStore):
+        assert checked is parts  # its own files: nothing copied
+        assert not copy.exists()
+    else:
+        assert isinstance(checked.objects, LocalObjectStore)
+        assert [p.stat().st_mode & 0o777 for p in copy.rglob("*") if p.is_file()] == [0o600]
+        blobs.objects.delete(KEY)  # from here on, the ranges come from the copy alone
+    for start, end in [(0, 10), (999_999, 3_000_001), (len(data) - 150, len(data))]:
+        out = io.BytesIO()
+        checked.copy(start, end, out)
+        assert out.getvalue() == data[start:end], (start, end)
+
+
+def test_a_damaged_blob_fails_verified_and_keeps_no_copy(blobs: BlobStore, tmp_path: Path) -> None:
+    data = _source()
+    info = blobs.commit(blobs.stage(KEY, io.BytesIO(data), frames=[1_000_000]), {})
+    _damage(blobs, KEY, 10)
+    parts = blobs.parts(KEY, info.sha256)
+    assert parts is not None
+    with pytest.raises(ChecksumMismatch):
+        parts.verified(tmp_path / "copy")
+    assert not [p for p in (tmp_path / "copy").rglob("*") if p.is_file()]
 
 
 def test_a_reader_that_stops_early_still_has_the_blob_checked(blobs: BlobStore) -> None:

@@ -67,15 +67,18 @@ def splitter(destination: Path, split_over: int) -> Split:
 def from_blob(parts: BlobParts, dump: Path, pool: ThreadPoolExecutor) -> Halves:
     """Check the blob, write pg_dump's table of contents at ``dump``, start writing
     the other files (in ``pool``); the largest table's halves are read from the
-    blob's frames as they are loaded (nothing of that table is written to disk)."""
+    blob's frames as they are loaded (nothing of that table is written to disk
+    uncompressed). A blob in an object store is downloaded once, beside ``dump``,
+    while it is checked, and its ranges read from that copy."""
     layout = parts.details.get("tar") or {}
     name, cut = layout["cut"]
     members = {str(item[0]): (int(item[1]), int(item[2])) for item in layout["members"]}
     start, size = members[name]
     if not all(map(plain_name, members)) or not TABLE_DATA.fullmatch(name) or cut > size:
         raise DriverFailure(f"blob {parts.key}: its manifest's layout is damaged", permanent=True)
-    parts.verify()  # before any of it is used
     dump.mkdir(mode=0o700, parents=True)
+    # checked before any of it is used (from an object store, a copy beside the dump)
+    parts = parts.verified(dump.with_name(f"{dump.name}.blob"))
     (toc_start, toc_size) = members["toc.dat"]
     with (dump / "toc.dat").open("wb") as out:
         parts.copy(toc_start, toc_start + toc_size, out)
