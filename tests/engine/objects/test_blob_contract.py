@@ -111,7 +111,9 @@ def test_framed_blobs_read_any_range_from_its_frame(blobs: BlobStore) -> None:
         assert out.getvalue() == data[start:end], (start, end)
 
 
-def test_a_damaged_framed_blob_fails_verify(blobs: BlobStore) -> None:
+def test_a_damaged_framed_blob_fails_verify_and_verified_keeps_no_copy(
+    blobs: BlobStore, tmp_path: Path
+) -> None:
     data = _source()
     info = blobs.commit(blobs.stage(KEY, io.BytesIO(data), frames=[1_000_000]), {})
     _damage(blobs, KEY, 10)
@@ -119,6 +121,9 @@ def test_a_damaged_framed_blob_fails_verify(blobs: BlobStore) -> None:
     assert parts is not None
     with pytest.raises(ChecksumMismatch):
         parts.verify()
+    with pytest.raises(ChecksumMismatch):
+        parts.verified(tmp_path / "copy")
+    assert not [p for p in (tmp_path / "copy").rglob("*") if p.is_file()]
 
 
 def test_verified_checks_the_whole_blob_once_and_reads_ranges_from_a_copy_if_remote(
@@ -142,17 +147,6 @@ def test_verified_checks_the_whole_blob_once_and_reads_ranges_from_a_copy_if_rem
         out = io.BytesIO()
         checked.copy(start, end, out)
         assert out.getvalue() == data[start:end], (start, end)
-
-
-def test_a_damaged_blob_fails_verified_and_keeps_no_copy(blobs: BlobStore, tmp_path: Path) -> None:
-    data = _source()
-    info = blobs.commit(blobs.stage(KEY, io.BytesIO(data), frames=[1_000_000]), {})
-    _damage(blobs, KEY, 10)
-    parts = blobs.parts(KEY, info.sha256)
-    assert parts is not None
-    with pytest.raises(ChecksumMismatch):
-        parts.verified(tmp_path / "copy")
-    assert not [p for p in (tmp_path / "copy").rglob("*") if p.is_file()]
 
 
 def test_a_reader_that_stops_early_still_has_the_blob_checked(blobs: BlobStore) -> None:
