@@ -39,7 +39,7 @@ from pulumi_capy.api.models import (
     RestoreRequest,
 )
 from pulumi_capy.engine import Engine
-from pulumi_capy.engine.pitr import archive
+from pulumi_capy.engine.pitr import archive, sqlite_replicate
 from pulumi_capy.engine.pitr.control import enqueue_base_backup
 from pulumi_capy.engine.pitr.sqlite_replicate import parse_segment_name, sequence_of
 from tests.blobfiles import local_blobs
@@ -366,6 +366,61 @@ def test_a_shipment_that_hangs_never_holds_up_the_applications_own_truncate_or_i
     rows = app.rows_at(moment)
     assert [row[0] for row in rows] == [1, 2, 3, 4]  # read before each reset: all shipped
     assert [g.number for g in app.engine.get_pitr(app.project_id).generations] == [1]
+
+
+def test_a_poll_read_while_a_slow_shipment_is_catalogued_is_in_the_next_segment_not_later(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll takes its moment, reads, and adds what it read to the next shipment. If
+    a shipment taking the buffer could come between its moment and its adding (after a
+    slow shipment before it was catalogued), its transactions, labelled before that
+    catalogued segment, would land two segments on, where a restore to a moment before
+    the cataloguing no longer looks (``sqlite_recovery._choose``)."""
+    app.engine.put_pitr(app.project_id, PutPitr(enabled=True))
+    app.worker.start()
+    app.window_open()
+    slow = threading.Event()  # a shipment hangs until ``release``
+    release = threading.Event()
+    shipped = threading.Event()  # a shipment after the slow one was handed its buffer
+    read = threading.Event()  # the poll that read the trap's row has read it
+    keep_stream = archive.keep_stream
+
+    def blob_store(*args: Any, **kwargs: Any) -> Any:
+        if release.is_set():
+            shipped.set()
+        else:
+            slow.set()
+            assert release.wait(60)
+        return keep_stream(*args, **kwargs)
+
+    monkeypatch.setattr(archive, "keep_stream", blob_store)
+    original_read = sqlite_replicate.Replicator._read
+    trap = threading.Event()
+
+    def reading(self: sqlite_replicate.Replicator, published: Any) -> Any:
+        found = original_read(self, published)
+        if trap.is_set() and found is not None and found.transactions:
+            trap.clear()
+            read.set()
+            shipped.wait(3)  # the next shipment takes the buffer now, if it can
+        return found
+
+    monkeypatch.setattr(sqlite_replicate.Replicator, "_read", reading)
+    db = sqlite3.connect(app.db, isolation_level=None, timeout=10)
+    try:
+        db.execute("INSERT INTO ticks (before) VALUES (?)", (time.time(),))  # 1: slow
+        assert slow.wait(30)
+        db.execute("INSERT INTO ticks (before) VALUES (?)", (time.time(),))  # 2: the next
+        time.sleep(0.2)  # read by a poll
+        trap.set()
+        db.execute("INSERT INTO ticks (before) VALUES (?)", (time.time(),))  # 3: the trap
+        assert read.wait(30)
+        moment = time.time()  # after row 3's poll took its moment, before 1 is catalogued
+    finally:
+        release.set()
+        db.close()
+    app.covered(moment)
+    assert [row[0] for row in app.rows_at(moment)] == [1, 2, 3]
 
 
 def _digest(path: Path) -> str:

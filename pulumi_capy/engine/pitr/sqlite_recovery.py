@@ -352,10 +352,11 @@ def _choose(
     last = sequence_of(part.end_position)
     segments: list[WalSegmentRecord] = []
     expected = first
-    # The replicator ships one segment at a time, while its polls go on reading: the
-    # transactions of the segment after the next one were all read after this one was
-    # catalogued. So past the one after the first segment catalogued after the moment,
-    # none can hold a transaction at or before it.
+    # The replicator ships one segment at a time, while its polls go on reading (each
+    # takes its moment and adds what it read to the next shipment under one lock): the
+    # transactions of the segment after the next one were all labelled after this one
+    # was catalogued. So past the one after the first segment catalogued after the
+    # moment, none can hold a transaction at or before it.
     late = False  # seen a segment catalogued after the moment
     past = False  # no later segment is needed
     for item in rt.store.list_wal_segments(project_id, prefix=f"sqlite.{part.generation:08d}."):

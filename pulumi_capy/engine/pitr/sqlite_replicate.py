@@ -99,8 +99,9 @@ CHECKPOINT_EVERY = 1.0
 CHECKPOINT_MAX_FRAMES = 20000
 CHECKPOINT_LOCK_WAIT = 0.2  # seconds to wait for the write lock before trying next time
 MAX_BUFFERED = 32 * 1024 * 1024  # bytes of pages read but not shipped: ship early past this
-# ... and past this, stop polling until the shipper caught up (the reader held meanwhile
-# keeps the log; only an application's own RESTART/TRUNCATE checkpoint waits for it)
+# ... and past this (read, not yet taken by a shipment), stop polling until the shipper
+# takes it: with the one under way, at most about twice this in memory (the reader held
+# meanwhile keeps the log; only an application's own RESTART/TRUNCATE checkpoint waits)
 MAX_UNSHIPPED = 4 * MAX_BUFFERED
 BUSY_SECONDS = 30.0
 GENERATION_SHIFT = 40
@@ -505,21 +506,25 @@ class Replicator(LeaseHolder):
         are labelled with that moment: each was committed before it, and every commit that
         had returned by then is among them."""
         newer = self.readers.begin(self.held)
-        try:
-            marked = self._mark()
-            if marked is None:  # commits kept coming: look again next time
-                self.readers.end(newer)
-                return
-            published, moment = marked
-            found = self._read(published)
-        except BaseException:
-            self.readers.end(newer)
-            raise
-        self.readers.end(self.held)
-        self.held = newer
-        if self.cursor.header is not None:
-            self.page_size = self.cursor.header.page_size
+        # From the moment to the buffer under one hold of the lock: a shipment taking the
+        # buffer in between (once a slow one before it was catalogued) would leave these
+        # transactions, labelled before that cataloguing, for the segment after its own,
+        # where a restore to a moment before the cataloguing does not look (_choose).
         with self._buffer_lock:
+            try:
+                marked = self._mark()
+                if marked is None:  # commits kept coming: look again next time
+                    self.readers.end(newer)
+                    return
+                published, moment = marked
+                found = self._read(published)
+            except BaseException:
+                self.readers.end(newer)
+                raise
+            self.readers.end(self.held)
+            self.held = newer
+            if self.cursor.header is not None:
+                self.page_size = self.cursor.header.page_size
             if found is not None and found.transactions:
                 self.buffer.append((found, moment))
                 self.buffered += len(found) * self.page_size
