@@ -55,7 +55,7 @@ from pulumi_capy.engine.objects import (
     check_name,
     fsync_directory,
 )
-from pulumi_capy.engine.private import open_private
+from pulumi_capy.engine.private import open_private, private_directory
 
 __all__ = [
     "MANIFEST",
@@ -120,34 +120,33 @@ class BlobParts:
     keys: BlobKeyRing | None = None
     stored_bytes: int | None = None  # set when the blob is encrypted
 
-    def verify(self) -> None:
+    def verify(self, sink: Callable[[bytes], object] | None = None) -> None:
+        """Check the whole blob against its checksum (each chunk read also to ``sink``)."""
         digest = hashlib.sha256()
         with _open(self.objects, self.key) as raw:
             for chunk in iter(lambda: raw.read(CHUNK), b""):
                 digest.update(chunk)
+                if sink is not None:
+                    sink(chunk)
         _check_digest(self.key, self.sha256, digest.hexdigest())
 
     def verified(self, scratch: Path) -> BlobParts:
         """``verify``, and the parts to read the ranges from: these, when the blob is in
         local files; else the copy the check downloaded into ``scratch`` (a private
-        directory of the caller's), so that an object store is read once, not once to
-        check and again by ranges."""
+        directory of the caller's, thrown away with it: not fsynced), so that an object
+        store is read once, not once to check and again by ranges."""
         if isinstance(self.objects, LocalObjectStore):
             self.verify()
             return self
         local = LocalObjectStore(scratch)
-        copy = local.begin(self.key)
+        target = local.path(self.key)
+        private_directory(target.parent)
         try:
-            digest = hashlib.sha256()
-            with _open(self.objects, self.key) as raw:
-                for chunk in iter(lambda: raw.read(CHUNK), b""):
-                    digest.update(chunk)
-                    copy.write(chunk)
-            _check_digest(self.key, self.sha256, digest.hexdigest())
+            with open_private(target) as copy:
+                self.verify(copy.write)
         except BaseException:
-            copy.abort()
+            target.unlink(missing_ok=True)
             raise
-        copy.commit()
         return dataclasses.replace(self, objects=local)
 
     def copy(self, start: int, end: int, out: IO[bytes]) -> None:
